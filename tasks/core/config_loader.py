@@ -1,0 +1,209 @@
+"""Load an experiment YAML (plus the files it ``extends``) into validated config models.
+
+Experiment files are small diffs over a base file (``extends: ../base.yaml``), merged key by
+key. Relative paths are resolved against the file that wrote them, so a config means the same
+thing whatever the working directory. Errors are one line each and name the file, the key
+path, the bad value and what is allowed, so a typo never reaches a running pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tasks.core.config import ExperimentConfig, LicensePolicy
+
+# Keys whose values are paths, resolved against the directory of the file that sets them.
+PATH_KEYS = (("data", "train", "path"), ("data", "eval", "path"), ("license", "policy_file"))
+MAX_EXTENDS_DEPTH = 8
+
+
+class ConfigError(ValueError):
+    """A config file is missing, unreadable or invalid; ``str()`` is the user-facing line."""
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """An experiment config with everything it references, validated once."""
+
+    config: ExperimentConfig
+    license_policy: LicensePolicy
+    license_policy_sha256: str
+    sources: tuple[Path, ...]
+
+    @property
+    def sha256(self) -> str:
+        return section_hash(self.config)
+
+    def resolved_yaml(self) -> str:
+        return yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+
+
+def section_hash(section: BaseModel | dict | None) -> str:
+    """sha256 of a config section's canonical JSON: the cache key of what a stage reads."""
+    data = section.model_dump(mode="json") if isinstance(section, BaseModel) else section
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
+    for keys in PATH_KEYS:
+        node = data
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = str((base_dir / node[keys[-1]]).resolve())
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_layers(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The chain of files from the root base to ``path``, each with resolved paths."""
+    layers: list[tuple[Path, dict[str, Any]]] = []
+    current: Path | None = Path(path).resolve()
+    while current is not None:
+        if len(layers) >= MAX_EXTENDS_DEPTH or any(p == current for p, _ in layers):
+            raise ConfigError(f"{path}: 'extends' chain loops or is deeper than {MAX_EXTENDS_DEPTH}")
+        data = read_yaml(current)
+        parent = data.pop("extends", None)
+        if parent is not None and not isinstance(parent, str):
+            raise ConfigError(f"{current}: extends: must be a relative file path, got {parent!r}")
+        _resolve_paths(data, current.parent)
+        layers.append((current, data))
+        current = (current.parent / parent).resolve() if parent else None
+    return list(reversed(layers))
+
+
+def _defined_in(layers: list[tuple[Path, dict[str, Any]]], loc: tuple) -> Path:
+    """The last file in the chain that sets the longest prefix of ``loc``."""
+    for depth in range(len(loc), 0, -1):
+        for path, data in reversed(layers):
+            node: Any = data
+            for key in loc[:depth]:
+                if isinstance(node, dict) and key in node:
+                    node = node[key]
+                else:
+                    break
+            else:
+                return path
+    return layers[-1][0]
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for key in loc[:-1]:
+        field = model.model_fields.get(str(key))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def format_error(
+    exc: ValidationError, layers: list[tuple[Path, dict[str, Any]]], model: type[BaseModel]
+) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        source = _defined_in(layers, loc)
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(model, loc))
+            lines.append(f"{source}: {key}: unknown key; allowed here: {allowed}")
+        elif err["type"] == "missing":
+            lines.append(f"{source}: {key}: required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {key}: {msg} (got {err.get('input')!r})")
+    return "; ".join(lines)
+
+
+def validate_layers(model: type[BaseModel], layers: list[tuple[Path, dict[str, Any]]]):
+    merged: dict[str, Any] = {}
+    for _, data in layers:
+        merged = deep_merge(merged, data)
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_error(exc, layers, model)) from None
+
+
+def load_policy(path: Path) -> LicensePolicy:
+    return validate_layers(LicensePolicy, [(path, read_yaml(path))])
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Validate an experiment file and the policy it references; raise ConfigError if invalid."""
+    layers = load_layers(Path(path))
+    config = validate_layers(ExperimentConfig, layers)
+    policy_path = config.license.policy_file
+    return LoadedConfig(
+        config=config,
+        license_policy=load_policy(policy_path),
+        license_policy_sha256=hashlib.sha256(policy_path.read_bytes()).hexdigest(),
+        sources=tuple(p for p, _ in layers),
+    )
+
+
+def validate_file(path: str | Path) -> str:
+    """Validate any shipped YAML by its kind; return a one-line summary of what it is."""
+    path = Path(path)
+    kind = read_yaml(path).get("kind")
+    if kind == "license-policy":
+        policy = load_policy(path)
+        return f"license policy {policy.version}: {len(policy.allow)} allowed, {len(policy.deny)} denied"
+    loaded = load_config(path)
+    cfg = loaded.config
+    model = cfg.discovery.repo_id or f"discovered ({cfg.discovery.task})"
+    return f"experiment {cfg.name}: model {model}, data {cfg.data.name}, registry {cfg.registry.model_name}"
+
+
+def git_commit(start: Path) -> str:
+    """The project's commit for lineage ('unknown' outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=start, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def lineage(loaded: LoadedConfig) -> dict[str, str]:
+    """Tags every run and version carries: which config, which policy, which code."""
+    return {
+        "config_file": str(loaded.sources[-1]),
+        "config_sha256": loaded.sha256,
+        "license_policy_version": loaded.license_policy.version,
+        "license_policy_sha256": loaded.license_policy_sha256,
+        "git_commit": git_commit(Path(__file__).parent),
+        "resolved_config": loaded.resolved_yaml(),
+    }

@@ -1,0 +1,118 @@
+"""MLflow model registry I/O: log the PEFT classifier, register it once per run, move aliases.
+
+The registered model is an MLflow pyfunc whose artifacts are the adapter and the tokenizer;
+the base model is a reference (repo id + pinned revision) resolved through the Hugging Face
+cache at load time, so it loads offline from the local mirror and online from the Hub.
+(``mlflow.transformers`` can only reference a PEFT base by asking the Hub for its latest
+commit, which fails offline and would not pin what was audited.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
+
+from tasks.core.promotion import PromotionDecision
+
+CHALLENGER, CHAMPION = "challenger", "champion"
+MODEL_ARTIFACT = "model"
+PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.57", "peft>=0.17", "mlflow>=3.5", "pandas"]
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "text")]),
+    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+)
+
+
+class LoraClassifierModel(mlflow.pyfunc.PythonModel):
+    """pyfunc: text in, (label, score) out, from base repo@revision + the logged adapter."""
+
+    def load_context(self, context):
+        from tasks.core.modeling import load_classifier
+
+        self.model, self.tokenizer, self.labels = load_classifier(Path(context.artifacts["adapter"]))
+
+    def predict(self, context, model_input, params=None):
+        from tasks.core.modeling import predict_proba
+
+        if isinstance(model_input, pd.DataFrame):
+            column = "text" if "text" in model_input.columns else model_input.columns[0]
+            texts = model_input[column].astype(str).tolist()
+        else:
+            texts = [str(t) for t in model_input]
+        probs = predict_proba(self.model, self.tokenizer, texts, batch_size=64)
+        best = probs.argmax(axis=1)
+        return pd.DataFrame(
+            {"label": [self.labels[i] for i in best], "score": probs.max(axis=1).astype(float)}
+        )
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: str
+    run_id: str
+    created: bool
+
+
+def version_for_run(mlc: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    try:
+        found = mlc.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def register(
+    mlc: MlflowClient,
+    name: str,
+    run_id: str,
+    adapter_dir: Path,
+    tags: dict[str, str],
+    description: str,
+) -> Registration:
+    """Register the run's model once: a retry finds the existing version instead of adding one."""
+    existing = version_for_run(mlc, name, run_id)
+    if existing is None:
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=LoraClassifierModel(),
+                artifacts={"adapter": str(adapter_dir)},
+                signature=SIGNATURE,
+                pip_requirements=PIP_REQUIREMENTS,
+            )
+        try:
+            mlc.get_registered_model(name)
+        except MlflowException:
+            mlc.create_registered_model(name, description="LoRA fine-tunes managed by loraflow")
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
+        mlc.update_model_version(name, version.version, description=description)
+        created = True
+    else:
+        version, created = existing, False
+    mlc.set_registered_model_alias(name, CHALLENGER, version.version)
+    return Registration(name, str(version.version), run_id, created)
+
+
+def alias_version(mlc: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(mlc.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def apply_promotion(mlc: MlflowClient, name: str, decision: PromotionDecision, when: str) -> None:
+    """Move ``champion`` when the decision says so, and record the reason on the version."""
+    if decision.action == "promote":
+        mlc.set_registered_model_alias(name, CHAMPION, decision.candidate)
+    mlc.set_model_version_tag(name, decision.candidate, "promotion.action", decision.action)
+    mlc.set_model_version_tag(name, decision.candidate, "promotion.reason", decision.reason)
+    mlc.set_model_version_tag(name, decision.candidate, "promotion.at", when)
