@@ -16,7 +16,9 @@ from tasks.gate import EvalOutcome, fetch_adapter
 
 def _cache_key(context, params) -> str:
     outcome: EvalOutcome = params["outcome"]
-    return key("register", outcome.run_id, outcome.decision, params["registry"], params["tags"],
+    # The code's commit is recorded, not keyed: a new commit alone must not re-register a run.
+    tags = {k: v for k, v in params["tags"].items() if k != "git_commit"}
+    return key("register", outcome.run_id, outcome.decision, params["registry"], tags,
                params["home"].tracking_uri)
 
 
