@@ -9,6 +9,7 @@ commit, which fails offline and would not pin what was audited.)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
+from tasks.core.home import Home
 from tasks.core.promotion import PromotionDecision
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -37,7 +39,10 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from tasks.core.modeling import load_classifier
 
-        self.model, self.tokenizer, self.labels = load_classifier(Path(context.artifacts["adapter"]))
+        # Inside a loraflow home, its mirror; elsewhere the standard Hugging Face cache.
+        cache = Home.from_env().hf_hub_cache if os.environ.get("LORAFLOW_HOME") else None
+        adapter = Path(context.artifacts["adapter"])
+        self.model, self.tokenizer, self.labels = load_classifier(adapter, cache)
 
     def predict(self, context, model_input, params=None):
         from tasks.core.modeling import predict_proba

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.tiny import sentiment_rows, write_tsv
+
+TINY_REPO = "loraflow-test/tiny-bert"
+
+
+def write_config(folder: Path, filename: str = "experiment.yaml", **overrides) -> Path:
+    """A complete experiment config over tiny data; ``overrides`` replace top-level sections."""
+    train = write_tsv(folder / "train.tsv", "sentence", sentiment_rows(48, seed=1))
+    dev = write_tsv(folder / "dev.tsv", "content", sentiment_rows(16, seed=2))
+    config = {
+        "name": "tiny-test",
+        "discovery": {"repo_id": TINY_REPO},
+        "license": {"policy_file": str(REPO / "configs/policies/licenses.yaml")},
+        "data": {
+            "name": "tiny",
+            "license": "mit",
+            "labels": ["negative", "positive"],
+            "train": {"path": str(train), "text_column": "sentence", "label_column": "label"},
+            "eval": {"path": str(dev), "text_column": "content", "label_column": "label"},
+        },
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "train": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 16,
+                  "logging_steps": 1, "warmup_ratio": 0.0},
+        "eval": {"batch_size": 16},
+        "gates": {"absolute": {"accuracy": 0.0}},
+        "registry": {"model_name": "tiny-lora", "experiment": "tests"},
+    }
+    config.update(overrides)
+    path = folder / filename
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def mirrored(home, tiny_bert_dir):
+    """The tiny BERT imported into this test's cache; returns its revision."""
+    from tasks.core.mirror import import_folder
+
+    return import_folder(tiny_bert_dir, TINY_REPO, home.hf_hub_cache).revision

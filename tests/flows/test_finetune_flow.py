@@ -1,0 +1,118 @@
+"""The whole finetune flow under a real Prefect engine, real MLflow (SQLite) and a real model."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+
+from flows.finetune import finetune
+from tasks.core.errors import GateFailed, LicenseDenied
+from tasks.core.tracking import client
+from tests.flows.conftest import TINY_REPO, write_config
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+# Task run names start with the stage's verb ("fine-tune org/model on ...").
+STAGES = {"discover": "discover", "audit": "audit-licenses", "validate": "validate-data",
+          "fine-tune": "fine-tune", "evaluate": "evaluate-gate", "register": "register",
+          "promote": "promote"}
+
+
+def task_states(state) -> dict[str, str]:
+    """{stage: state name} of the task runs of the flow run behind ``state``."""
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=50,
+        )
+    return {STAGES[run.name.split(" ", 1)[0]]: run.state.name for run in runs}
+
+
+def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
+    mlc = client(home.tracking_uri)
+    config = write_config(tmp_path)
+
+    # 1. First run: every stage runs for real.
+    state = finetune(config_path=str(config), return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    states = task_states(state)
+    assert len(states) == 7 and set(states.values()) == {"Completed"}, states
+
+    runs = mlc.search_runs([mlc.get_experiment_by_name("tests").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_id == summary["run_id"]
+    assert run.data.params["lora.r"] == "4"
+    assert run.data.params["base_revision"] == mirrored
+    assert len(mlc.get_metric_history(run.info.run_id, "train_loss")) >= 2
+    assert 0.0 <= run.data.metrics["eval_accuracy"] <= 1.0
+    assert "eval_macro_f1" in run.data.metrics
+    artifacts = {a.path for a in mlc.list_artifacts(run.info.run_id, "adapter")}
+    assert "adapter/adapter_model.safetensors" in artifacts
+
+    versions = mlc.search_model_versions("name = 'tiny-lora'")
+    assert [str(v.version) for v in versions] == ["1"]
+    tags = versions[0].tags
+    assert tags["base_repo_id"] == TINY_REPO and tags["base_revision"] == mirrored
+    assert tags["dataset_sha256"] == summary["dataset_sha256"] and len(tags["dataset_sha256"]) == 64
+    assert tags["license_verdict"] == "allow" and tags["gate_decision"] == "pass"
+    model = mlc.get_registered_model("tiny-lora")
+    assert model.aliases == {"challenger": 1, "champion": 1}
+
+    # The registered model loads offline from the mirror and predicts class names.
+    loaded = mlflow.pyfunc.load_model("models:/tiny-lora@champion")
+    predictions = loaded.predict(pd.DataFrame({"text": ["a good film", "a bad plot"]}))
+    assert set(predictions["label"]) <= {"negative", "positive"}
+
+    # 2. Identical re-run: every stage cached, nothing trained, registry unchanged.
+    again = finetune(config_path=str(config), return_state=True)
+    assert set(task_states(again).values()) == {"Cached"}, task_states(again)
+    assert len(mlc.search_runs([run.info.experiment_id])) == 1
+    assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
+
+    # 3. Only the gate threshold changes: evaluation onwards re-runs, training stays cached.
+    accuracy = run.data.metrics["eval_accuracy"]
+    assert accuracy < 1.0, "tiny model unexpectedly perfect; the failing-gate step needs headroom"
+    lower = write_config(tmp_path, "lower.yaml", gates={"absolute": {"accuracy": round(accuracy - 0.01, 4)}})
+    changed = task_states(finetune(config_path=str(lower), return_state=True))
+    assert {changed[s] for s in ("discover", "audit-licenses", "validate-data", "fine-tune")} == {"Cached"}
+    assert {changed[s] for s in ("evaluate-gate", "register", "promote")} == {"Completed"}
+    assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
+
+    # 4. A gate the model misses stops the flow before registration; aliases stay put.
+    higher = write_config(tmp_path, "higher.yaml", gates={"absolute": {"accuracy": 1.0}})
+    with pytest.raises(GateFailed, match="accuracy"):
+        finetune(config_path=str(higher))
+    assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
+    assert mlc.get_registered_model("tiny-lora").aliases == {"challenger": 1, "champion": 1}
+
+    # 5. --force recomputes: a new training run and a new version that waits for the canary.
+    forced = finetune(config_path=str(config), force=True, return_state=True)
+    assert set(task_states(forced).values()) == {"Completed"}
+    assert sorted(str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")) == ["1", "2"]
+    aliases = mlc.get_registered_model("tiny-lora").aliases
+    assert aliases == {"challenger": 2, "champion": 1}
+    assert mlc.get_model_version("tiny-lora", "2").tags["promotion.action"] == "keep"
+
+
+def test_denied_license_stops_before_data_and_training(home, tmp_path, tiny_bert_dir):
+    from tasks.core.mirror import import_folder
+    from tests.tiny import build_tiny_bert
+
+    nc = build_tiny_bert(tmp_path / "nc-bert", license="cc-by-nc-4.0")
+    import_folder(nc, TINY_REPO, home.hf_hub_cache)
+    config = write_config(tmp_path)
+    state = finetune(config_path=str(config), return_state=True, )
+    assert state.is_failed()
+    with pytest.raises(LicenseDenied, match="cc-by-nc-4.0 is on the deny list"):
+        state.result()
+    states = task_states(state)
+    assert "validate-data" not in states and "fine-tune" not in states
+    mlc = client(home.tracking_uri)
+    assert mlc.search_registered_models() == []
