@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tasks.core.errors import EXIT_BAD_INPUT, Refusal
 from tasks.core.home import Home, apply_env
@@ -28,8 +29,13 @@ QUICKSTART_CONFIG = Path(__file__).resolve().parent.parent / "configs/experiment
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def _error(message: str) -> None:
+    """One line on stderr; the message is plain text (it may hold '[eval]', not markup)."""
+    err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _error(message)
     return typer.Exit(code)
 
 
@@ -52,7 +58,7 @@ def validate(configs: list[Path] = typer.Argument(..., help="YAML files to check
         try:
             console.print(f"[green]ok[/] {path}: {validate_file(path)}", highlight=False)
         except ConfigError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _error(str(exc))
             failed = True
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -112,6 +118,33 @@ def ui() -> None:
     print_ui_help(apply_env())
 
 
+@app.command()
+def status(limit: int = typer.Option(5, help="How many recent flow runs to show.")) -> None:
+    """Recent flow runs with their task states (Prefect) and registered models (MLflow)."""
+    home = apply_env()
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
+
+    from tasks.core.tracking import client
+
+    with get_client(sync_client=True) as prefect:
+        for run in prefect.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=limit):
+            tasks = prefect.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=100,
+            )
+            states = ", ".join(f"{t.name.split(' ', 1)[0]}={t.state_name}" for t in tasks)
+            console.print(f"flow run {run.name}: {run.state_name}, {len(tasks)} task runs ({states})",
+                          highlight=False, soft_wrap=True)
+    if home.mlflow_db.exists() or not home.tracking_uri.startswith("sqlite"):
+        for model in client(home.tracking_uri).search_registered_models():
+            aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items()))
+            console.print(f"model {model.name}: latest v{max(int(v.version) for v in model.latest_versions)}"
+                          f", aliases {aliases or '(none)'}", highlight=False)
+
+
 @hub.command("import")
 def hub_import(
     path: Path = typer.Argument(..., help="Local model folder (config.json, weights, tokenizer)."),
@@ -155,3 +188,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

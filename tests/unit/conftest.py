@@ -1,5 +1,5 @@
-"""Fixtures of the unit tests: paths of the shipped configs and shared data, an offline Hub,
-and a tiny random BERT model folder (built once per session, a few seconds)."""
+"""Fixtures of the unit tests: an offline Hub, the shared SST-2 data, and a tiny random BERT
+model folder (built once per session, a few seconds)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,12 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = REPO_ROOT / "configs"
-SHIPPED_EXPERIMENT = CONFIGS / "experiments" / "sst2-minilm-lora.yaml"
 # Where configs/base.yaml points: ../shared/ beside the checkout (never copied into the repo).
 SST2_DIR = REPO_ROOT.parent / "shared" / "data" / "sst2"
 
-TINY_REPO_ID = "test-org/tiny-bert"
-TINY_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
-    "the a an good bad great awful movie film plot actor is was not very really fun dull "
-    "story ending music scene".split()
-)
+_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_WORDS = ["the", "a", "an", "good", "bad", "great", "awful", "movie", "film", "plot", "is", "not"]
+TINY_WORDS = _SPECIALS + _WORDS + [f"word{i}" for i in range(100 - len(_SPECIALS) - len(_WORDS))]
 
 
 @dataclass(frozen=True)
@@ -28,7 +24,6 @@ class TinyModel:
 
     path: Path
     num_parameters: int
-    repo_id: str = TINY_REPO_ID
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,14 +41,9 @@ def _offline_hub(tmp_path_factory: pytest.TempPathFactory):
         mp.setattr(datasets.config, "HF_HUB_OFFLINE", True)
         mp.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
         mp.setattr(
-            datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hf-datasets-cache")
+            datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf-datasets-cache"))
         )
         yield
-
-
-@pytest.fixture(scope="session")
-def shipped_experiment() -> Path:
-    return SHIPPED_EXPERIMENT
 
 
 @pytest.fixture(scope="session")

@@ -605,8 +605,7 @@ def test_validate_file_summaries():
         "data sst2, registry sst2-minilm-lora"
     )
     assert validate_file(CONFIGS / "base.yaml") == (
-        "experiment base: model discovered (text-classification), data sst2, "
-        "registry loraflow-base"
+        "experiment base: model discovered (text-classification), data sst2, registry loraflow-base"
     )
     assert validate_file(SHIPPED_POLICY).startswith("license policy 2026.11-1: ")
 
@@ -625,8 +624,12 @@ POLICY = {
 }
 
 POLICY_ERRORS = [
-    pytest.param({"deny": ["agpl-3.0", "mit"]}, ["'mit' is in both allow and deny"], id="allow-deny"),
-    pytest.param({"review": ["agpl-3.0"]}, ["'agpl-3.0' is in both review and deny"], id="rev-deny"),
+    pytest.param(
+        {"deny": ["agpl-3.0", "mit"]}, ["'mit' is in both allow and deny"], id="allow-deny"
+    ),
+    pytest.param(
+        {"review": ["agpl-3.0"]}, ["'agpl-3.0' is in both review and deny"], id="rev-deny"
+    ),
     pytest.param({"review": ["mit"]}, ["'mit' is in both allow and review"], id="allow-review"),
     pytest.param(
         {"allow": ["mit", "Apache-2.0"]},
@@ -634,9 +637,13 @@ POLICY_ERRORS = [
         id="upper-case-allow",
     ),
     pytest.param(
-        {"deny": ["AGPL-3.0"]}, ["deny: write license ids in lower case ('AGPL-3.0')"], id="upper-deny"
+        {"deny": ["AGPL-3.0"]},
+        ["deny: write license ids in lower case ('AGPL-3.0')"],
+        id="upper-deny",
     ),
-    pytest.param({"intended_use": "personal"}, ["intended_use", "'commercial' or 'research'"], id="use"),
+    pytest.param(
+        {"intended_use": "personal"}, ["intended_use", "'commercial' or 'research'"], id="use"
+    ),
     pytest.param({"kind": "policy"}, ["kind", "'license-policy'"], id="kind"),
     pytest.param({"allow": None}, ["allow", "valid list"], id="allow-null"),
     pytest.param({"extra": 1}, ["extra: unknown key", "allow, review, deny"], id="unknown-key"),
@@ -646,7 +653,10 @@ POLICY_ERRORS = [
 def test_valid_policy_model():
     policy = LicensePolicy.model_validate(POLICY)
     assert policy.review == ["other"]
-    assert LicensePolicy.model_validate({k: v for k, v in POLICY.items() if k != "review"}).review == []
+    assert (
+        LicensePolicy.model_validate({k: v for k, v in POLICY.items() if k != "review"}).review
+        == []
+    )
 
 
 @pytest.mark.parametrize(("change", "expected"), POLICY_ERRORS)

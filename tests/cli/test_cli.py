@@ -1,0 +1,109 @@
+"""The ``loraflow`` command as a user runs it: a real subprocess, real exit codes, real stderr."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.flows.conftest import TINY_REPO, write_config
+
+QUICKSTART = REPO / "configs/experiments/sst2-minilm-lora.yaml"
+
+
+def loraflow(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def nothing_registered(home) -> bool:
+    from tasks.core.tracking import client
+
+    return not home.mlflow_db.exists() or client(home.tracking_uri).search_registered_models() == []
+
+
+def child_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "child.yaml"
+    path.write_text(f"extends: {QUICKSTART}\n{text}")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "expected"),
+    [
+        ("unknown key", "train:\n  batchsize: 8\n", ["child.yaml", "train.batchsize", "unknown key", "batch_size"]),
+        ("wrong type", "train:\n  epochs: lots\n", ["child.yaml", "train.epochs", "valid number", "'lots'"]),
+        ("missing data file", "data:\n  eval:\n    path: missing.tsv\n", ["data.eval.path", "data file not found", "missing.tsv"]),
+        ("bad choice", "train:\n  lr_scheduler: zigzag\n", ["train.lr_scheduler", "'linear', 'cosine' or 'constant'", "'zigzag'"]),
+    ],
+)
+def test_bad_config_exits_2_with_one_line(home, tmp_path, case, text, expected):
+    result = loraflow("run", child_config(tmp_path, text))
+    assert result.returncode == 2, result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    for fragment in expected:
+        assert fragment in lines[0], (case, lines[0])
+    assert nothing_registered(home)
+
+
+def test_missing_config_exits_2(home):
+    result = loraflow("run", "configs/nope.yaml")
+    assert result.returncode == 2
+    assert error_lines(result) == [f"error: {REPO / 'configs/nope.yaml'}: config file not found"]
+    assert nothing_registered(home)
+
+
+def test_unknown_label_stops_the_flow_with_exit_2(home, tmp_path, tiny_bert_dir):
+    from tasks.core.mirror import import_folder
+
+    import_folder(tiny_bert_dir, TINY_REPO, home.hf_hub_cache)
+    config = write_config(tmp_path)
+    data = yaml.safe_load(config.read_text())["data"]
+    dev = Path(data["eval"]["path"])
+    lines = dev.read_text().splitlines()
+    lines[3] = "neutral\tthe film was fine"  # data row 3
+    lines[5] = "7\tthe plot was dull"  # data row 5
+    dev.write_text("\n".join(lines) + "\n")
+    result = loraflow("run", config)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = error_lines(result)
+    assert "labels [eval]" in line and "rows 3, 5" in line and "'neutral'" in line, line
+    assert nothing_registered(home)
+
+
+def test_validate_every_shipped_config():
+    files = sorted(REPO.glob("configs/**/*.yaml"))
+    result = loraflow("validate", *files)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok ") == len(files)
+
+
+def test_validate_reports_bad_file_with_exit_2(tmp_path):
+    bad = child_config(tmp_path, "lora:\n  r: 0\n")
+    result = loraflow("validate", QUICKSTART, bad)
+    assert result.returncode == 2
+    assert "ok " in result.stdout and "lora.r" in result.stderr
+
+
+def test_hub_import_and_list(home, tiny_bert_dir):
+    first = loraflow("hub", "import", tiny_bert_dir, "--repo-id", TINY_REPO)
+    assert first.returncode == 0 and first.stdout.startswith("imported:"), first.stderr
+    again = loraflow("hub", "import", tiny_bert_dir, "--repo-id", TINY_REPO)
+    assert again.stdout.startswith("already present:")
+    listing = loraflow("hub", "list")
+    assert TINY_REPO in listing.stdout and "license=apache-2.0" in listing.stdout
+    bad = loraflow("hub", "import", tiny_bert_dir, "--repo-id", "no-slash")
+    assert bad.returncode == 2 and "ORG/NAME" in bad.stderr

@@ -1,0 +1,52 @@
+"""The real quickstart (MiniLM on SST-2, minutes on CPU): `pytest -m slow` / `make test-slow`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(home, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "HF_"))}
+    env["LORAFLOW_HOME"] = str(home)
+    started = time.time()
+    out = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out, time.time() - started
+
+
+def test_quickstart_end_to_end(tmp_path):
+    from tasks.core.home import Home
+    from tasks.core.tracking import client
+
+    home = Home(tmp_path / "home")
+    first, first_s = run_cli(home.root, "quickstart")
+    second, second_s = run_cli(home.root, "quickstart")
+    print(f"first run {first_s:.0f} s, identical second run {second_s:.0f} s ({second_s / first_s:.2f}x)")
+    assert second_s < 0.5 * first_s
+
+    mlc = client(f"sqlite:///{home.mlflow_db}")
+    (run,) = mlc.search_runs([mlc.get_experiment_by_name("loraflow").experiment_id])
+    assert len(mlc.get_metric_history(run.info.run_id, "train_loss")) >= 20
+    gate = yaml.safe_load((REPO / "configs/experiments/sst2-minilm-lora.yaml").read_text())
+    assert run.data.metrics["eval_accuracy"] >= gate["gates"]["absolute"]["accuracy"]
+    assert run.data.metrics["eval_examples"] == 872
+    (version,) = mlc.search_model_versions("name = 'sst2-minilm-lora'")
+    assert version.tags["base_repo_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert len(version.tags["dataset_sha256"]) == 64
+    assert mlc.get_registered_model("sst2-minilm-lora").aliases == {"challenger": 1, "champion": 1}
+
+    status, _ = run_cli(home.root, "status")
+    lines = [line for line in status.stdout.splitlines() if line.startswith("flow run")]
+    assert len(lines) == 2 and all("Completed, 7 task runs" in line for line in lines)
+    assert lines[-1].count("=Completed") == 7  # the first run: every stage ran
