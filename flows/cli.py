@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,13 +20,19 @@ from rich.text import Text
 from tasks.core.errors import EXIT_BAD_INPUT, Refusal
 from tasks.core.home import Home, apply_env
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="loraflow: discover, audit, validate, fine-tune (LoRA), gate, register and promote.",
+)
 hub = typer.Typer(no_args_is_help=True, help="The local model mirror (a Hugging Face cache).")
 app.add_typer(hub, name="hub")
 console = Console()
 err = Console(stderr=True)
 
-QUICKSTART_CONFIG = Path(__file__).resolve().parent.parent / "configs/experiments/sst2-minilm-lora.yaml"
+QUICKSTART_CONFIG = (
+    Path(__file__).resolve().parent.parent / "configs/experiments/sst2-minilm-lora.yaml"
+)
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -49,7 +56,7 @@ def _load(config: Path):
 
 
 @app.command()
-def validate(configs: list[Path] = typer.Argument(..., help="YAML files to check.")) -> None:
+def validate(configs: Annotated[list[Path], typer.Argument(help="YAML files to check.")]) -> None:
     """Check config and policy files without running anything."""
     from tasks.core.config_loader import ConfigError, validate_file
 
@@ -66,8 +73,12 @@ def validate(configs: list[Path] = typer.Argument(..., help="YAML files to check
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/experiments/NAME.yaml."),
-    force: bool = typer.Option(False, "--force", help="Recompute every stage; ignore cached results."),
+    config: Annotated[
+        Path, typer.Argument(help="Experiment YAML, e.g. configs/experiments/NAME.yaml.")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Recompute every stage; ignore cached results.")
+    ] = False,
 ) -> None:
     """Run the finetune pipeline for one experiment config."""
     home = apply_env()
@@ -105,11 +116,19 @@ def print_ui_help(home: Home) -> None:
 
 @app.command()
 def quickstart(
-    force: bool = typer.Option(False, "--force", help="Recompute every stage."),
+    force: Annotated[bool, typer.Option("--force", help="Recompute every stage.")] = False,
 ) -> None:
     """Seed the mirror with the packaged all-MiniLM-L6-v2, then run the SST-2 quickstart."""
     seed_minilm()
     run(QUICKSTART_CONFIG, force)
+
+
+@app.command("config-reference")
+def config_reference() -> None:
+    """Print the configuration reference (Markdown) generated from the schema."""
+    from tasks.core.config_reference import render
+
+    print(render(), end="")
 
 
 @app.command()
@@ -119,7 +138,9 @@ def ui() -> None:
 
 
 @app.command()
-def status(limit: int = typer.Option(5, help="How many recent flow runs to show.")) -> None:
+def status(
+    limit: Annotated[int, typer.Option(help="How many recent flow runs to show.")] = 5,
+) -> None:
     """Recent flow runs with their task states (Prefect) and registered models (MLflow)."""
     home = apply_env()
     from prefect.client.orchestration import get_client
@@ -136,19 +157,27 @@ def status(limit: int = typer.Option(5, help="How many recent flow runs to show.
                 limit=100,
             )
             states = ", ".join(f"{t.name.split(' ', 1)[0]}={t.state_name}" for t in tasks)
-            console.print(f"flow run {run.name}: {run.state_name}, {len(tasks)} task runs ({states})",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"flow run {run.name}: {run.state_name}, {len(tasks)} task runs ({states})",
+                highlight=False,
+                soft_wrap=True,
+            )
     if home.mlflow_db.exists() or not home.tracking_uri.startswith("sqlite"):
         for model in client(home.tracking_uri).search_registered_models():
             aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items()))
-            console.print(f"model {model.name}: latest v{max(int(v.version) for v in model.latest_versions)}"
-                          f", aliases {aliases or '(none)'}", highlight=False)
+            console.print(
+                f"model {model.name}: latest v{max(int(v.version) for v in model.latest_versions)}"
+                f", aliases {aliases or '(none)'}",
+                highlight=False,
+            )
 
 
 @hub.command("import")
 def hub_import(
-    path: Path = typer.Argument(..., help="Local model folder (config.json, weights, tokenizer)."),
-    repo_id: str = typer.Option(..., "--repo-id", help="Repo id to file it under, ORG/NAME."),
+    path: Annotated[
+        Path, typer.Argument(help="Local model folder (config.json, weights, tokenizer).")
+    ],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Repo id to file it under, ORG/NAME.")],
 ) -> None:
     """Put a local model folder into the cache under REPO_ID with a content-derived revision."""
     home = apply_env()
@@ -159,7 +188,9 @@ def hub_import(
     except MirrorError as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
     state = "imported" if model.created else "already present"
-    console.print(f"{state}: {model.repo_id}@{model.revision} ({model.files} files)", highlight=False)
+    console.print(
+        f"{state}: {model.repo_id}@{model.revision} ({model.files} files)", highlight=False
+    )
 
 
 @hub.command("seed")
@@ -179,8 +210,10 @@ def hub_list() -> None:
     for repo_id, revision, snapshot in mirror_revisions(home.hf_hub_cache):
         c = read_candidate(repo_id, revision, snapshot)
         params = f"{c.parameters / 1e6:.1f}M" if c.parameters else "?"
-        console.print(f"{repo_id}@{revision}  {c.model_type}  {params} params  license={c.license}",
-                      highlight=False)
+        console.print(
+            f"{repo_id}@{revision}  {c.model_type}  {params} params  license={c.license}",
+            highlight=False,
+        )
 
 
 def main() -> None:

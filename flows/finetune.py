@@ -40,14 +40,19 @@ def finetune(config_path: str, force: bool = False) -> dict:
 
     candidates = stage(discover_models)(cfg.discovery, str(home.hf_hub_cache))
     model, audit = stage(audit_licenses)(
-        candidates, cfg.license, loaded.license_policy, loaded.license_policy_sha256,
+        candidates,
+        cfg.license,
+        loaded.license_policy,
+        loaded.license_policy_sha256,
         {cfg.data.name: cfg.data.license},
     )
     data = stage(validate_data)(cfg.data, str(home.work_dir / "prepared"))
     trained = stage(train_adapter)(
         model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit, home
     )
-    outcome = stage(evaluate_and_gate)(trained, data, cfg.eval, cfg.gates, cfg.train.max_length, home)
+    outcome = stage(evaluate_and_gate)(
+        trained, data, cfg.eval, cfg.gates, cfg.train.max_length, home
+    )
     version_tags = {
         "base_repo_id": model.repo_id,
         "base_revision": model.revision,
@@ -58,14 +63,18 @@ def finetune(config_path: str, force: bool = False) -> dict:
         "train_run_id": trained.run_id,
         **{k: v for k, v in tags.items() if k != "resolved_config"},
     }
-    registration = stage(register_model)(outcome, trained.adapter_artifact, cfg.registry, version_tags, home)
+    registration = stage(register_model)(
+        outcome, trained.adapter_artifact, cfg.registry, version_tags, home
+    )
     promotion = stage(promote_model)(registration, key("decision", outcome.decision), home)
     return {
         "experiment": cfg.name,
         "model": f"{model.repo_id}@{model.revision}",
         "dataset_sha256": data.fingerprint,
         "run_id": trained.run_id,
-        "metrics": {k: round(v, 4) for k, v in outcome.metrics.items() if k in ("accuracy", "macro_f1")},
+        "metrics": {
+            k: round(v, 4) for k, v in outcome.metrics.items() if k in ("accuracy", "macro_f1")
+        },
         "registered": f"{registration.name} v{registration.version}",
         "promotion": f"{promotion.action}: {promotion.reason}",
     }

@@ -14,13 +14,21 @@ from tasks.core.licenses import AuditRecord, audit, to_markdown
 
 def _cache_key(context, params) -> str:
     return key(
-        "audit", [c.ref for c in params["candidates"]], params["spec"], params["policy_sha256"],
+        "audit",
+        [c.ref for c in params["candidates"]],
+        params["spec"],
+        params["policy_sha256"],
         params["datasets"],
     )
 
 
-@task(name="audit-licenses", task_run_name="audit {candidates[0].repo_id}", timeout_seconds=120,
-      cache_key_fn=_cache_key, **stage_options())
+@task(
+    name="audit-licenses",
+    task_run_name="audit {candidates[0].repo_id}",
+    timeout_seconds=120,
+    cache_key_fn=_cache_key,
+    **stage_options(),
+)
 def audit_licenses(
     candidates: list[Candidate],
     spec: LicenseSpec,
@@ -32,15 +40,25 @@ def audit_licenses(
     records = []
     for candidate in candidates:
         record = audit(
-            f"model:{candidate.ref}", candidate.license, datasets, policy, policy_sha256,
+            f"model:{candidate.ref}",
+            candidate.license,
+            datasets,
+            policy,
+            policy_sha256,
             list(spec.approvals),
         )
         records.append(record)
         if record.verdict == "allow":
-            create_markdown_artifact(key="license-audit", markdown=to_markdown(record),
-                                     description=f"License verdict for {candidate.ref}")
+            create_markdown_artifact(
+                key="license-audit",
+                markdown=to_markdown(record),
+                description=f"License verdict for {candidate.ref}",
+            )
             return candidate, record
-    create_markdown_artifact(key="license-audit", markdown="\n\n".join(map(to_markdown, records)),
-                             description="License audit: every candidate denied")
+    create_markdown_artifact(
+        key="license-audit",
+        markdown="\n\n".join(map(to_markdown, records)),
+        description="License audit: every candidate denied",
+    )
     reasons = "; ".join(r for rec in records for r in rec.reasons if ": deny" in r)
     raise LicenseDenied(f"license audit denied the run: {reasons}")

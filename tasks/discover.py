@@ -21,19 +21,33 @@ def mirror_state(cache_dir: Path) -> list[str]:
 
 
 def _cache_key(context, params) -> str:
-    return key("discover", params["spec"], str(params["cache_dir"]), mirror_state(params["cache_dir"]))
+    return key(
+        "discover", params["spec"], str(params["cache_dir"]), mirror_state(params["cache_dir"])
+    )
 
 
-@task(name="discover", task_run_name="discover {spec.task}", timeout_seconds=300,
-      cache_key_fn=_cache_key, **stage_options())
+@task(
+    name="discover",
+    task_run_name="discover {spec.task}",
+    timeout_seconds=300,
+    cache_key_fn=_cache_key,
+    **stage_options(),
+)
 def discover_models(spec: DiscoverySpec, cache_dir: str) -> list[Candidate]:
     candidates = discover(spec, Path(cache_dir))
     create_table_artifact(
         key="discovery",
         table=[
-            {"rank": i + 1, "model": c.repo_id, "revision": c.revision[:12], "type": c.model_type,
-             "parameters": c.parameters, "license": c.license, "score": c.score,
-             "reasons": "; ".join(c.reasons)}
+            {
+                "rank": i + 1,
+                "model": c.repo_id,
+                "revision": c.revision[:12],
+                "type": c.model_type,
+                "parameters": c.parameters,
+                "license": c.license,
+                "score": c.score,
+                "reasons": "; ".join(c.reasons),
+            }
             for i, c in enumerate(candidates)
         ],
         description=f"Candidates for {spec.task}, best first, each pinned to a commit sha.",

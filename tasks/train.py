@@ -21,13 +21,23 @@ from tasks.core.training import TrainResult, fine_tune, training_params
 def _cache_key(context, params) -> str:
     home: Home = params["home"]
     return key(
-        "train", params["model"].ref, params["data"].fingerprint, params["lora"], params["train"],
-        params["registry"].experiment, home.tracking_uri,
+        "train",
+        params["model"].ref,
+        params["data"].fingerprint,
+        params["lora"],
+        params["train"],
+        params["registry"].experiment,
+        home.tracking_uri,
     )
 
 
-@task(name="fine-tune", task_run_name="fine-tune {model.repo_id} on {data.fingerprint:.12}",
-      timeout_seconds=6 * 3600, cache_key_fn=_cache_key, **stage_options())
+@task(
+    name="fine-tune",
+    task_run_name="fine-tune {model.repo_id} on {data.fingerprint:.12}",
+    timeout_seconds=6 * 3600,
+    cache_key_fn=_cache_key,
+    **stage_options(),
+)
 def train_adapter(
     model: Candidate,
     data: DataReport,
@@ -52,7 +62,9 @@ def train_adapter(
         "prefect.flow_run_id": str(flow_run.get_id() or ""),
         **{k: v for k, v in lineage.items() if k != "resolved_config"},
     }
-    run = mlc.create_run(experiment_id, run_name=f"{experiment_name}-{data.fingerprint[:8]}", tags=tags)
+    run = mlc.create_run(
+        experiment_id, run_name=f"{experiment_name}-{data.fingerprint[:8]}", tags=tags
+    )
     run_id = run.info.run_id
     try:
         params = training_params(ref, lora, train, data.fingerprint)
@@ -60,8 +72,17 @@ def train_adapter(
         mlc.log_text(run_id, lineage.get("resolved_config", ""), "config/resolved.yaml")
         mlc.log_dict(run_id, audit.to_dict(), "audit/license.json")
         mlc.log_dict(run_id, data.to_dict(), "data/validation.json")
-        result = fine_tune(ref, data.prepared_path, list(data.label_names), lora, train, mlc, run_id,
-                           home.work_dir, home.hf_hub_cache)
+        result = fine_tune(
+            ref,
+            data.prepared_path,
+            list(data.label_names),
+            lora,
+            train,
+            mlc,
+            run_id,
+            home.work_dir,
+            home.hf_hub_cache,
+        )
     except BaseException:
         mlc.set_terminated(run_id, "FAILED")
         raise

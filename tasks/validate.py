@@ -16,15 +16,27 @@ def _cache_key(context, params) -> str:
     return key("validate", spec, files, params["out_root"])
 
 
-@task(name="validate-data", task_run_name="validate {spec.name}", timeout_seconds=900,
-      cache_key_fn=_cache_key, **stage_options())
+@task(
+    name="validate-data",
+    task_run_name="validate {spec.name}",
+    timeout_seconds=900,
+    cache_key_fn=_cache_key,
+    **stage_options(),
+)
 def validate_data(spec: DataSpec, out_root: str) -> DataReport:
     report = prepare(spec, out_root)
     create_table_artifact(
         key="data-validation",
         table=[
-            {"check": c.check, "split": c.split, "figure": c.figure, "threshold": c.threshold,
-             "verdict": c.verdict, "examples": ", ".join(map(str, c.examples)), "detail": c.detail}
+            {
+                "check": c.check,
+                "split": c.split,
+                "figure": c.figure,
+                "threshold": c.threshold,
+                "verdict": c.verdict,
+                "examples": ", ".join(map(str, c.examples)),
+                "detail": c.detail,
+            }
             for c in report.checks
         ],
         description=f"{spec.name}: {report.verdict}; rows {report.rows}; sha256 {report.fingerprint[:16]}",

@@ -31,7 +31,9 @@ def test_core_modules_do_not_import_prefect():
         "leaked = sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.'))\n"
         "print(','.join(leaked))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"tasks.core imports prefect via: {out.stdout.strip()}"
 

@@ -19,8 +19,14 @@ def run_cli(home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "HF_"))}
     env["LORAFLOW_HOME"] = str(home)
     started = time.time()
-    out = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out, time.time() - started
 
@@ -32,7 +38,9 @@ def test_quickstart_end_to_end(tmp_path):
     home = Home(tmp_path / "home")
     first, first_s = run_cli(home.root, "quickstart")
     second, second_s = run_cli(home.root, "quickstart")
-    print(f"first run {first_s:.0f} s, identical second run {second_s:.0f} s ({second_s / first_s:.2f}x)")
+    print(
+        f"first run {first_s:.0f} s, identical second run {second_s:.0f} s ({second_s / first_s:.2f}x)"
+    )
     assert second_s < 0.5 * first_s
 
     mlc = client(f"sqlite:///{home.mlflow_db}")

@@ -28,7 +28,8 @@ def build_tiny_bert(folder: Path, license: str = "apache-2.0", seed: int = 0) ->
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + FILLER) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    # BertTokenizerFast(vocab_file=...) gives a 5-token vocab on transformers 5; load the folder.
+    tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(SPECIAL + POSITIVE + NEGATIVE + FILLER),

@@ -8,6 +8,7 @@ renders them into ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 from typing import Literal
@@ -59,13 +60,19 @@ class Approval(Spec):
     date: str = Field(description="When (YYYY-MM-DD).", pattern=r"^\d{4}-\d{2}-\d{2}$")
     reason: str = Field(min_length=10, description="Why the use is acceptable.")
 
+    @field_validator("date", mode="before")
+    @classmethod
+    def _iso_date(cls, value):
+        """YAML reads an unquoted 2026-01-15 as a date; accept it as written."""
+        return value.isoformat() if isinstance(value, datetime.date) else value
+
 
 class LicenseSpec(Spec):
     policy_file: Path = Field(
         description="License policy YAML (allow / review / deny), relative to the file naming it."
     )
-    approvals: list[Approval] = Field(
-        default_factory=list,
+    approvals: tuple[Approval, ...] = Field(
+        default_factory=tuple,
         description="Explicit sign-offs for licenses the policy puts under review.",
     )
 
@@ -85,11 +92,11 @@ class LicensePolicy(Spec):
     intended_use: Literal["commercial", "research"] = Field(
         description="What the fine-tuned models are used for."
     )
-    allow: list[str] = Field(description="License ids accepted without review (lower case).")
-    review: list[str] = Field(
-        default_factory=list, description="License ids that pass only with an approval entry."
+    allow: tuple[str, ...] = Field(description="License ids accepted without review (lower case).")
+    review: tuple[str, ...] = Field(
+        default_factory=tuple, description="License ids that pass only with an approval entry."
     )
-    deny: list[str] = Field(description="License ids refused outright (lower case).")
+    deny: tuple[str, ...] = Field(description="License ids refused outright (lower case).")
 
     @model_validator(mode="after")
     def _disjoint(self) -> LicensePolicy:
@@ -100,7 +107,12 @@ class LicensePolicy(Spec):
                 if license_id != license_id.lower():
                     raise ValueError(f"{name}: write license ids in lower case ({license_id!r})")
                 if license_id in seen:
-                    raise ValueError(f"{license_id!r} is in both {seen[license_id]} and {name}")
+                    where = (
+                        f"listed twice in {name}"
+                        if seen[license_id] == name
+                        else (f"in both {seen[license_id]} and {name}")
+                    )
+                    raise ValueError(f"{license_id!r} is {where}")
                 seen[license_id] = name
         return self
 
@@ -142,7 +154,7 @@ class DataSpec(Spec):
     license: str | None = Field(
         None, description="License the local data is published under (recorded in the audit)."
     )
-    labels: list[str] = Field(
+    labels: tuple[str, ...] = Field(
         min_length=2,
         description="Class names in id order; integer labels in the files index this list.",
     )
@@ -152,7 +164,7 @@ class DataSpec(Spec):
 
     @field_validator("labels")
     @classmethod
-    def _unique(cls, labels: list[str]) -> list[str]:
+    def _unique(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(labels)) != len(labels):
             raise ValueError("class names must be unique")
         return labels
@@ -162,7 +174,7 @@ class LoraSpec(Spec):
     r: int = Field(8, ge=1, le=512, description="LoRA rank.")
     alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA branch.")
-    target_modules: list[str] | None = Field(
+    target_modules: tuple[str, ...] | None = Field(
         None, description="Modules to adapt; default: PEFT's choice for the architecture."
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None:  # an empty file
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
     return data
@@ -91,7 +94,9 @@ def load_layers(path: Path) -> list[tuple[Path, dict[str, Any]]]:
     current: Path | None = Path(path).resolve()
     while current is not None:
         if len(layers) >= MAX_EXTENDS_DEPTH or any(p == current for p, _ in layers):
-            raise ConfigError(f"{path}: 'extends' chain loops or is deeper than {MAX_EXTENDS_DEPTH}")
+            raise ConfigError(
+                f"{path}: 'extends' chain loops or is deeper than {MAX_EXTENDS_DEPTH}"
+            )
         data = read_yaml(current)
         parent = data.pop("extends", None)
         if parent is not None and not isinstance(parent, str):
@@ -119,8 +124,12 @@ def _defined_in(layers: list[tuple[Path, dict[str, Any]]], loc: tuple) -> Path:
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     for key in loc[:-1]:
+        if isinstance(key, int):  # an item of a list field
+            continue
         field = model.model_fields.get(str(key))
         annotation = getattr(field, "annotation", None)
+        if typing.get_origin(annotation) in (list, tuple):
+            annotation = typing.get_args(annotation)[0]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
@@ -141,7 +150,8 @@ def format_error(
         elif err["type"] == "missing":
             lines.append(f"{source}: {key}: required key is missing")
         else:
-            msg = err["msg"].removeprefix("Value error, ")
+            # Sequences are tuples internally (deep immutability); in YAML they are lists.
+            msg = err["msg"].removeprefix("Value error, ").replace("valid tuple", "valid list")
             lines.append(f"{source}: {key}: {msg} (got {err.get('input')!r})")
     return "; ".join(lines)
 

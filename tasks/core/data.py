@@ -70,7 +70,10 @@ def load_split(spec: SplitSpec) -> Dataset:
     kwargs: dict = {}
     if fmt in ("csv", "tsv"):
         builder = "csv"
-        kwargs = {"delimiter": "\t" if fmt == "tsv" else ",", "quoting": csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL}
+        kwargs = {
+            "delimiter": "\t" if fmt == "tsv" else ",",
+            "quoting": csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
+        }
         kwargs["keep_default_na"] = False
     elif fmt in ("json", "jsonl"):
         builder = "json"
@@ -87,11 +90,17 @@ def check_schema(split: str, ds: Dataset, spec: SplitSpec) -> CheckResult:
     missing = [c for c in expected if c not in ds.column_names]
     if missing:
         return CheckResult(
-            "schema", split, len(missing), "0 missing columns", "fail",
+            "schema",
+            split,
+            len(missing),
+            "0 missing columns",
+            "fail",
             f"{spec.path.name} has columns {ds.column_names}; expected {expected} "
             f"(missing {missing}: map them with text_column / label_column)",
         )
-    return CheckResult("schema", split, 0, "0 missing columns", "pass", f"columns {expected} present")
+    return CheckResult(
+        "schema", split, 0, "0 missing columns", "pass", f"columns {expected} present"
+    )
 
 
 def map_labels(values: list, names: list[str]) -> tuple[list[int | None], list[int]]:
@@ -117,20 +126,36 @@ def map_labels(values: list, names: list[str]) -> tuple[list[int | None], list[i
     return ids, bad
 
 
-def check_split(split: str, texts: list, labels: list, names: list[str]) -> tuple[list[CheckResult], list[int]]:
+def check_split(
+    split: str, texts: list, labels: list, names: list[str]
+) -> tuple[list[CheckResult], list[int]]:
     results = []
     empty = [i for i, t in enumerate(texts, start=1) if not isinstance(t, str) or not t.strip()]
-    results.append(CheckResult(
-        "empty_text", split, len(empty), "0 rows", "fail" if empty else "pass",
-        f"{len(empty)} empty or whitespace-only texts", tuple(empty[:MAX_EXAMPLES]),
-    ))
+    results.append(
+        CheckResult(
+            "empty_text",
+            split,
+            len(empty),
+            "0 rows",
+            "fail" if empty else "pass",
+            f"{len(empty)} empty or whitespace-only texts",
+            tuple(empty[:MAX_EXAMPLES]),
+        )
+    )
     ids, bad = map_labels(labels, names)
     unknown = sorted({str(labels[r - 1]) for r in bad})
-    results.append(CheckResult(
-        "labels", split, len(bad), "0 rows", "fail" if bad else "pass",
-        f"{len(bad)} labels not in {names} or ids 0..{len(names) - 1}" + (f": {unknown[:5]}" if bad else ""),
-        tuple(bad[:MAX_EXAMPLES]),
-    ))
+    results.append(
+        CheckResult(
+            "labels",
+            split,
+            len(bad),
+            "0 rows",
+            "fail" if bad else "pass",
+            f"{len(bad)} labels not in {names} or ids 0..{len(names) - 1}"
+            + (f": {unknown[:5]}" if bad else ""),
+            tuple(bad[:MAX_EXAMPLES]),
+        )
+    )
     return results, ids
 
 
@@ -159,11 +184,15 @@ def prepare(spec: DataSpec, out_root: Path) -> DataReport:
         if schema.verdict == "fail":
             continue
         texts = ds[split_spec.text_column]
-        split_checks, ids = check_split(split, texts, ds[split_spec.label_column], list(spec.labels))
+        split_checks, ids = check_split(
+            split, texts, ds[split_spec.label_column], list(spec.labels)
+        )
         checks += split_checks
         if any(c.verdict == "fail" for c in split_checks):
             continue
-        table = Dataset.from_dict({"text": [t.strip() for t in texts], "label": ids}, features=features)
+        table = Dataset.from_dict(
+            {"text": [t.strip() for t in texts], "label": ids}, features=features
+        )
         if split_spec.max_samples and split_spec.max_samples < len(table):
             table = table.shuffle(seed=spec.seed).select(range(split_spec.max_samples))
         mapped[split] = table
@@ -171,11 +200,18 @@ def prepare(spec: DataSpec, out_root: Path) -> DataReport:
     if len(mapped) == len(SPLITS):
         train_labels, eval_labels = set(mapped["train"]["label"]), set(mapped["eval"]["label"])
         missing = sorted(spec.labels[i] for i in eval_labels - train_labels)
-        checks.append(CheckResult(
-            "label_coverage", "train", len(missing), "0 eval classes unseen in train",
-            "warn" if missing else "pass",
-            f"eval classes never seen in train: {missing}" if missing else "every eval class is in train",
-        ))
+        checks.append(
+            CheckResult(
+                "label_coverage",
+                "train",
+                len(missing),
+                "0 eval classes unseen in train",
+                "warn" if missing else "pass",
+                f"eval classes never seen in train: {missing}"
+                if missing
+                else "every eval class is in train",
+            )
+        )
     failed = [c for c in checks if c.verdict == "fail"]
     rows = {s: len(d) for s, d in mapped.items()}
     if failed:

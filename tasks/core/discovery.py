@@ -67,7 +67,9 @@ def safetensors_parameters(path: Path) -> int:
 
 
 def read_candidate(repo_id: str, revision: str, snapshot: Path) -> Candidate:
-    files = tuple(sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()))
+    files = tuple(
+        sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    )
     config = json.loads((snapshot / "config.json").read_text()) if "config.json" in files else {}
     card = ModelCard.load(snapshot / "README.md").data if "README.md" in files else None
     weights = [snapshot / f for f in files if f.endswith(".safetensors") and "/" not in f]
@@ -132,8 +134,12 @@ def discover(spec: DiscoverySpec, cache_dir: Path) -> list[Candidate]:
         try:
             revision = resolve_revision(cache_dir, spec.repo_id, spec.revision)
         except MirrorError as exc:
-            raise DiscoveryError(f"{exc}; import it with 'loraflow hub import PATH --repo-id {spec.repo_id}'") from None
-        candidate = read_candidate(spec.repo_id, revision, snapshot_path(cache_dir, spec.repo_id, revision))
+            raise DiscoveryError(
+                f"{exc}; import it with 'loraflow hub import PATH --repo-id {spec.repo_id}'"
+            ) from None
+        candidate = read_candidate(
+            spec.repo_id, revision, snapshot_path(cache_dir, spec.repo_id, revision)
+        )
         problems = check_fit(candidate, spec)
         if problems:
             raise DiscoveryError(f"{candidate.ref} cannot be used: {'; '.join(problems)}")
@@ -150,7 +156,14 @@ def discover(spec: DiscoverySpec, cache_dir: Path) -> list[Candidate]:
         value, reasons = score(candidate)
         ranked.append(_with_score(candidate, value, reasons))
     if not ranked:
-        detail = "; ".join(rejected) if rejected else "the mirror is empty"
+        detail = (
+            "; ".join(rejected)
+            if rejected
+            else (
+                "the mirror is empty: add a model with 'loraflow hub import PATH --repo-id ORG/NAME'"
+                " (or 'loraflow hub seed')"
+            )
+        )
         raise DiscoveryError(f"no model in {cache_dir} fits task {spec.task}: {detail}")
     ranked.sort(key=lambda c: (-c.score, c.repo_id))
     return ranked[: spec.max_candidates]

@@ -12,7 +12,9 @@ from tasks.core.data import load_prepared
 from tasks.core.modeling import load_classifier, predict_proba
 
 
-def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[str]) -> dict[str, float]:
+def classification_metrics(
+    y_true: list[int], y_pred: list[int], labels: list[str]
+) -> dict[str, float]:
     ids = list(range(len(labels)))
     precision, recall, _, support = precision_recall_fscore_support(
         y_true, y_pred, labels=ids, zero_division=0
@@ -29,7 +31,11 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
 
 
 def evaluate_adapter(
-    adapter_dir: Path, prepared_path: str, batch_size: int, max_length: int, cache_dir: Path | None = None
+    adapter_dir: Path,
+    prepared_path: str,
+    batch_size: int,
+    max_length: int,
+    cache_dir: Path | None = None,
 ) -> dict[str, float]:
     model, tokenizer, labels = load_classifier(adapter_dir, cache_dir)
     data = load_prepared(prepared_path)["eval"]
@@ -37,6 +43,6 @@ def evaluate_adapter(
     probs = predict_proba(model, tokenizer, data["text"], batch_size, max_length)
     elapsed = time.perf_counter() - started
     metrics = classification_metrics(data["label"], np.argmax(probs, axis=1).tolist(), labels)
-    metrics["eval_examples"] = float(len(data))
+    metrics["examples"] = float(len(data))
     metrics["latency_ms_per_example"] = 1000 * elapsed / max(len(data), 1)
     return metrics

@@ -47,10 +47,17 @@ def decide(metrics: dict[str, float], spec: GateSpec) -> GateDecision:
 
 
 def to_markdown(decision: GateDecision) -> str:
-    lines = [f"## Gate decision: **{decision.label.upper()}**", "", "| gate | figure | threshold | result |", "|---|---|---|---|"]
+    lines = [
+        f"## Gate decision: **{decision.label.upper()}**",
+        "",
+        "| gate | figure | threshold | result |",
+        "|---|---|---|---|",
+    ]
     for g in decision.gates:
         figure = "(missing)" if g.figure is None else f"{g.figure:.4f}"
-        lines.append(f"| {g.gate} | {figure} | >= {g.threshold} | {'pass' if g.passed else 'FAIL'} |")
+        lines.append(
+            f"| {g.gate} | {figure} | >= {g.threshold} | {'pass' if g.passed else 'FAIL'} |"
+        )
     if not decision.gates:
         lines.append("| (no gates configured) | | | pass |")
     return "\n".join(lines)

@@ -58,7 +58,9 @@ def judge(
         name = subject.split("@", 1)[0]
         for approval in approvals:
             if approval.subject == name and approval.license.lower() == lic:
-                reason = f"{lic} needs review: approved by {approval.approved_by} on {approval.date}"
+                reason = (
+                    f"{lic} needs review: approved by {approval.approved_by} on {approval.date}"
+                )
                 return SubjectVerdict(subject, lic, "allow", reason, approval.model_dump())
         return SubjectVerdict(
             subject, lic, "deny", f"{lic} needs review and no approval names {name!r} in the config"

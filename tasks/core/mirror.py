@@ -89,7 +89,7 @@ def import_folder(folder: Path, repo_id: str, cache_dir: Path) -> ImportedModel:
     if not folder.is_dir():
         raise MirrorError(f"{folder} is not a directory")
     files = list_files(folder)
-    if not any(f.name == "config.json" for f in files):
+    if not (folder / "config.json").is_file():
         raise MirrorError(f"{folder} holds no config.json: not a transformers model folder")
 
     entries = {f.relative_to(folder).as_posix(): blob_id(f) for f in files}

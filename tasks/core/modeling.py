@@ -54,7 +54,7 @@ def add_lora(model, spec: LoraSpec):
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
-        target_modules=spec.target_modules,
+        target_modules=list(spec.target_modules) if spec.target_modules else None,
     )
     return get_peft_model(model, config)
 

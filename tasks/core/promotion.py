@@ -18,12 +18,18 @@ def decide(candidate: str, champion: str | None) -> PromotionDecision:
     """First passing version becomes champion; later ones wait for the canary."""
     if champion is None:
         return PromotionDecision(
-            "promote", candidate, None,
+            "promote",
+            candidate,
+            None,
             f"no champion yet: version {candidate} passed every gate and becomes champion",
         )
     if champion == candidate:
-        return PromotionDecision("noop", candidate, champion, f"version {candidate} is already champion")
+        return PromotionDecision(
+            "noop", candidate, champion, f"version {candidate} is already champion"
+        )
     return PromotionDecision(
-        "keep", candidate, champion,
+        "keep",
+        candidate,
+        champion,
         f"champion stays at version {champion}; challenger {candidate} waits for the canary to decide",
     )

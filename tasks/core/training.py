@@ -61,7 +61,11 @@ class MlflowStepLogger(TrainerCallback):
 
 
 def training_params(ref: ModelRef, lora: LoraSpec, train: TrainSpec, fingerprint: str) -> dict:
-    params = {"base_repo_id": ref.repo_id, "base_revision": ref.revision, "dataset_sha256": fingerprint}
+    params = {
+        "base_repo_id": ref.repo_id,
+        "base_revision": ref.revision,
+        "dataset_sha256": fingerprint,
+    }
     params |= {f"lora.{k}": v for k, v in lora.model_dump(mode="json").items()}
     params |= {f"train.{k}": v for k, v in train.model_dump(mode="json").items()}
     return {k: str(v) for k, v in params.items()}
@@ -131,5 +135,11 @@ def fine_tune(
     mlc.log_artifacts(run_id, str(adapter_dir), ADAPTER_ARTIFACT)
     shutil.rmtree(out_dir, ignore_errors=True)  # the artifact store holds the durable copy
     return TrainResult(
-        run_id, ADAPTER_ARTIFACT, output.global_step, output.training_loss, runtime, trainable, total
+        run_id,
+        ADAPTER_ARTIFACT,
+        output.global_step,
+        output.training_loss,
+        runtime,
+        trainable,
+        total,
     )

@@ -20,7 +20,11 @@ def loraflow(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -43,10 +47,26 @@ def child_config(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("case", "text", "expected"),
     [
-        ("unknown key", "train:\n  batchsize: 8\n", ["child.yaml", "train.batchsize", "unknown key", "batch_size"]),
-        ("wrong type", "train:\n  epochs: lots\n", ["child.yaml", "train.epochs", "valid number", "'lots'"]),
-        ("missing data file", "data:\n  eval:\n    path: missing.tsv\n", ["data.eval.path", "data file not found", "missing.tsv"]),
-        ("bad choice", "train:\n  lr_scheduler: zigzag\n", ["train.lr_scheduler", "'linear', 'cosine' or 'constant'", "'zigzag'"]),
+        (
+            "unknown key",
+            "train:\n  batchsize: 8\n",
+            ["child.yaml", "train.batchsize", "unknown key", "batch_size"],
+        ),
+        (
+            "wrong type",
+            "train:\n  epochs: lots\n",
+            ["child.yaml", "train.epochs", "valid number", "'lots'"],
+        ),
+        (
+            "missing data file",
+            "data:\n  eval:\n    path: missing.tsv\n",
+            ["data.eval.path", "data file not found", "missing.tsv"],
+        ),
+        (
+            "bad choice",
+            "train:\n  lr_scheduler: zigzag\n",
+            ["train.lr_scheduler", "'linear', 'cosine' or 'constant'", "'zigzag'"],
+        ),
     ],
 )
 def test_bad_config_exits_2_with_one_line(home, tmp_path, case, text, expected):

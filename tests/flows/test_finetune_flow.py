@@ -16,9 +16,15 @@ from tests.flows.conftest import TINY_REPO, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 # Task run names start with the stage's verb ("fine-tune org/model on ...").
-STAGES = {"discover": "discover", "audit": "audit-licenses", "validate": "validate-data",
-          "fine-tune": "fine-tune", "evaluate": "evaluate-gate", "register": "register",
-          "promote": "promote"}
+STAGES = {
+    "discover": "discover",
+    "audit": "audit-licenses",
+    "validate": "validate-data",
+    "fine-tune": "fine-tune",
+    "evaluate": "evaluate-gate",
+    "register": "register",
+    "promote": "promote",
+}
 
 
 def task_states(state) -> dict[str, str]:
@@ -79,9 +85,13 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     # 3. Only the gate threshold changes: evaluation onwards re-runs, training stays cached.
     accuracy = run.data.metrics["eval_accuracy"]
     assert accuracy < 1.0, "tiny model unexpectedly perfect; the failing-gate step needs headroom"
-    lower = write_config(tmp_path, "lower.yaml", gates={"absolute": {"accuracy": round(accuracy - 0.01, 4)}})
+    lower = write_config(
+        tmp_path, "lower.yaml", gates={"absolute": {"accuracy": round(accuracy - 0.01, 4)}}
+    )
     changed = task_states(finetune(config_path=str(lower), return_state=True))
-    assert {changed[s] for s in ("discover", "audit-licenses", "validate-data", "fine-tune")} == {"Cached"}
+    assert {changed[s] for s in ("discover", "audit-licenses", "validate-data", "fine-tune")} == {
+        "Cached"
+    }
     assert {changed[s] for s in ("evaluate-gate", "register", "promote")} == {"Completed"}
     assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
 
@@ -95,7 +105,10 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     # 5. --force recomputes: a new training run and a new version that waits for the canary.
     forced = finetune(config_path=str(config), force=True, return_state=True)
     assert set(task_states(forced).values()) == {"Completed"}
-    assert sorted(str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")) == ["1", "2"]
+    assert sorted(str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")) == [
+        "1",
+        "2",
+    ]
     aliases = mlc.get_registered_model("tiny-lora").aliases
     assert aliases == {"challenger": 2, "champion": 1}
     assert mlc.get_model_version("tiny-lora", "2").tags["promotion.action"] == "keep"
@@ -108,7 +121,10 @@ def test_denied_license_stops_before_data_and_training(home, tmp_path, tiny_bert
     nc = build_tiny_bert(tmp_path / "nc-bert", license="cc-by-nc-4.0")
     import_folder(nc, TINY_REPO, home.hf_hub_cache)
     config = write_config(tmp_path)
-    state = finetune(config_path=str(config), return_state=True, )
+    state = finetune(
+        config_path=str(config),
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(LicenseDenied, match="cc-by-nc-4.0 is on the deny list"):
         state.result()

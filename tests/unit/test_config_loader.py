@@ -132,10 +132,6 @@ OVERRIDE_ERRORS = [
             "reason",
         ],
         id="unknown-key-in-list-item",
-        marks=pytest.mark.xfail(
-            reason="BUG: _allowed_keys stops at list[Approval] and reports 'allowed here: ' empty",
-            strict=True,
-        ),
     ),
     pytest.param(
         "wrong type: string for an int",
@@ -305,20 +301,12 @@ FILE_ERRORS = [
         {"exp.yaml": "[]\n"},
         ["{file}: top level must be a mapping of keys, got list"],
         id="top-level-empty-list",
-        marks=pytest.mark.xfail(
-            reason="BUG: read_yaml's `or {}` turns falsy non-mappings ([], 0, false) into {}",
-            strict=True,
-        ),
     ),
     pytest.param(
         "top level is 0",
         {"exp.yaml": "0\n"},
         ["{file}: top level must be a mapping of keys, got int"],
         id="top-level-zero",
-        marks=pytest.mark.xfail(
-            reason="BUG: read_yaml's `or {}` turns falsy non-mappings ([], 0, false) into {}",
-            strict=True,
-        ),
     ),
     pytest.param(
         "a parent that is not a mapping names the parent",
@@ -652,10 +640,10 @@ POLICY_ERRORS = [
 
 def test_valid_policy_model():
     policy = LicensePolicy.model_validate(POLICY)
-    assert policy.review == ["other"]
+    assert policy.review == ("other",)
     assert (
         LicensePolicy.model_validate({k: v for k, v in POLICY.items() if k != "review"}).review
-        == []
+        == ()
     )
 
 
@@ -700,11 +688,6 @@ def test_approval_with_quoted_date_loads(write_yaml):
     assert approval.date == "2026-01-15"
 
 
-@pytest.mark.xfail(
-    reason="BUG: YAML parses an unquoted 2026-01-15 as datetime.date and Approval.date (str) "
-    "rejects it, although that is how the documented YYYY-MM-DD format is naturally written",
-    strict=True,
-)
 def test_approval_with_unquoted_yaml_date_loads(write_yaml):
     loaded = load_config(write_yaml("exp.yaml", _child(VALID_APPROVAL.replace('"', ""))))
     assert loaded.config.license.approvals[0].date == "2026-01-15"

@@ -291,11 +291,6 @@ def test_discover_in_an_empty_mirror(tmp_path, make):
     assert mirror_revisions(cache) == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: the empty-mirror DiscoveryError does not say how to fill the mirror "
-    "('loraflow hub import' / 'loraflow hub seed'), unlike the pinned-model error",
-    strict=True,
-)
 def test_discover_in_an_empty_mirror_suggests_hub_import(tmp_path):
     with pytest.raises(DiscoveryError, match=re.escape("loraflow hub import")):
         discover(DiscoverySpec(), tmp_path / "hub")

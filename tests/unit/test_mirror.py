@@ -181,11 +181,6 @@ def test_folder_without_config_json_is_refused(tiny_model_copy, cache):
     assert not cache.exists()
 
 
-@pytest.mark.xfail(
-    reason="BUG: import_folder accepts a config.json in any subfolder (e.g. 1_Pooling/) as the "
-    "model's config",
-    strict=True,
-)
 def test_folder_with_only_a_nested_config_json_is_refused(tiny_model_copy, cache):
     (tiny_model_copy / "1_Pooling").mkdir()
     (tiny_model_copy / "config.json").rename(tiny_model_copy / "1_Pooling" / "config.json")
