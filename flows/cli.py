@@ -8,6 +8,7 @@ Exit codes: 0 done, 1 unexpected error, 2 bad input (config, data, model referen
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from tasks.core.errors import EXIT_BAD_INPUT, Refusal
+from flows import cli_serving, stack
+from tasks.core.errors import EXIT_BAD_INPUT, EXIT_REFUSED, Refusal
 from tasks.core.home import Home, apply_env
 
 app = typer.Typer(
@@ -100,6 +102,47 @@ def _run_flow(config: Path, force: bool) -> dict:
     except DETERMINISTIC as exc:
         code = exc.exit_code if isinstance(exc, Refusal) else EXIT_BAD_INPUT
         raise _fail(str(exc), code) from None
+
+
+@app.command("validate-data")
+def validate_data_command(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose data section is checked.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Recompute; ignore cached results.")
+    ] = False,
+) -> None:
+    """Run only data validation (model resolved as in `run`); exit 2 when a check fails."""
+    apply_env()
+    _load(config)
+    from flows.validate_data import validate_data_only
+    from tasks.common import DETERMINISTIC
+    from tasks.core.data import DataValidationFailed
+
+    try:
+        report = validate_data_only(config_path=str(config.resolve()), force=force)
+    except DataValidationFailed as exc:
+        if exc.report is not None:
+            console.print(_data_report_table(exc.report))
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    except DETERMINISTIC as exc:
+        raise _fail(str(exc), getattr(exc, "exit_code", EXIT_BAD_INPUT)) from None
+    console.print(_data_report_table(report))
+    console.print(f"prepared: {report.prepared_path}", highlight=False, soft_wrap=True)
+
+
+def _data_report_table(report):
+    from rich.table import Table
+
+    colours = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+    table = Table(title=f"data validation: {report.summary()}", title_justify="left")
+    for column in ("check", "split", "figure", "threshold", "verdict", "examples"):
+        table.add_column(column, no_wrap=column != "threshold")
+    table.add_column("detail", overflow="fold", ratio=1)
+    for row in report.table_rows():
+        cells = [Text(value) for value in row.values()]
+        cells[4].stylize(colours[row["verdict"]])
+        table.add_row(*cells)
+    return table
 
 
 def print_ui_help(home: Home) -> None:
@@ -214,6 +257,133 @@ def hub_list() -> None:
             f"{repo_id}@{revision}  {c.model_type}  {params} params  license={c.license}",
             highlight=False,
         )
+
+
+SHIPPED_POLICY = Path(__file__).resolve().parent.parent / "configs/policies/licenses.yaml"
+
+
+@app.command("discover")
+def discover_command(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose discovery section ranks.")],
+) -> None:
+    """Print the ranked candidates of a config's discovery section; run nothing else."""
+    home = apply_env()
+    cfg = _load(config).config
+    from tasks.core.catalog import catalog_for
+    from tasks.core.console_views import discovery_table
+    from tasks.core.discovery import DiscoveryError, discover
+
+    try:
+        found = discover(cfg.discovery, catalog_for(home.hf_hub_cache))
+    except DiscoveryError as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    console.print(discovery_table(found))
+
+
+@app.command("audit")
+def audit_command(
+    ref: Annotated[str, typer.Argument(help="REPO_ID or REPO_ID@REVISION to audit.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Experiment YAML: its policy, approvals and data licenses apply."),
+    ] = None,
+    policy: Annotated[
+        Path, typer.Option(help="License policy YAML (when no --config is given).")
+    ] = SHIPPED_POLICY,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
+) -> None:
+    """Print the license and supply-chain verdict for one model; exit 3 when denied."""
+    import hashlib
+    import json
+
+    home = apply_env()
+    from tasks.core.catalog import CatalogError, catalog_for
+    from tasks.core.config_loader import ConfigError, load_policy
+    from tasks.core.console_views import verdict_table
+    from tasks.core.licenses import audit, dataset_licenses
+    from tasks.core.supply_chain import gather_facts
+
+    approvals, datasets = (), ()
+    if config is not None:
+        loaded = _load(config)
+        rules, rules_sha = loaded.license_policy, loaded.license_policy_sha256
+        approvals = loaded.config.license.approvals
+        datasets = dataset_licenses(loaded.config.data)
+    else:
+        try:
+            rules, rules_sha = load_policy(policy), hashlib.sha256(policy.read_bytes()).hexdigest()
+        except ConfigError as exc:
+            raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    repo_id, _, revision = ref.partition("@")
+    catalog = catalog_for(home.hf_hub_cache)
+    try:
+        candidate = catalog.resolve(repo_id, revision or None)
+    except CatalogError as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    facts = gather_facts(catalog, candidate)
+    record = audit(candidate, facts, datasets, rules, rules_sha, approvals)
+    if as_json:
+        print(json.dumps(record.to_dict(), indent=2))
+    else:
+        console.print(verdict_table(record))
+        style = "bold green" if record.verdict == "allow" else "bold red"
+        console.print(Text.assemble("verdict: ", (record.verdict.upper(), style)))
+    if record.verdict != "allow":
+        raise typer.Exit(EXIT_REFUSED)
+
+
+stack.register(app)  # up, down, deploy, emit-event (flows/stack.py)
+cli_serving.register(app)  # serve, promote, rollback (flows/cli_serving.py)
+
+
+def _registry():
+    """The home's MLflow client, or exit 2 when nothing was ever recorded there."""
+    home = apply_env()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr clean
+    if home.tracking_uri.startswith("sqlite") and not home.mlflow_db.exists():
+        raise _fail(f"{home.mlflow_db}: no MLflow state yet; run a pipeline first", EXIT_BAD_INPUT)
+    from tasks.core.tracking import client
+
+    return client(home.tracking_uri)
+
+
+@app.command("models")
+def models_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+) -> None:
+    """Versions of a registered model: aliases, gate figures, promotion; refused candidates."""
+    mlc = _registry()
+    from tasks.core.lineage import LineageError, versions
+    from tasks.core.registry_views import models_table, refused_table
+
+    try:
+        rows, refused = versions(mlc, name)
+    except LineageError as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    console.print(models_table(name, rows))
+    if refused:
+        console.print(refused_table(refused))
+
+
+@app.command("lineage")
+def lineage_command(
+    ref: Annotated[
+        str, typer.Argument(help="NAME@ALIAS (e.g. my-model@champion) or NAME@VERSION.")
+    ],
+    config: Annotated[
+        bool, typer.Option("--config/--no-config", help="Print the resolved config too.")
+    ] = True,
+) -> None:
+    """The full chain behind a version, from MLflow alone: model, data, config, verdicts, gates."""
+    mlc = _registry()
+    from tasks.core.lineage import LineageError, collect
+    from tasks.core.registry_views import lineage_view
+
+    try:
+        found = collect(mlc, ref)
+    except LineageError as exc:
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+    console.print(lineage_view(found, show_config=config))
 
 
 def main() -> None:

@@ -8,10 +8,12 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.promote import promote_stage
 from tasks.audit import audit_licenses
 from tasks.common import key
 from tasks.core.config_loader import lineage, load_config
 from tasks.core.home import Home
+from tasks.core.licenses import dataset_licenses
 from tasks.discover import discover_models
 from tasks.gate import evaluate_and_gate
 from tasks.promote import promote_model
@@ -21,8 +23,15 @@ from tasks.validate import validate_data
 
 
 def _run_name() -> str:
-    config = Path(flow_run.parameters.get("config_path", "config")).stem
-    return f"{config}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    """'EXPERIMENT: MODEL on DATASET @ time', so the UI's run list says what each run is."""
+    path = flow_run.parameters.get("config_path", "config")
+    when = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    try:
+        cfg = load_config(path).config
+    except Exception:  # a bad config fails in the flow body, with its own message
+        return f"{Path(path).stem}-{when}"
+    model = cfg.discovery.repo_id or f"discovered {cfg.discovery.task} model"
+    return f"{cfg.name}: {model} on {cfg.data.name} @ {when}"
 
 
 @flow(name="finetune", flow_run_name=_run_name)
@@ -38,35 +47,57 @@ def finetune(config_path: str, force: bool = False) -> dict:
     def stage(task):
         return task.with_options(refresh_cache=True) if force else task
 
-    candidates = stage(discover_models)(cfg.discovery, str(home.hf_hub_cache))
+    discovery = stage(discover_models)(cfg.discovery, str(home.hf_hub_cache))
     model, audit = stage(audit_licenses)(
-        candidates,
+        discovery,
         cfg.license,
         loaded.license_policy,
         loaded.license_policy_sha256,
-        {cfg.data.name: cfg.data.license},
+        dataset_licenses(cfg.data),
+        cfg.registry.experiment,
+        home,
+        {**tags, "loraflow.experiment": cfg.name},
     )
-    data = stage(validate_data)(cfg.data, str(home.work_dir / "prepared"))
+    data = stage(validate_data)(
+        cfg.data,
+        str(home.work_dir / "prepared"),
+        model,
+        cfg.train.max_length,
+        str(home.hf_hub_cache),
+    )
     trained = stage(train_adapter)(
         model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit, home
     )
     outcome = stage(evaluate_and_gate)(
-        trained, data, cfg.eval, cfg.gates, cfg.train.max_length, home
+        trained,
+        data,
+        cfg.eval,
+        cfg.gates,
+        cfg.registry,
+        cfg.train.max_length,
+        home,
+        loaded.gate_policy_version,
     )
     version_tags = {
         "base_repo_id": model.repo_id,
         "base_revision": model.revision,
+        "tokenizer_repo_id": model.repo_id,  # the adapter ships the base's tokenizer
         "tokenizer_revision": model.revision,
+        "data_name": cfg.data.name,
         "dataset_sha256": data.fingerprint,
         "license_verdict": audit.verdict,
         "validation_verdict": data.verdict,
         "train_run_id": trained.run_id,
+        "config_artifact": f"runs:/{trained.run_id}/config/resolved.yaml",
+        "prefect.flow_run_id": str(flow_run.get_id() or ""),
         **{k: v for k, v in tags.items() if k != "resolved_config"},
     }
     registration = stage(register_model)(
         outcome, trained.adapter_artifact, cfg.registry, version_tags, home
     )
-    promotion = stage(promote_model)(registration, key("decision", outcome.decision), home)
+    promotion = promote_stage(
+        stage(promote_model), registration, key("decision", outcome.decision), cfg.canary, home
+    )
     return {
         "experiment": cfg.name,
         "model": f"{model.repo_id}@{model.revision}",

@@ -1,64 +1,117 @@
-"""Stage 2 - license audit: the first candidate whose license (and the data's) the policy allows."""
+"""Stage 2 - license and supply-chain audit: the first candidate the policy allows, or a refusal.
+
+Candidates are audited in rank order; a denied one is skipped with its reasons and the next is
+tried. When every candidate is denied, the refusal is recorded in MLflow (one FAILED run of
+type ``audit-refusal`` in the registry experiment) and in Prefect (a markdown artifact and
+this task failing with the reasons), and the flow stops before any data is loaded.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from tasks.common import key, stage_options
+from tasks.core.audit_trail import log_refusal
+from tasks.core.catalog import Candidate, catalog_named
 from tasks.core.config import LicensePolicy, LicenseSpec
-from tasks.core.discovery import Candidate
+from tasks.core.discovery import Discovery
 from tasks.core.errors import LicenseDenied
-from tasks.core.licenses import AuditRecord, audit, to_markdown
+from tasks.core.home import Home
+from tasks.core.licenses import AuditRecord, DatasetLicense, audit, to_markdown
+from tasks.core.supply_chain import gather_facts
+from tasks.core.tracking import client, ensure_experiment
 
 
 def _cache_key(context, params) -> str:
+    discovery: Discovery = params["discovery"]
     return key(
         "audit",
-        [c.ref for c in params["candidates"]],
+        discovery.source,
+        discovery.refs,
         params["spec"],
         params["policy_sha256"],
         params["datasets"],
     )
 
 
+def record_refusal(
+    records: list[AuditRecord],
+    table: list[dict],
+    experiment: str,
+    home: Home,
+    tags: dict[str, str],
+) -> str:
+    """Log the refusal run in MLflow; return its id."""
+    mlc = client(home.tracking_uri)
+    experiment_id = ensure_experiment(mlc, experiment, home.mlflow_artifacts)
+    run_tags = {k: v for k, v in tags.items() if k != "resolved_config"}
+    run_tags["prefect.flow_run_id"] = str(flow_run.get_id() or "")
+    name = run_tags.get("loraflow.experiment", "audit")
+    return log_refusal(
+        mlc,
+        experiment_id,
+        records,
+        table,
+        run_tags,
+        run_name=f"{name}-audit-refusal",
+        resolved_config=tags.get("resolved_config"),
+    )
+
+
 @task(
     name="audit-licenses",
-    task_run_name="audit {candidates[0].repo_id}",
-    timeout_seconds=120,
+    task_run_name="audit {discovery.candidates[0].repo_id}",
+    timeout_seconds=900,
     cache_key_fn=_cache_key,
     **stage_options(),
 )
 def audit_licenses(
-    candidates: list[Candidate],
+    discovery: Discovery,
     spec: LicenseSpec,
     policy: LicensePolicy,
     policy_sha256: str,
-    datasets: dict[str, str | None],
+    datasets: tuple[DatasetLicense, ...],
+    experiment: str,
+    home: Home,
+    tags: dict[str, str] | None = None,
 ) -> tuple[Candidate, AuditRecord]:
     """Raise LicenseDenied (no retry) when no candidate passes."""
-    records = []
-    for candidate in candidates:
+    catalog = catalog_named(discovery.source, Path(home.hf_hub_cache))
+    table = discovery.table()
+    records: list[AuditRecord] = []
+    for candidate in discovery.candidates:
         record = audit(
-            f"model:{candidate.ref}",
-            candidate.license,
+            candidate,
+            gather_facts(catalog, candidate),
             datasets,
             policy,
             policy_sha256,
-            list(spec.approvals),
+            spec.approvals,
+            skipped=[{"model": r.model, "reasons": r.denials} for r in records],
+            candidates=table,
         )
-        records.append(record)
         if record.verdict == "allow":
             create_markdown_artifact(
                 key="license-audit",
                 markdown=to_markdown(record),
-                description=f"License verdict for {candidate.ref}",
+                description=f"License and supply-chain verdict for {candidate.ref}",
             )
             return candidate, record
+        records.append(record)
+
+    run_id = record_refusal(records, table, experiment, home, tags or {})
     create_markdown_artifact(
         key="license-audit",
-        markdown="\n\n".join(map(to_markdown, records)),
+        markdown=(
+            f"# Refused: every candidate denied\n\nMLflow run `{run_id}` in experiment "
+            f"`{experiment}` (type audit-refusal) holds `audit/license.json`.\n\n"
+            + "\n\n".join(map(to_markdown, records))
+        ),
         description="License audit: every candidate denied",
     )
-    reasons = "; ".join(r for rec in records for r in rec.reasons if ": deny" in r)
-    raise LicenseDenied(f"license audit denied the run: {reasons}")
+    reasons = "; ".join(reason for record in records for reason in record.denials)
+    raise LicenseDenied(f"license audit denied the run: {reasons} (MLflow run {run_id})")

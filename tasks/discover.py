@@ -1,15 +1,17 @@
-"""Stage 1 - discover: rank models of the local mirror (or check the pinned one)."""
+"""Stage 1 - discover: rank the catalog's models (mirror or Hub), or check the pinned one."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from tasks.common import key, stage_options
+from tasks.core.catalog import catalog_for
 from tasks.core.config import DiscoverySpec
-from tasks.core.discovery import Candidate, discover
+from tasks.core.discovery import Discovery, discover
 
 
 def mirror_state(cache_dir: Path) -> list[str]:
@@ -21,9 +23,14 @@ def mirror_state(cache_dir: Path) -> list[str]:
 
 
 def _cache_key(context, params) -> str:
-    return key(
-        "discover", params["spec"], str(params["cache_dir"]), mirror_state(params["cache_dir"])
+    catalog = catalog_for(Path(params["cache_dir"]))
+    # The mirror changes only by import; the Hub changes all the time: reuse a search for a day.
+    state = (
+        mirror_state(params["cache_dir"])
+        if catalog.source == "mirror"
+        else f"hub-{datetime.now(UTC):%Y-%m-%d}"
     )
+    return key("discover", params["spec"], str(params["cache_dir"]), catalog.source, state)
 
 
 @task(
@@ -33,23 +40,14 @@ def _cache_key(context, params) -> str:
     cache_key_fn=_cache_key,
     **stage_options(),
 )
-def discover_models(spec: DiscoverySpec, cache_dir: str) -> list[Candidate]:
-    candidates = discover(spec, Path(cache_dir))
+def discover_models(spec: DiscoverySpec, cache_dir: str) -> Discovery:
+    discovery = discover(spec, catalog_for(Path(cache_dir)))
     create_table_artifact(
         key="discovery",
-        table=[
-            {
-                "rank": i + 1,
-                "model": c.repo_id,
-                "revision": c.revision[:12],
-                "type": c.model_type,
-                "parameters": c.parameters,
-                "license": c.license,
-                "score": c.score,
-                "reasons": "; ".join(c.reasons),
-            }
-            for i, c in enumerate(candidates)
-        ],
-        description=f"Candidates for {spec.task}, best first, each pinned to a commit sha.",
+        table=[{**row, "revision": row["revision"][:12]} for row in discovery.table()],
+        description=(
+            f"Candidates for {spec.task} from the {discovery.source}, best first, each pinned to a "
+            "commit sha" + (" (pinned by config)." if discovery.pinned else "; rejected ones last.")
+        ),
     )
-    return candidates
+    return discovery

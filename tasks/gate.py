@@ -1,23 +1,40 @@
-"""Stage 5 - evaluate + gate: score the adapter on the eval split and decide registration."""
+"""Stage 5 - evaluate + gate: score candidate, champion and base on one split; decide.
+
+The champion (``models:/NAME@champion``) is loaded exactly as it is served and scored on this
+run's eval split in this run, so non-inferiority compares like with like. Whatever the
+outcome, the run keeps every figure, the report and the decision (JSON + tags); a failing
+gate then raises GateFailed (no retry, CLI exit 3) and nothing is registered.
+"""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import key, stage_options
-from tasks.core.config import EvalSpec, GateSpec
+from tasks.common import file_sha256, key, stage_options
+from tasks.core.config import EvalSpec, GateSpec, RegistrySpec
 from tasks.core.data import DataReport
 from tasks.core.errors import GateFailed
-from tasks.core.evaluation import evaluate_adapter
+from tasks.core.eval_report import EvalReport
+from tasks.core.evaluation import (
+    Classifier,
+    adapter_classifier,
+    base_classifier,
+    confusion_png,
+    evaluate_models,
+)
 from tasks.core.gates import GateDecision, decide, to_markdown
 from tasks.core.home import Home
+from tasks.core.lineage import MODEL_NAME_TAG
+from tasks.core.registry import CHAMPION, load_alias
 from tasks.core.tracking import client
 from tasks.core.training import TrainResult
 
@@ -27,6 +44,7 @@ class EvalOutcome:
     run_id: str
     metrics: dict[str, float]
     decision: GateDecision
+    report: EvalReport | None = None
 
 
 def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
@@ -44,15 +62,75 @@ def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
 
 
 def _cache_key(context, params) -> str:
+    home: Home = params["home"]
+    gates: GateSpec = params["gates"]
+    # The decision depends on who is champion now (unless it is this run's own model, which
+    # is not compared with itself) and on the golden file's content.
+    champion = champion_ref(
+        client(home.tracking_uri), params["registry"].model_name, params["trained"].run_id
+    )
+    golden = file_sha256(gates.golden.path) if gates.golden.path else None
     return key(
         "evaluate",
         params["trained"].run_id,
         params["data"].fingerprint,
         params["spec"],
-        params["gates"],
+        gates,
+        golden,
+        champion,
+        params["registry"].model_name,
+        params["policy_version"],
         params["max_length"],
-        params["home"].tracking_uri,
+        home.tracking_uri,
     )
+
+
+def champion_ref(mlc, name: str, run_id: str) -> str | None:
+    """The champion version to compare with: none when there is none or it is this run's."""
+    try:
+        version = mlc.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return None if version.run_id == run_id else str(version.version)
+
+
+def _champion(mlc, name: str, run_id: str):
+    """(classifier, version) of the current champion, loaded as it is served; or (None, None)."""
+    if champion_ref(mlc, name, run_id) is None:
+        return None, None
+    found = load_alias(mlc, name, CHAMPION)
+    if found is None:  # the alias moved away in between
+        return None, None
+    version, model = found
+    classifier = Classifier(
+        model.model, model.tokenizer, list(model.labels), f"models:/{name}/{version.version}"
+    )
+    return classifier, str(version.version)
+
+
+def record(mlc, run_id: str, model_name: str, report: EvalReport, decision: GateDecision) -> None:
+    """Figures, report, decision and confusion matrix into the run (also when a gate fails)."""
+    stamp = int(time.time() * 1000)
+    figures = [Metric(f"eval_{k}", v, stamp, 0) for k, v in report.candidate.metrics.items()]
+    for other, prefix in ((report.champion, "champion_eval_"), (report.base, "base_eval_")):
+        if other is not None:
+            figures += [Metric(prefix + k, v, stamp, 0) for k, v in other.metrics.items()]
+    figures += [Metric(f"slice_{s.key}", s.figure, stamp, 0) for s in report.slices]
+    tags = [
+        RunTag("gate_decision", decision.label),
+        RunTag(MODEL_NAME_TAG, model_name),
+        RunTag("gate_failures", "; ".join(decision.failures())[:5000]),
+        RunTag("champion_compared", report.champion_version or "none"),
+    ] + [RunTag(f"gate.{g.gate}", g.status) for g in decision.gates]
+    for start in range(0, len(figures), 1000):
+        mlc.log_batch(run_id, metrics=figures[start : start + 1000])
+    mlc.log_batch(run_id, tags=tags)
+    mlc.log_dict(run_id, report.to_dict(), "eval/report.json")
+    mlc.log_dict(run_id, decision.to_dict(), "gates/decision.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = confusion_png(report, Path(tmp) / "confusion_matrix.png")
+        if png is not None:
+            mlc.log_artifact(run_id, str(png), "eval")
 
 
 @task(
@@ -67,27 +145,34 @@ def evaluate_and_gate(
     data: DataReport,
     spec: EvalSpec,
     gates: GateSpec,
+    registry: RegistrySpec,
     max_length: int,
     home: Home,
+    policy_version: str = "",
 ) -> EvalOutcome:
     """Raise GateFailed (no retry) when a gate fails; the run keeps the figures and the decision."""
     mlc = client(home.tracking_uri)
     adapter = fetch_adapter(home, trained.run_id, trained.adapter_artifact)
-    metrics = evaluate_adapter(
-        adapter, data.prepared_path, spec.batch_size, max_length, home.hf_hub_cache
+    candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache)
+    champion, champion_version = _champion(mlc, registry.model_name, trained.run_id)
+    base = base_classifier(adapter, home.hf_hub_cache) if gates.base_model.score else None
+    report = evaluate_models(
+        candidate,
+        data.prepared_path,
+        spec,
+        gates,
+        max_length,
+        champion=champion,
+        champion_version=champion_version,
+        base=base,
     )
-    decision = decide(metrics, gates)
-    stamp = int(time.time() * 1000)
-    mlc.log_batch(
-        trained.run_id, metrics=[Metric(f"eval_{k}", v, stamp, 0) for k, v in metrics.items()]
-    )
-    mlc.log_dict(trained.run_id, decision.to_dict(), "gates/decision.json")
-    mlc.set_tag(trained.run_id, "gate_decision", decision.label)
+    decision = decide(report, gates, policy_version)
+    record(mlc, trained.run_id, registry.model_name, report, decision)
     create_markdown_artifact(
         key="gate-decision",
-        markdown=to_markdown(decision),
+        markdown=to_markdown(decision, report),
         description=f"Gates for run {trained.run_id}",
     )
     if not decision.passed:
         raise GateFailed(f"gate failed, nothing registered: {'; '.join(decision.failures())}")
-    return EvalOutcome(trained.run_id, metrics, decision)
+    return EvalOutcome(trained.run_id, report.candidate.metrics, decision, report)

@@ -1,23 +1,37 @@
-"""Stage 6 - register: the PEFT model as a new version (once per run) with alias ``challenger``."""
+"""Stage 6 - register: the PEFT model as a new version (once per run) with alias ``challenger``.
+
+The version carries the whole lineage as tags and the generated model card as its
+description; the card is also logged with the model and into the run. A retry (Prefect's, or
+a re-run after a gate change) finds the run's version instead of adding one.
+"""
 
 from __future__ import annotations
 
+import getpass
+import tempfile
+from pathlib import Path
+
+import mlflow
+import yaml
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.common import key, stage_options
+from tasks.core import model_card
 from tasks.core.config import RegistrySpec
-from tasks.core.gates import to_markdown
 from tasks.core.home import Home
 from tasks.core.registry import Registration, register
 from tasks.core.tracking import client
 from tasks.gate import EvalOutcome, fetch_adapter
 
+# Recorded on the version, never keyed: a new commit or flow run alone must not re-register.
+UNKEYED_TAGS = ("git_commit", "prefect.flow_run_id")
+HEADLINE_METRICS = ("accuracy", "macro_f1", "ece", "latency_ms_per_example")
+
 
 def _cache_key(context, params) -> str:
     outcome: EvalOutcome = params["outcome"]
-    # The code's commit is recorded, not keyed: a new commit alone must not re-register a run.
-    tags = {k: v for k, v in params["tags"].items() if k != "git_commit"}
+    tags = {k: v for k, v in params["tags"].items() if k not in UNKEYED_TAGS}
     return key(
         "register",
         outcome.run_id,
@@ -26,6 +40,46 @@ def _cache_key(context, params) -> str:
         tags,
         params["home"].tracking_uri,
     )
+
+
+def _run_record(run_id: str, path: str, loader) -> dict:
+    """A JSON/YAML record the training run logged ({} when absent)."""
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+    except Exception:  # an older run without this record: the card says '?'
+        return {}
+    data = loader(text)
+    return data if isinstance(data, dict) else {}
+
+
+def version_tags(outcome: EvalOutcome, tags: dict[str, str]) -> dict[str, str]:
+    """Lineage tags + the gate decision with every gate's figure, as the version's tags."""
+    decision = outcome.decision
+    gate_tags = {
+        f"gate.{g.gate}": (
+            f"{g.status}: {'-' if g.figure is None else f'{g.figure:.4f}'}"
+            + ("" if g.threshold is None else f" {g.op} {g.threshold}")
+        )
+        for g in decision.gates
+    }
+    metric_tags = {
+        f"metric.{k}": f"{outcome.metrics[k]:.4f}" for k in HEADLINE_METRICS if k in outcome.metrics
+    }
+    report = outcome.report
+    compared = {}
+    if report is not None:
+        compared["champion_compared"] = report.champion_version or "none"
+        if report.base is not None and "accuracy" in report.base.metrics:
+            compared["base.accuracy"] = f"{report.base.metrics['accuracy']:.4f}"
+    return {
+        **tags,
+        "gate_decision": decision.label,
+        "gate_policy_version": decision.policy_version or tags.get("gate_policy_version", ""),
+        **gate_tags,
+        **metric_tags,
+        **compared,
+        "registered_by": getpass.getuser(),
+    }
 
 
 @task(
@@ -44,29 +98,31 @@ def register_model(
 ) -> Registration:
     mlc = client(home.tracking_uri)
     adapter = fetch_adapter(home, outcome.run_id, adapter_artifact)
-    version_tags = {
-        **tags,
-        "gate_decision": outcome.decision.label,
-        **{
-            f"metric.{k}": f"{v:.4f}"
-            for k, v in outcome.metrics.items()
-            if k in ("accuracy", "macro_f1")
-        },
-    }
-    description = (
-        f"LoRA adapter on {tags.get('base_repo_id')}@{tags.get('base_revision', '')[:12]}, "
-        f"data sha256 {tags.get('dataset_sha256', '')[:12]}.\n\n{to_markdown(outcome.decision)}"
-    )
-    reg = register(mlc, registry.model_name, outcome.run_id, adapter, version_tags, description)
-    if not reg.created:  # a re-run after a gate change: the version records the latest decision
-        for tag, value in version_tags.items():
-            mlc.set_model_version_tag(reg.name, reg.version, tag, value)
+    all_tags = version_tags(outcome, tags)
+    card = ""
+    if outcome.report is not None:
+        card = model_card.render(
+            registry.model_name,
+            all_tags,
+            outcome.report,
+            outcome.decision,
+            registry,
+            _run_record(outcome.run_id, "audit/license.json", yaml.safe_load),
+            _run_record(outcome.run_id, "data/validation.json", yaml.safe_load),
+            _run_record(outcome.run_id, "config/resolved.yaml", yaml.safe_load),
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        card_path = Path(tmp) / "README.md"
+        card_path.write_text(card)
+        mlc.log_artifact(outcome.run_id, str(card_path), "model_card")
+        reg = register(mlc, registry.model_name, outcome.run_id, adapter, all_tags, card, card_path)
     create_markdown_artifact(
         key="registration",
         markdown=(
             f"## Registered `{reg.name}` version {reg.version}\n\n"
             f"{'new version' if reg.created else 'existing version for this run (idempotent)'}; "
-            f"alias `challenger` -> v{reg.version}; MLflow run `{reg.run_id}`."
+            f"alias `challenger` -> v{reg.version}; MLflow run `{reg.run_id}`.\n\n"
+            f"Model card: `runs:/{reg.run_id}/model_card/README.md`"
         ),
         description="Model registry",
     )

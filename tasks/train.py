@@ -1,34 +1,155 @@
-"""Stage 4 - LoRA fine-tune: a new MLflow run holding params, per-step metrics and the adapter."""
+"""Stage 4 - LoRA fine-tune into one MLflow run; a retry resumes that run from its checkpoint.
+
+The task finds its MLflow run again by the training identity (its own cache key: base
+repo@sha, dataset sha256, the ``lora`` section, the ``train`` section without runtime-only
+fields, experiment and store), so a Prefect retry - or a re-run after the whole process died -
+continues the same run from the newest checkpoint instead of starting over. Training itself
+runs in a child process (``tasks.core.launcher``) unless ``train.launcher: in-process``.
+"""
 
 from __future__ import annotations
 
+import time
+
 from mlflow.entities import Param
-from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from prefect.runtime import flow_run
 
 from tasks.common import key, stage_options
 from tasks.core.config import LoraSpec, RegistrySpec, TrainSpec
+from tasks.core.config_loader import ConfigError
 from tasks.core.data import DataReport
 from tasks.core.discovery import Candidate
 from tasks.core.home import Home
+from tasks.core.launcher import TrainJob, launch
 from tasks.core.licenses import AuditRecord
 from tasks.core.modeling import ModelRef
+from tasks.core.progress import StepEvent, TerminalProgress
 from tasks.core.tracking import client, ensure_experiment
-from tasks.core.training import TrainResult, fine_tune, training_params
+from tasks.core.train_config import TrainingInputError
+from tasks.core.training import (
+    IDENTITY_TAG,
+    TrainResult,
+    find_run,
+    fine_tune,
+    result_from_run,
+    training_params,
+)
+
+PROGRESS_EVERY_S = 2.0
+
+
+def training_identity(
+    model: Candidate,
+    data: DataReport,
+    lora: LoraSpec,
+    train: TrainSpec,
+    registry: RegistrySpec,
+    home: Home,
+) -> str:
+    """What is trained, where it is recorded: the cache key and the key a retry resumes by."""
+    return key(
+        "train",
+        model.ref,
+        data.fingerprint,
+        lora,
+        train.identity(),
+        registry.experiment,
+        home.tracking_uri,
+    )
 
 
 def _cache_key(context, params) -> str:
-    home: Home = params["home"]
-    return key(
-        "train",
-        params["model"].ref,
-        params["data"].fingerprint,
+    return training_identity(
+        params["model"],
+        params["data"],
         params["lora"],
         params["train"],
-        params["registry"].experiment,
-        home.tracking_uri,
+        params["registry"],
+        params["home"],
     )
+
+
+class ProgressReporter:
+    """Step events -> the Prefect progress artifact (throttled) and the terminal bar."""
+
+    def __init__(self, title: str, logger):
+        self.title, self.logger = title, logger
+        self.bar = TerminalProgress(title)
+        self.artifact = None
+        self.last = 0.0
+
+    def __call__(self, event: StepEvent) -> None:
+        self.bar(event)
+        if event.kind == "checkpoint":
+            self.logger.info("checkpoint saved at step %d", event.step)
+            return
+        now = time.monotonic()
+        if event.kind != "step" or (
+            now - self.last < PROGRESS_EVERY_S and event.step < event.total
+        ):
+            return
+        self.last = now
+        note = (
+            f"{self.title}: step {event.step}/{event.total}, loss {event.train_loss:.4f}, "
+            f"{event.samples_per_s:.0f} samples/s"
+        )
+        try:
+            if self.artifact is None:
+                self.artifact = create_progress_artifact(
+                    event.percent, key="training-progress", description=note
+                )
+            else:
+                update_progress_artifact(self.artifact, event.percent, description=note)
+        except Exception as exc:  # the UI missing an update must not stop training
+            self.logger.warning("progress artifact not updated: %s", exc)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _record_inputs(mlc, run_id, ref, data, lora, train, audit, lineage) -> None:
+    """Params and input records of the run (idempotent: a resumed run logs the same again)."""
+    params = training_params(ref, lora, train, data.fingerprint)
+    mlc.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    mlc.log_text(run_id, lineage.get("resolved_config", ""), "config/resolved.yaml")
+    mlc.log_dict(run_id, audit.to_dict(), "audit/license.json")
+    mlc.log_dict(run_id, audit.discovery_table(), "discovery/candidates.json")
+    mlc.log_dict(run_id, data.to_dict(), "data/validation.json")
+    mlc.log_text(run_id, data.to_html(), "data/validation.html")
+
+
+def _open_run(mlc, experiment_id, identity, experiment_name, ref, data, audit, lineage):
+    """(run id, finished run or None): the run this attempt continues, or a new one."""
+    flow_run_id = str(flow_run.get_id() or "")
+    found = find_run(mlc, experiment_id, identity, flow_run_id)
+    if found is not None and found.info.status == "FINISHED":
+        return found.info.run_id, found
+    if found is not None:
+        mlc.update_run(found.info.run_id, status="RUNNING")
+        mlc.set_tag(found.info.run_id, "prefect.flow_run_id", flow_run_id)  # who finishes it
+        return found.info.run_id, None
+    tags = {
+        "loraflow.experiment": experiment_name,
+        IDENTITY_TAG: identity,
+        "base_repo_id": ref.repo_id,
+        "base_revision": ref.revision,
+        "dataset_sha256": data.fingerprint,
+        "license_verdict": audit.verdict,
+        "validation_verdict": data.verdict,
+        "prefect.flow_run_id": flow_run_id,
+        **{k: v for k, v in lineage.items() if k != "resolved_config"},
+    }
+    run = mlc.create_run(
+        experiment_id, run_name=f"{experiment_name}-{data.fingerprint[:8]}", tags=tags
+    )
+    run_id = run.info.run_id
+    return run_id, None
 
 
 @task(
@@ -49,50 +170,67 @@ def train_adapter(
     audit: AuditRecord,
     home: Home,
 ) -> TrainResult:
+    logger = get_run_logger()
     mlc = client(home.tracking_uri)
     experiment_id = ensure_experiment(mlc, registry.experiment, home.mlflow_artifacts)
     ref = ModelRef(model.repo_id, model.revision)
-    tags = {
-        "loraflow.experiment": experiment_name,
-        "base_repo_id": ref.repo_id,
-        "base_revision": ref.revision,
-        "dataset_sha256": data.fingerprint,
-        "license_verdict": audit.verdict,
-        "validation_verdict": data.verdict,
-        "prefect.flow_run_id": str(flow_run.get_id() or ""),
-        **{k: v for k, v in lineage.items() if k != "resolved_config"},
-    }
-    run = mlc.create_run(
-        experiment_id, run_name=f"{experiment_name}-{data.fingerprint[:8]}", tags=tags
+    identity = training_identity(model, data, lora, train, registry, home)
+    run_id, finished = _open_run(
+        mlc, experiment_id, identity, experiment_name, ref, data, audit, lineage
     )
-    run_id = run.info.run_id
+    if finished is not None:
+        logger.info("training already finished in MLflow run %s (an earlier attempt)", run_id)
+        return result_from_run(finished)
+    reporter = ProgressReporter(f"fine-tune {ref.repo_id}", logger)
     try:
-        params = training_params(ref, lora, train, data.fingerprint)
-        mlc.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-        mlc.log_text(run_id, lineage.get("resolved_config", ""), "config/resolved.yaml")
-        mlc.log_dict(run_id, audit.to_dict(), "audit/license.json")
-        mlc.log_dict(run_id, data.to_dict(), "data/validation.json")
-        result = fine_tune(
-            ref,
-            data.prepared_path,
-            list(data.label_names),
-            lora,
-            train,
-            mlc,
-            run_id,
-            home.work_dir,
-            home.hf_hub_cache,
-        )
+        _record_inputs(mlc, run_id, ref, data, lora, train, audit, lineage)
+        if train.launcher == "in-process":
+            result = fine_tune(
+                ref,
+                data.prepared_path,
+                list(data.label_names),
+                lora,
+                train,
+                mlc,
+                run_id,
+                home.work_dir,
+                home.hf_hub_cache,
+                identity=identity,
+                on_event=reporter,
+            )
+        else:
+            job = TrainJob(
+                repo_id=ref.repo_id,
+                revision=ref.revision,
+                prepared_path=data.prepared_path,
+                labels=list(data.label_names),
+                lora=lora.model_dump(mode="json"),
+                train=train.model_dump(mode="json"),
+                tracking_uri=home.tracking_uri,
+                run_id=run_id,
+                work_dir=str(home.work_dir),
+                cache_dir=str(home.hf_hub_cache),
+                identity=identity,
+            )
+            result = launch(job, on_event=reporter)
+    except TrainingInputError as exc:
+        mlc.set_terminated(run_id, "FAILED")
+        raise ConfigError(str(exc)) from None  # bad input: no retry, CLI exit 2
     except BaseException:
         mlc.set_terminated(run_id, "FAILED")
         raise
+    finally:
+        reporter.close()
     mlc.set_terminated(run_id, "FINISHED")
+    resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
     create_markdown_artifact(
         key="training",
         markdown=(
-            f"## Fine-tune {ref}\n\nMLflow run `{run_id}`: {result.steps} steps, final loss "
-            f"{result.train_loss:.4f}, {result.runtime_s:.0f} s, {result.trainable_parameters:,} of "
-            f"{result.total_parameters:,} parameters trained (LoRA r={lora.r})."
+            f"## Fine-tune {ref}\n\nMLflow run `{run_id}`: {result.steps} steps{resumed}, "
+            f"mean loss {result.train_loss:.4f}, {result.runtime_s:.0f} s, peak memory "
+            f"{result.peak_rss_mb:.0f} MB, {result.trainable_parameters:,} of "
+            f"{result.total_parameters:,} parameters trained (LoRA r={lora.r}); loss curve "
+            f"in `plots/loss_curve.png`."
         ),
         description="Training summary",
     )

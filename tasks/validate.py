@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks.common import file_sha256, key, stage_options
+from tasks.common import key, stage_options
 from tasks.core.config import DataSpec
-from tasks.core.data import DataError, DataReport, failure_message, prepare
+from tasks.core.data import DataReport, DataValidationFailed, failure_message, prepare
+from tasks.core.data_loading import source_digest
+
+
+def _model_ref(model) -> str:
+    return f"{model.repo_id}@{model.revision}" if model is not None else ""
 
 
 def _cache_key(context, params) -> str:
     spec: DataSpec = params["spec"]
-    files = [file_sha256(spec.train.path), file_sha256(spec.eval.path)]
-    return key("validate", spec, files, params["out_root"])
+    return key(
+        "validate",
+        spec,
+        [source_digest(spec.train), source_digest(spec.eval)],
+        params["out_root"],
+        _model_ref(params.get("model")),
+        params.get("max_length"),
+    )
 
 
 @task(
@@ -23,24 +36,26 @@ def _cache_key(context, params) -> str:
     cache_key_fn=_cache_key,
     **stage_options(),
 )
-def validate_data(spec: DataSpec, out_root: str) -> DataReport:
-    report = prepare(spec, out_root)
+def validate_data(
+    spec: DataSpec,
+    out_root: str,
+    model=None,
+    max_length: int = 128,
+    cache_dir: str | None = None,
+) -> DataReport:
+    """``model`` (repo_id + revision: the audited Candidate) supplies the tokenizer."""
+    tokenizer = None
+    if model is not None:
+        from tasks.core.modeling import ModelRef, load_tokenizer
+
+        ref = ModelRef(model.repo_id, model.revision)
+        tokenizer = load_tokenizer(ref, cache_dir=Path(cache_dir) if cache_dir else None)
+    report = prepare(spec, out_root, tokenizer, max_length, _model_ref(model))
     create_table_artifact(
         key="data-validation",
-        table=[
-            {
-                "check": c.check,
-                "split": c.split,
-                "figure": c.figure,
-                "threshold": c.threshold,
-                "verdict": c.verdict,
-                "examples": ", ".join(map(str, c.examples)),
-                "detail": c.detail,
-            }
-            for c in report.checks
-        ],
-        description=f"{spec.name}: {report.verdict}; rows {report.rows}; sha256 {report.fingerprint[:16]}",
+        table=report.table_rows(),
+        description=f"{spec.name}: {report.summary()}",
     )
     if report.failed:
-        raise DataError(failure_message(report))
+        raise DataValidationFailed(failure_message(report), report)
     return report

@@ -15,12 +15,12 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def run_cli(home, *args):
+def run_cli(home, *args, module: str | None = "flows.cli"):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "HF_"))}
     env["LORAFLOW_HOME"] = str(home)
     started = time.time()
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, *(["-m", module] if module else []), *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -53,6 +53,34 @@ def test_quickstart_end_to_end(tmp_path):
     assert version.tags["base_repo_id"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert len(version.tags["dataset_sha256"]) == 64
     assert mlc.get_registered_model("sst2-minilm-lora").aliases == {"challenger": 1, "champion": 1}
+
+    # The champion's lineage from MLflow alone: base revision, data and config shas, verdicts,
+    # gate figures; then the registered model loads and predicts with the Hub offline.
+    lineage, _ = run_cli(home.root, "lineage", "sst2-minilm-lora@champion", "--no-config")
+    tags = version.tags
+    for fragment in (
+        f"sentence-transformers/all-MiniLM-L6-v2@{tags['base_revision']}",
+        tags["dataset_sha256"],
+        tags["config_sha256"],
+        "matches the resolved config",
+        "license verdict",
+        "validation verdict",
+        "min_accuracy",
+        "golden",
+        "slice_length",
+    ):
+        assert fragment in lineage.stdout, fragment
+    assert tags["gate_decision"] == "pass" and tags["gate.min_accuracy"].startswith("pass: 0.8")
+    offline, _ = run_cli(
+        home.root,
+        "-c",
+        "from tasks.core.home import apply_env; apply_env(); import mlflow, pandas as pd; "
+        "import huggingface_hub.constants as c; assert c.HF_HUB_OFFLINE; "
+        "m = mlflow.pyfunc.load_model('models:/sst2-minilm-lora@champion'); "
+        "print(list(m.predict(pd.DataFrame({'text': ['a wonderful film', 'a dull mess']}))['label']))",
+        module=None,
+    )
+    assert "['positive', 'negative']" in offline.stdout
 
     status, _ = run_cli(home.root, "status")
     lines = [line for line in status.stdout.splitlines() if line.startswith("flow run")]

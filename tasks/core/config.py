@@ -8,119 +8,67 @@ renders them into ``docs/configuration.md``.
 
 from __future__ import annotations
 
-import datetime
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from tasks.core.audit_config import (  # noqa: F401 - discovery and audit sections, re-exported
+    Approval,
+    DiscoverySpec,
+    LicensePolicy,
+    LicenseSpec,
+    SupplyChainPolicy,
+)
+from tasks.core.canary_config import (  # noqa: F401 - the canary sections, re-exported
+    CanaryAnalysis,
+    CanaryPolicy,
+    CanarySpec,
+    ReplaySpec,
+    ServingSpec,
+)
+from tasks.core.eval_config import (  # noqa: F401 - the evaluate/gate sections, re-exported
+    BaseReferenceSpec,
+    EvalSpec,
+    GatePolicy,
+    GateSpec,
+    GoldenSpec,
+    NonInferioritySpec,
+    SliceSpec,
+)
+from tasks.core.schedule_config import ScheduleSpec
+from tasks.core.spec import Spec
+from tasks.core.train_config import LoraSpec, TrainSpec  # noqa: F401 - re-exported
 
 DATA_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
-GATE_METRICS = ("accuracy", "macro_f1")
-
-
-class Spec(BaseModel):
-    """Base of every config model: immutable, and unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DiscoverySpec(Spec):
-    task: Literal["text-classification"] = Field(
-        "text-classification",
-        description="What the model is fine-tuned for; candidates must load for this task.",
-    )
-    repo_id: str | None = Field(
-        None,
-        description="Pin one model (ORG/NAME): skips the search but not the license audit.",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$",
-    )
-    revision: str | None = Field(
-        None, description="Branch or commit sha of the pinned model; default: refs/main."
-    )
-    max_parameters: int | None = Field(
-        None, ge=1, description="Skip candidates with more parameters than this."
-    )
-    require_safetensors: bool = Field(
-        True, description="Skip candidates whose weights exist only as pickle files."
-    )
-    max_candidates: int = Field(5, ge=1, description="How many ranked candidates to report.")
-
-    @model_validator(mode="after")
-    def _revision_needs_repo(self) -> DiscoverySpec:
-        if self.revision and not self.repo_id:
-            raise ValueError("'revision' is set but 'repo_id' is not: name the model to pin")
-        return self
-
-
-class Approval(Spec):
-    subject: str = Field(description="What is approved: 'model:ORG/NAME' or 'dataset:NAME'.")
-    license: str = Field(description="The license id approved for that subject (lower case).")
-    approved_by: str = Field(min_length=1, description="Who approved it (name or e-mail).")
-    date: str = Field(description="When (YYYY-MM-DD).", pattern=r"^\d{4}-\d{2}-\d{2}$")
-    reason: str = Field(min_length=10, description="Why the use is acceptable.")
-
-    @field_validator("date", mode="before")
-    @classmethod
-    def _iso_date(cls, value):
-        """YAML reads an unquoted 2026-01-15 as a date; accept it as written."""
-        return value.isoformat() if isinstance(value, datetime.date) else value
-
-
-class LicenseSpec(Spec):
-    policy_file: Path = Field(
-        description="License policy YAML (allow / review / deny), relative to the file naming it."
-    )
-    approvals: tuple[Approval, ...] = Field(
-        default_factory=tuple,
-        description="Explicit sign-offs for licenses the policy puts under review.",
-    )
-
-    @field_validator("policy_file")
-    @classmethod
-    def _exists(cls, path: Path) -> Path:
-        if not path.is_file():
-            raise ValueError(f"policy file not found: {path}")
-        return path
-
-
-class LicensePolicy(Spec):
-    """The content of a license policy file (``configs/policies/licenses.yaml``)."""
-
-    kind: Literal["license-policy"] = Field(description="Marks the file as a license policy.")
-    version: str = Field(description="Policy version, recorded with every verdict.")
-    intended_use: Literal["commercial", "research"] = Field(
-        description="What the fine-tuned models are used for."
-    )
-    allow: tuple[str, ...] = Field(description="License ids accepted without review (lower case).")
-    review: tuple[str, ...] = Field(
-        default_factory=tuple, description="License ids that pass only with an approval entry."
-    )
-    deny: tuple[str, ...] = Field(description="License ids refused outright (lower case).")
-
-    @model_validator(mode="after")
-    def _disjoint(self) -> LicensePolicy:
-        lists = {"allow": self.allow, "review": self.review, "deny": self.deny}
-        seen: dict[str, str] = {}
-        for name, ids in lists.items():
-            for license_id in ids:
-                if license_id != license_id.lower():
-                    raise ValueError(f"{name}: write license ids in lower case ({license_id!r})")
-                if license_id in seen:
-                    where = (
-                        f"listed twice in {name}"
-                        if seen[license_id] == name
-                        else (f"in both {seen[license_id]} and {name}")
-                    )
-                    raise ValueError(f"{license_id!r} is {where}")
-                seen[license_id] = name
-        return self
 
 
 class SplitSpec(Spec):
-    path: Path = Field(description="Data file, relative to the config file that names it.")
+    path: Path | None = Field(
+        None,
+        description="Data file, relative to the config file that names it (or set hub_id).",
+    )
     format: Literal[DATA_FORMATS] | None = Field(  # type: ignore[valid-type]
         None, description="File format; default: from the file suffix."
+    )
+    header: bool = Field(
+        True,
+        description="csv/tsv: the first line names the columns. Without a header the columns "
+        "are named by column_names, else '0', '1', ... in file order.",
+    )
+    column_names: tuple[str, ...] | None = Field(
+        None, description="Column names in file order for a csv/tsv file without header line."
+    )
+    hub_id: str | None = Field(
+        None,
+        description="Hugging Face dataset id (ORG/NAME) read from the local datasets cache "
+        "(HF_HOME; offline) instead of a file.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$",
+    )
+    hub_config: str | None = Field(None, description="Configuration (subset) of the Hub dataset.")
+    hub_split: str | None = Field(
+        None, description="Split of the Hub dataset to read (e.g. train, validation)."
     )
     text_column: str = Field(description="Column holding the input text in this file.")
     label_column: str = Field(description="Column holding the label (class id or class name).")
@@ -130,23 +78,131 @@ class SplitSpec(Spec):
 
     @field_validator("path")
     @classmethod
-    def _exists(cls, path: Path) -> Path:
-        if not path.is_file():
+    def _exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
             raise ValueError(f"data file not found: {path}")
         return path
 
     @model_validator(mode="after")
-    def _known_format(self) -> SplitSpec:
+    def _one_source(self) -> SplitSpec:
+        if (self.path is None) == (self.hub_id is None):
+            raise ValueError("set exactly one of 'path' (a local file) and 'hub_id'")
+        if self.hub_id is not None:
+            if not self.hub_split:
+                raise ValueError(f"'hub_split' is required with hub_id {self.hub_id!r}")
+            return self
         if self.format is None and self.path.suffix.lstrip(".").lower() not in DATA_FORMATS:
             raise ValueError(
                 f"cannot tell the format of {self.path.name}: set 'format' to one of "
                 f"{', '.join(DATA_FORMATS)}"
             )
+        if (not self.header or self.column_names) and self.resolved_format not in ("csv", "tsv"):
+            raise ValueError("'header' and 'column_names' apply to csv and tsv files only")
+        if self.column_names and self.header:
+            raise ValueError(
+                "'column_names' names the columns of a file without header: set header: false"
+            )
         return self
 
     @property
     def resolved_format(self) -> str:
+        if self.hub_id is not None:
+            return "hub"
         return self.format or self.path.suffix.lstrip(".").lower()
+
+    @property
+    def source(self) -> str:
+        """How messages name this split's data: the file name or hub_id[split]."""
+        return f"{self.hub_id}[{self.hub_split}]" if self.hub_id else self.path.name
+
+
+CheckSeverity = Literal["fail", "warn", "off"]
+PII_KINDS = ("email", "phone", "credit_card", "iban", "ip_address", "secret")
+
+
+class TextNormalization(Spec):
+    """Rewrites applied to every text before the checks, training and the fingerprint."""
+
+    unicode_form: Literal["NFC", "NFKC"] | None = Field(
+        None, description="Unicode normal form applied to every text (None: as written)."
+    )
+    lowercase: bool = Field(False, description="Lower-case every text.")
+    collapse_whitespace: bool = Field(
+        False, description="Replace every run of whitespace (tabs, newlines) by one space."
+    )
+
+
+class DataChecksSpec(Spec):
+    """Severity (fail / warn / off) and threshold of each data check; see docs/data-validation.md."""
+
+    column_types: CheckSeverity = Field(
+        "fail",
+        description="schema: a mapped column of the wrong type (warn: cast and go on). Missing "
+        "columns always fail: nothing can be prepared without them.",
+    )
+    empty_text: CheckSeverity = Field("fail", description="Empty or whitespace-only texts.")
+    labels: CheckSeverity = Field(
+        "fail", description="Labels that are no class name or id (warn/off: those rows dropped)."
+    )
+    label_set: CheckSeverity = Field(
+        "warn", description="Train and eval hold the same classes, every configured one."
+    )
+    class_balance: CheckSeverity = Field(
+        "warn", description="The rarest class of a split is below min_class_share."
+    )
+    min_class_share: float = Field(
+        0.05, ge=0, le=1, description="class_balance: smallest share allowed for a class."
+    )
+    duplicates: CheckSeverity = Field(
+        "warn", description="Rows repeating an earlier row's text and label exactly."
+    )
+    normalized_duplicates: CheckSeverity = Field(
+        "warn",
+        description="Rows repeating an earlier row's text and label once case, Unicode form, "
+        "punctuation and spacing are ignored (exact repeats not counted again).",
+    )
+    max_duplicate_share: float = Field(
+        0.0, ge=0, le=1, description="Share of a split's rows allowed to be duplicates."
+    )
+    conflicting_labels: CheckSeverity = Field(
+        "warn", description="The same (normalised) text with different labels in one split."
+    )
+    leakage: CheckSeverity = Field("fail", description="Eval texts found verbatim in train.")
+    normalized_leakage: CheckSeverity = Field(
+        "warn", description="Eval texts matching a train text only after normalisation."
+    )
+    max_leakage_share: float = Field(
+        0.0, ge=0, le=1, description="Share of eval rows allowed to overlap train."
+    )
+    token_lengths: CheckSeverity = Field(
+        "warn",
+        description="Share of texts longer than train.max_length tokens (the model's tokenizer).",
+    )
+    max_truncated_share: float = Field(
+        0.01, ge=0, le=1, description="token_lengths: share of texts allowed to be truncated."
+    )
+    report_lengths: tuple[int, ...] = Field(
+        (64, 128, 256, 512),
+        description="token_lengths: also report the share truncated at each of these lengths.",
+    )
+
+
+class PiiSpec(Spec):
+    """What personal data or secrets are looked for in the texts and what happens on a find."""
+
+    policy: Literal["fail", "redact", "warn", "off"] = Field(
+        "fail",
+        description="fail: stop the run; redact: replace each find by [KIND] in the prepared "
+        "data (recorded in the report); warn: report only; off: do not look.",
+    )
+    kinds: tuple[Literal[PII_KINDS], ...] = Field(  # type: ignore[valid-type]
+        PII_KINDS, description="What to look for."
+    )
+    phone_region: str = Field(
+        "US",
+        pattern=r"^[A-Z]{2}$",
+        description="Region (ISO 3166 code) of phone numbers written without +country code.",
+    )
 
 
 class DataSpec(Spec):
@@ -161,6 +217,14 @@ class DataSpec(Spec):
     train: SplitSpec = Field(description="Training split and its column mapping.")
     eval: SplitSpec = Field(description="Evaluation split and its column mapping.")
     seed: int = Field(0, description="Seed of the subset sampling.")
+    normalize: TextNormalization = Field(
+        default_factory=TextNormalization,
+        description="Text normalisation (texts are always stripped of surrounding spaces).",
+    )
+    checks: DataChecksSpec = Field(
+        default_factory=DataChecksSpec, description="Data checks: severities and thresholds."
+    )
+    pii: PiiSpec = Field(default_factory=PiiSpec, description="PII and secrets policy.")
 
     @field_validator("labels")
     @classmethod
@@ -170,59 +234,17 @@ class DataSpec(Spec):
         return labels
 
 
-class LoraSpec(Spec):
-    r: int = Field(8, ge=1, le=512, description="LoRA rank.")
-    alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA branch.")
-    target_modules: tuple[str, ...] | None = Field(
-        None, description="Modules to adapt; default: PEFT's choice for the architecture."
-    )
-
-
-class TrainSpec(Spec):
-    epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
-    learning_rate: float = Field(5e-4, gt=0, lt=1, description="Peak learning rate.")
-    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
-        "linear", description="Learning-rate schedule after warm-up."
-    )
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps spent warming up.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    batch_size: int = Field(32, ge=1, description="Examples per optimizer micro-batch.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per step.")
-    max_length: int = Field(128, ge=8, description="Truncate inputs to this many tokens.")
-    seed: int = Field(42, description="Seed of initialisation, dropout and batch order.")
-    logging_steps: int = Field(10, ge=1, description="Log loss and learning rate every N steps.")
-
-
-class EvalSpec(Spec):
-    batch_size: int = Field(64, ge=1, description="Examples per inference batch.")
-
-
-class GateSpec(Spec):
-    absolute: dict[str, float] = Field(
-        default_factory=dict,
-        description=f"Minimum value per metric ({', '.join(GATE_METRICS)}) for registration.",
-    )
-
-    @field_validator("absolute")
-    @classmethod
-    def _known_metrics(cls, gates: dict[str, float]) -> dict[str, float]:
-        for metric, threshold in gates.items():
-            if metric not in GATE_METRICS:
-                raise ValueError(
-                    f"unknown gate metric {metric!r}; allowed: {', '.join(GATE_METRICS)}"
-                )
-            if not 0 <= threshold <= 1:
-                raise ValueError(f"gate {metric} = {threshold} is outside [0, 1]")
-        return gates
-
-
 class RegistrySpec(Spec):
     model_name: str = Field(
         description="Registered model name in MLflow.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
     )
     experiment: str = Field("loraflow", description="MLflow experiment that holds the runs.")
+    intended_use: str = Field(
+        "", description="What the model is for and for whom; written into the model card."
+    )
+    limitations: tuple[str, ...] = Field(
+        (), description="Known limits and out-of-scope uses; written into the model card."
+    )
 
 
 class ExperimentConfig(Spec):
@@ -238,6 +260,14 @@ class ExperimentConfig(Spec):
     eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation settings.")
     gates: GateSpec = Field(default_factory=GateSpec, description="Registration gates.")
     registry: RegistrySpec = Field(description="Where the model is registered.")
+    canary: CanarySpec = Field(
+        default_factory=CanarySpec,
+        description="Canary promotion of a challenger while a champion exists.",
+    )
+    schedule: ScheduleSpec = Field(
+        default_factory=ScheduleSpec,
+        description="Deployment: retraining cadence, work pool and event triggers.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -19,10 +19,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tasks.core.config import ExperimentConfig, LicensePolicy
+from tasks.core.config import CanaryPolicy, ExperimentConfig, GatePolicy, LicensePolicy
 
 # Keys whose values are paths, resolved against the directory of the file that sets them.
-PATH_KEYS = (("data", "train", "path"), ("data", "eval", "path"), ("license", "policy_file"))
+PATH_KEYS = (
+    ("data", "train", "path"),
+    ("data", "eval", "path"),
+    ("license", "policy_file"),
+    ("gates", "policy_file"),
+    ("gates", "golden", "path"),
+    ("canary", "policy_file"),
+)
 MAX_EXTENDS_DEPTH = 8
 
 
@@ -38,10 +45,17 @@ class LoadedConfig:
     license_policy: LicensePolicy
     license_policy_sha256: str
     sources: tuple[Path, ...]
+    gate_policy: GatePolicy | None = None  # the defaults ``gates:`` overrides, when it names one
+    gate_policy_sha256: str = ""
+    canary_policy: CanaryPolicy | None = None  # when ``canary.policy_file`` names one
 
     @property
     def sha256(self) -> str:
         return section_hash(self.config)
+
+    @property
+    def gate_policy_version(self) -> str:
+        return self.gate_policy.version if self.gate_policy else ""
 
     def resolved_yaml(self) -> str:
         return yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
@@ -170,16 +184,57 @@ def load_policy(path: Path) -> LicensePolicy:
     return validate_layers(LicensePolicy, [(path, read_yaml(path))])
 
 
+def load_canary_policy(path: str | Path) -> CanaryPolicy:
+    return validate_layers(CanaryPolicy, [(Path(path), read_yaml(Path(path)))])
+
+
+def _gate_policy_layer(path: Path) -> dict[str, Any]:
+    data = read_yaml(path)
+    _resolve_paths(data, path.parent)
+    return data
+
+
+def load_gate_policy(path: Path) -> GatePolicy:
+    return validate_layers(GatePolicy, [(path, _gate_policy_layer(path))])
+
+
+def _gate_policy_path(layers: list[tuple[Path, dict[str, Any]]]) -> Path | None:
+    """The ``gates.policy_file`` the chain ends up with (already resolved), if it exists."""
+    found = None
+    for _, data in layers:
+        gates = data.get("gates")
+        if isinstance(gates, dict) and "policy_file" in gates:
+            found = gates["policy_file"]
+    # A missing file is reported by the schema, with its key path.
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
 def load_config(path: str | Path) -> LoadedConfig:
-    """Validate an experiment file and the policy it references; raise ConfigError if invalid."""
+    """Validate an experiment file and the policies it references; raise ConfigError if invalid.
+
+    The gate policy's ``gates`` are the bottom layer under the experiment's ``gates:``, so the
+    validated config holds the effective gates and errors name the file that set each key.
+    """
     layers = load_layers(Path(path))
-    config = validate_layers(ExperimentConfig, layers)
+    gate_policy_path = _gate_policy_path(layers)
+    gate_policy, defaults = None, []
+    if gate_policy_path:
+        gate_policy = load_gate_policy(gate_policy_path)
+        defaults = [(gate_policy_path, {"gates": _gate_policy_layer(gate_policy_path)["gates"]})]
+    config = validate_layers(ExperimentConfig, defaults + layers)
     policy_path = config.license.policy_file
     return LoadedConfig(
         config=config,
         license_policy=load_policy(policy_path),
         license_policy_sha256=hashlib.sha256(policy_path.read_bytes()).hexdigest(),
         sources=tuple(p for p, _ in layers),
+        gate_policy=gate_policy,
+        gate_policy_sha256=(
+            hashlib.sha256(gate_policy_path.read_bytes()).hexdigest() if gate_policy_path else ""
+        ),
+        canary_policy=(
+            load_canary_policy(config.canary.policy_file) if config.canary.policy_file else None
+        ),
     )
 
 
@@ -190,6 +245,18 @@ def validate_file(path: str | Path) -> str:
     if kind == "license-policy":
         policy = load_policy(path)
         return f"license policy {policy.version}: {len(policy.allow)} allowed, {len(policy.deny)} denied"
+    if kind == "canary-policy":
+        canary = load_canary_policy(path)
+        steps = " -> ".join(f"{s:g}%" for s in canary.steps)
+        return f"canary policy {canary.version}: steps {steps}"
+    if kind == "gate-policy":
+        gate_policy = load_gate_policy(path)
+        gates = gate_policy.gates
+        return (
+            f"gate policy {gate_policy.version}: {len(gates.absolute)} minimums, "
+            f"{len(gates.maximum)} maximums, non-inferiority margin {gates.non_inferiority.margin}"
+            f", {len(gates.slices)} slices"
+        )
     loaded = load_config(path)
     cfg = loaded.config
     model = cfg.discovery.repo_id or f"discovered ({cfg.discovery.task})"
@@ -214,6 +281,14 @@ def lineage(loaded: LoadedConfig) -> dict[str, str]:
         "config_sha256": loaded.sha256,
         "license_policy_version": loaded.license_policy.version,
         "license_policy_sha256": loaded.license_policy_sha256,
+        **(
+            {
+                "gate_policy_version": loaded.gate_policy.version,
+                "gate_policy_sha256": loaded.gate_policy_sha256,
+            }
+            if loaded.gate_policy
+            else {}
+        ),
         "git_commit": git_commit(Path(__file__).parent),
         "resolved_config": loaded.resolved_yaml(),
     }

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from tasks.core.config import Approval, ExperimentConfig, LicensePolicy
+from tasks.core.config import (
+    Approval,
+    ExperimentConfig,
+    GatePolicy,
+    LicensePolicy,
+    SliceSpec,
+)
 
 
 def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -56,6 +62,19 @@ def render() -> str:
             "",
             header,
             *_rows(LicensePolicy),
+            "",
+            "## Entry of `gates.slices`",
+            "",
+            header,
+            *_rows(SliceSpec),
+            "",
+            "## Gate policy (`configs/policies/gates.yaml`)",
+            "",
+            "Named by `gates.policy_file`; its `gates` are the defaults an experiment's `gates:`",
+            "overrides key by key.",
+            "",
+            header,
+            *_rows(GatePolicy),
             "",
         ]
     )

@@ -1,162 +1,125 @@
-"""Data loading, column/label mapping, basic validation checks and the dataset fingerprint.
+"""Prepare the data for training: load, map, check, fingerprint and save both splits.
 
-Files load through ``datasets`` (csv / tsv / json / jsonl / parquet), each split on its own
-because splits may name their columns differently. Every split is mapped to the same schema
-(``text``: string, ``label``: ClassLabel with the configured names), checked, fingerprinted and
-saved once under a content-addressed folder: later stages receive that path, never the data.
+Every split is mapped to one schema (``text``: string, ``label``: ClassLabel with the configured
+names), checked (see ``data_checks``, ``pii``, ``token_lengths``), fingerprinted and saved once
+under a content-addressed folder: later stages receive that path, never the data. Checks run
+over the whole files, so their row numbers are the files' data rows; a ``max_samples`` subset
+is drawn afterwards from the rows that passed.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
+import numpy as np
+import pandas as pd
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
 
-from tasks.core.config import DataSpec, SplitSpec
+from tasks.core.config import DataSpec
+from tasks.core.data_checks import (
+    check_balance,
+    check_duplicates,
+    check_label_set,
+    check_leakage,
+    check_pii,
+    check_rows,
+    check_schema,
+)
+from tasks.core.data_loading import comparison_keys, label_ids, load_split, normalize_texts
+from tasks.core.data_report import (  # noqa: F401 - re-exported: the stage's public names
+    MAX_EXAMPLES,
+    CheckResult,
+    DataError,
+    DataReport,
+    DataValidationFailed,
+    failure_message,
+)
+from tasks.core.pii import scan
+from tasks.core.token_lengths import check_token_lengths
 
 SPLITS = ("train", "eval")
-MAX_EXAMPLES = 5
-Severity = Literal["fail", "warn"]
+CHECK_ORDER = (
+    "schema",
+    "empty_text",
+    "labels",
+    "label_set",
+    "class_balance",
+    "duplicates",
+    "normalized_duplicates",
+    "conflicting_labels",
+    "leakage",
+    "normalized_leakage",
+    "pii",
+    "token_lengths",
+)
 
 
-class DataError(ValueError):
-    """The data cannot be used: a file, split, column, row or label is wrong."""
+def map_split(split: str, spec: DataSpec, checks: list[CheckResult]) -> pd.DataFrame | None:
+    """The split as ``text``, ``label_id``, ``row`` (1-based), ``key``; None if unmappable.
 
-
-@dataclass(frozen=True)
-class CheckResult:
-    check: str
-    split: str
-    figure: float
-    threshold: str
-    verdict: Literal["pass", "warn", "fail"]
-    detail: str = ""
-    examples: tuple[int, ...] = field(default_factory=tuple)  # 1-based data rows
-
-    def line(self) -> str:
-        rows = f" (rows {', '.join(map(str, self.examples))})" if self.examples else ""
-        return f"{self.check} [{self.split}]: {self.detail}{rows}"
-
-
-@dataclass(frozen=True)
-class DataReport:
-    fingerprint: str
-    label_names: tuple[str, ...]
-    rows: dict[str, int]
-    checks: tuple[CheckResult, ...]
-    prepared_path: str
-
-    @property
-    def failed(self) -> list[CheckResult]:
-        return [c for c in self.checks if c.verdict == "fail"]
-
-    @property
-    def verdict(self) -> str:
-        return "fail" if self.failed else "pass"
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["verdict"] = self.verdict
-        return data
-
-
-def load_split(spec: SplitSpec) -> Dataset:
-    fmt = spec.resolved_format
-    kwargs: dict = {}
-    if fmt in ("csv", "tsv"):
-        builder = "csv"
-        kwargs = {
-            "delimiter": "\t" if fmt == "tsv" else ",",
-            "quoting": csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
+    Appends the schema, row, and PII results to ``checks``; redacts PII when the policy says so.
+    """
+    split_spec = getattr(spec, split)
+    names = list(spec.labels)
+    source = load_split(split_spec)
+    raw = source.to_pandas()
+    schema, usable = check_schema(split, raw, split_spec, spec.checks.column_types)
+    checks.append(schema)
+    if not usable:
+        return None
+    labels = raw[split_spec.label_column]
+    frame = pd.DataFrame(
+        {
+            "text": normalize_texts(raw[split_spec.text_column], spec.normalize),
+            "label_id": label_ids(labels, names, source.features.get(split_spec.label_column)),
         }
-        kwargs["keep_default_na"] = False
-    elif fmt in ("json", "jsonl"):
-        builder = "json"
-    else:
-        builder = "parquet"
-    try:
-        return load_dataset(builder, data_files=str(spec.path), split="train", **kwargs)
-    except Exception as exc:  # datasets raises many types for unreadable files
-        raise DataError(f"{spec.path}: cannot be read as {fmt}: {exc}") from exc
-
-
-def check_schema(split: str, ds: Dataset, spec: SplitSpec) -> CheckResult:
-    expected = [spec.text_column, spec.label_column]
-    missing = [c for c in expected if c not in ds.column_names]
-    if missing:
-        return CheckResult(
-            "schema",
-            split,
-            len(missing),
-            "0 missing columns",
-            "fail",
-            f"{spec.path.name} has columns {ds.column_names}; expected {expected} "
-            f"(missing {missing}: map them with text_column / label_column)",
-        )
-    return CheckResult(
-        "schema", split, 0, "0 missing columns", "pass", f"columns {expected} present"
     )
+    checks += check_rows(split, frame, labels, names, spec.checks)
+    if spec.pii.policy != "off":
+        found = scan(frame["text"], spec.pii.kinds, spec.pii.phone_region)
+        checks.append(check_pii(split, found, spec.pii.policy))
+        if spec.pii.policy == "redact" and found.rows:
+            frame["text"] = found.redacted(frame["text"])
+    frame["row"] = np.arange(1, len(frame) + 1)
+    frame["key"] = comparison_keys(frame["text"])
+    return frame
 
 
-def map_labels(values: list, names: list[str]) -> tuple[list[int | None], list[int]]:
-    """Label ids for ints (index into names) or strings (class names); rows that match neither."""
-    index = {name: i for i, name in enumerate(names)}
-    ids: list[int | None] = []
-    bad: list[int] = []
-    for row, value in enumerate(values, start=1):
-        if isinstance(value, bool):
-            label = None
-        elif isinstance(value, int):
-            label = value if 0 <= value < len(names) else None
-        elif isinstance(value, str) and value.strip() in index:
-            label = index[value.strip()]
-        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            number = int(value.strip())
-            label = number if 0 <= number < len(names) else None
-        else:
-            label = None
-        ids.append(label)
-        if label is None:
-            bad.append(row)
-    return ids, bad
+def usable_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a text and a class: what duplicate, balance and leakage checks compare."""
+    return frame[frame["label_id"].notna() & (frame["text"] != "")]
 
 
-def check_split(
-    split: str, texts: list, labels: list, names: list[str]
-) -> tuple[list[CheckResult], list[int]]:
-    results = []
-    empty = [i for i, t in enumerate(texts, start=1) if not isinstance(t, str) or not t.strip()]
-    results.append(
-        CheckResult(
-            "empty_text",
-            split,
-            len(empty),
-            "0 rows",
-            "fail" if empty else "pass",
-            f"{len(empty)} empty or whitespace-only texts",
-            tuple(empty[:MAX_EXAMPLES]),
-        )
-    )
-    ids, bad = map_labels(labels, names)
-    unknown = sorted({str(labels[r - 1]) for r in bad})
-    results.append(
-        CheckResult(
-            "labels",
-            split,
-            len(bad),
-            "0 rows",
-            "fail" if bad else "pass",
-            f"{len(bad)} labels not in {names} or ids 0..{len(names) - 1}"
-            + (f": {unknown[:5]}" if bad else ""),
-            tuple(bad[:MAX_EXAMPLES]),
-        )
-    )
-    return results, ids
+def run_checks(
+    spec: DataSpec, tokenizer=None, max_length: int = 128
+) -> tuple[dict[str, pd.DataFrame], list[CheckResult]]:
+    """Every enabled check over both splits; the mapped frames of the splits that map."""
+    cfg = spec.checks
+    names = list(spec.labels)
+    checks: list[CheckResult] = []
+    frames: dict[str, pd.DataFrame] = {}
+    for split in SPLITS:
+        frame = map_split(split, spec, checks)
+        if frame is None:
+            continue
+        frames[split] = frame
+        usable = usable_rows(frame)
+        checks += check_duplicates(split, usable, cfg)
+        if cfg.class_balance != "off":
+            checks.append(check_balance(split, usable["label_id"], names, cfg))
+        if tokenizer is not None and cfg.token_lengths != "off":
+            texts = frame["text"].tolist()
+            checks.append(check_token_lengths(split, texts, tokenizer, max_length, cfg))
+    if len(frames) == len(SPLITS):
+        train, eval = usable_rows(frames["train"]), usable_rows(frames["eval"])
+        if cfg.label_set != "off":
+            checks.append(check_label_set(train, eval, names, cfg.label_set))
+        checks += check_leakage(train, eval, cfg)
+    order = {name: i for i, name in enumerate(CHECK_ORDER)}
+    checks.sort(key=lambda c: (order.get(c.check, len(order)), SPLITS.index(c.split)))
+    return frames, checks
 
 
 def fingerprint(prepared: DatasetDict) -> str:
@@ -166,67 +129,48 @@ def fingerprint(prepared: DatasetDict) -> str:
     digest.update(json.dumps(names).encode())
     for split in SPLITS:
         digest.update(f"\n[{split}]\n".encode())
-        for text, label in zip(prepared[split]["text"], prepared[split]["label"], strict=True):
+        rows = prepared[split][:]  # whole columns as lists: one Arrow conversion, not per row
+        for text, label in zip(rows["text"], rows["label"], strict=True):
             digest.update(f"{label}\t{text}\n".encode())
     return digest.hexdigest()
 
 
-def prepare(spec: DataSpec, out_root: Path) -> DataReport:
-    """Load, check and map both splits; save the prepared data under its fingerprint."""
-    features = Features({"text": Value("string"), "label": ClassLabel(names=list(spec.labels))})
-    checks: list[CheckResult] = []
-    mapped: dict[str, Dataset] = {}
-    for split in SPLITS:
-        split_spec: SplitSpec = getattr(spec, split)
-        ds = load_split(split_spec)
-        schema = check_schema(split, ds, split_spec)
-        checks.append(schema)
-        if schema.verdict == "fail":
-            continue
-        texts = ds[split_spec.text_column]
-        split_checks, ids = check_split(
-            split, texts, ds[split_spec.label_column], list(spec.labels)
-        )
-        checks += split_checks
-        if any(c.verdict == "fail" for c in split_checks):
-            continue
-        table = Dataset.from_dict(
-            {"text": [t.strip() for t in texts], "label": ids}, features=features
-        )
-        if split_spec.max_samples and split_spec.max_samples < len(table):
-            table = table.shuffle(seed=spec.seed).select(range(split_spec.max_samples))
-        mapped[split] = table
+def prepare(
+    spec: DataSpec,
+    out_root: Path,
+    tokenizer=None,
+    max_length: int = 128,
+    tokenizer_name: str = "",
+) -> DataReport:
+    """Load, map and check both splits; save the prepared data under its fingerprint.
 
-    if len(mapped) == len(SPLITS):
-        train_labels, eval_labels = set(mapped["train"]["label"]), set(mapped["eval"]["label"])
-        missing = sorted(spec.labels[i] for i in eval_labels - train_labels)
-        checks.append(
-            CheckResult(
-                "label_coverage",
-                "train",
-                len(missing),
-                "0 eval classes unseen in train",
-                "warn" if missing else "pass",
-                f"eval classes never seen in train: {missing}"
-                if missing
-                else "every eval class is in train",
-            )
+    ``tokenizer`` (the model's) enables the token-length check. Nothing is saved, and the
+    fingerprint is empty, when a check at severity ``fail`` fires.
+    """
+    frames, checks = run_checks(spec, tokenizer, max_length)
+    features = Features({"text": Value("string"), "label": ClassLabel(names=list(spec.labels))})
+    mapped: dict[str, Dataset] = {}
+    for split, frame in frames.items():
+        kept = frame[frame["label_id"].notna()]
+        table = Dataset.from_dict(
+            {"text": kept["text"].tolist(), "label": kept["label_id"].astype(int).tolist()},
+            features=features,
         )
-    failed = [c for c in checks if c.verdict == "fail"]
+        limit = getattr(spec, split).max_samples
+        if limit and limit < len(table):
+            table = table.shuffle(seed=spec.seed).select(range(limit))
+        mapped[split] = table
     rows = {s: len(d) for s, d in mapped.items()}
-    if failed:
-        return DataReport("", tuple(spec.labels), rows, tuple(checks), "")
+    meta = {"tokenizer": tokenizer_name, "max_length": max_length if tokenizer else None}
+    if any(c.verdict == "fail" for c in checks) or len(mapped) < len(SPLITS):
+        return DataReport("", tuple(spec.labels), rows, tuple(checks), "", **meta)
     prepared = DatasetDict(mapped)
     digest = fingerprint(prepared)
     path = Path(out_root) / digest[:16]
     if not (path / "dataset_dict.json").is_file():
         prepared.save_to_disk(str(path))
-    return DataReport(digest, tuple(spec.labels), rows, tuple(checks), str(path))
+    return DataReport(digest, tuple(spec.labels), rows, tuple(checks), str(path), **meta)
 
 
 def load_prepared(path: str | Path) -> DatasetDict:
     return load_from_disk(str(path))
-
-
-def failure_message(report: DataReport) -> str:
-    return "data validation failed: " + "; ".join(c.line() for c in report.failed)

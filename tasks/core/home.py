@@ -67,6 +67,8 @@ class Home:
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "PREFECT_HOME": str(self.prefect_home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # The temporary server takes seconds to start; on a busy 2-core machine over 20.
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
             "PREFECT_LOCAL_STORAGE_PATH": str(self.prefect_home / "storage"),
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "MLFLOW_REGISTRY_URI": self.tracking_uri,

@@ -1,21 +1,31 @@
-"""Who becomes champion: a pure decision; the registry I/O that applies it lives elsewhere."""
+"""Who becomes champion: a pure decision; the registry I/O that applies it lives elsewhere.
+
+Without a champion the first version that passed every gate is promoted at once: there is
+nothing to compare it with. With a champion the challenger has to earn the alias in a canary
+(``tasks.core.canary``), or, where no canary policy is configured, waits for one started by
+hand (``loraflow promote NAME``). A version a canary rolled back is not tried again.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+Action = Literal["promote", "keep", "noop", "canary", "rollback"]
+
 
 @dataclass(frozen=True)
 class PromotionDecision:
-    action: Literal["promote", "keep", "noop"]
+    action: Action
     candidate: str
     champion: str | None
     reason: str
 
 
-def decide(candidate: str, champion: str | None) -> PromotionDecision:
-    """First passing version becomes champion; later ones wait for the canary."""
+def decide(
+    candidate: str, champion: str | None, canary: bool = False, rolled_back: str = ""
+) -> PromotionDecision:
+    """``canary``: a canary policy applies; ``rolled_back``: why a canary rolled it back."""
     if champion is None:
         return PromotionDecision(
             "promote",
@@ -26,6 +36,21 @@ def decide(candidate: str, champion: str | None) -> PromotionDecision:
     if champion == candidate:
         return PromotionDecision(
             "noop", candidate, champion, f"version {candidate} is already champion"
+        )
+    if rolled_back:
+        return PromotionDecision(
+            "noop",
+            candidate,
+            champion,
+            f"version {candidate} was rolled back by a canary ({rolled_back}); "
+            f"champion stays at version {champion}",
+        )
+    if canary:
+        return PromotionDecision(
+            "canary",
+            candidate,
+            champion,
+            f"champion stays at version {champion} while challenger {candidate} runs the canary",
         )
     return PromotionDecision(
         "keep",

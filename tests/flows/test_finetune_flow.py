@@ -126,7 +126,7 @@ def test_denied_license_stops_before_data_and_training(home, tmp_path, tiny_bert
         return_state=True,
     )
     assert state.is_failed()
-    with pytest.raises(LicenseDenied, match="cc-by-nc-4.0 is on the deny list"):
+    with pytest.raises(LicenseDenied, match=r"CC-BY-NC-4.0 \(non-commercial\) is on the deny list"):
         state.result()
     states = task_states(state)
     assert "validate-data" not in states and "fine-tune" not in states

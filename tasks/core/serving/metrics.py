@@ -1,0 +1,101 @@
+"""Prometheus series of the service, labelled by model version, and a parser for scrapes.
+
+Every series a canary judges is labelled ``version`` (the registry's version number), so a
+step's figures are counter differences between two scrapes of ``/metrics``: the same data a
+Prometheus server would hold, read without one. Input the service refuses (empty, oversize,
+wrong type) is counted apart, by reason, never as a model's error.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+# 1 ms .. ~25 s in steps of x1.5: fine enough to compare millisecond p95s by interpolation.
+LATENCY_BUCKETS = tuple(round(0.001 * 1.5**k, 6) for k in range(26))
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+Snapshot = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class ServiceMetrics:
+    """The service's series in a registry of its own (several services may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "loraflow_requests",
+            "Predict requests served, by model version.",
+            ["version"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "loraflow_errors",
+            "Predict requests that failed inside the model (5xx), by version.",
+            ["version"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "loraflow_request_latency_seconds",
+            "Time from routing to answer of a predict request (queue wait included).",
+            ["version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "loraflow_predictions",
+            "Texts scored, by version and predicted class.",
+            ["version", "label"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "loraflow_batch_size",
+            "Texts per forward pass.",
+            ["version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.agreement = Counter(
+            "loraflow_shadow_agreement",
+            "Challenger texts also scored by the champion: same label or not.",
+            ["version", "champion", "agree"],
+            registry=r,
+        )
+        self.feedback = Counter(
+            "loraflow_feedback",
+            "Labelled outcomes received for a version's predictions (served or shadow).",
+            ["version", "correct"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "loraflow_rejected_requests",
+            "Requests refused before reaching a model (4xx), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.loaded = Gauge(
+            "loraflow_model_loaded",
+            "1 for each loaded version, by role.",
+            ["version", "role"],
+            registry=r,
+        )
+        self.weight = Gauge(
+            "loraflow_challenger_percent",
+            "Share of request keys routed to the challenger.",
+            registry=r,
+        )
+        self.swaps = Counter(
+            "loraflow_model_swaps", "Times a new version was swapped in.", ["role"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def parse_snapshot(text: str) -> Snapshot:
+    """{(sample name, sorted label pairs): value} of a Prometheus text exposition."""
+    snapshot: Snapshot = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            snapshot[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return snapshot

@@ -1,0 +1,224 @@
+"""The loaded model versions: champion and challenger, following the registry's aliases.
+
+The registry is the one source of truth. A poll reads where ``champion`` and ``challenger``
+point and the canary's traffic share (a tag on the registered model, set by the promotion
+flow); a version not loaded yet is loaded *beside* the current ones on a worker thread, then
+swapped in on the event loop in one step. Requests count themselves in and out of the
+version they were routed to, and a replaced version is closed only when its last request is
+answered: an alias flip under load fails nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from tasks.core.canary_config import ServingSpec
+from tasks.core.serving.batching import MicroBatcher, PredictFn
+from tasks.core.serving.metrics import ServiceMetrics
+from tasks.core.serving.routing import to_challenger
+
+log = logging.getLogger("loraflow.serving")
+# Registered-model tag holding the challenger's share (percent) while a canary runs.
+WEIGHT_TAG = "loraflow.canary.challenger_percent"
+Loader = Callable[[str, str], PredictFn]
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    champion: str | None
+    challenger: str | None
+    percent: float | None  # None: no canary has set one
+
+
+def read_registry(mlc, name: str) -> RegistryState:
+    """Aliases and canary weight of one registered model (all None if it does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = mlc.get_registered_model(name)
+    except MlflowException:
+        return RegistryState(None, None, None)
+    aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+    tag = (model.tags or {}).get(WEIGHT_TAG)
+    return RegistryState(
+        aliases.get("champion"), aliases.get("challenger"), float(tag) if tag else None
+    )
+
+
+def torch_threads(count: int) -> None:
+    """Intra-op threads of the calling thread (OpenMP's setting is per thread): each model's
+    predict thread gets its own, so two models and the event loop do not oversubscribe."""
+    if count > 0:
+        import torch
+
+        torch.set_num_threads(count)
+
+
+def pyfunc_loader(name: str, version: str) -> PredictFn:
+    """Load ``models:/NAME/VERSION`` (the version the alias pointed at when read)."""
+    import mlflow
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+    def predict(texts: list[str]) -> list[tuple[str, float]]:
+        out = model.predict(pd.DataFrame({"text": texts}))
+        return list(zip(out["label"].astype(str), out["score"].astype(float), strict=True))
+
+    return predict
+
+
+@dataclass(eq=False)
+class ServedModel:
+    version: str
+    batcher: MicroBatcher
+    inflight: int = 0
+
+
+class NotReady(RuntimeError):
+    """No champion is loaded (yet)."""
+
+
+class ModelHolder:
+    def __init__(
+        self,
+        name: str,
+        spec: ServingSpec,
+        metrics: ServiceMetrics,
+        read_state: Callable[[], RegistryState],
+        load: Loader = pyfunc_loader,
+    ):
+        self.name, self.spec, self.metrics = name, spec, metrics
+        self.read_state, self.load = read_state, load
+        self.champion: ServedModel | None = None
+        self.challenger: ServedModel | None = None
+        self.percent = spec.challenger_percent
+        self.load_errors: dict[str, str] = {}
+        self._poller: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for model in {self.champion, self.challenger} - {None}:
+            await model.batcher.close(drain_timeout_s=5)
+        self.champion = self.challenger = None
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # a registry hiccup must not stop the service
+                log.exception("registry poll failed")
+            await asyncio.sleep(self.spec.poll_seconds)
+
+    async def refresh(self) -> None:
+        """Read the registry once; load what is new beside the old; swap in one step."""
+        state = await asyncio.to_thread(self.read_state)
+        loaded = {m.version: m for m in (self.champion, self.challenger) if m is not None}
+        wanted_challenger = state.challenger if state.challenger != state.champion else None
+        for version in (state.champion, wanted_challenger):
+            if version is not None and version not in loaded:
+                try:
+                    loaded[version] = await self._load(version)
+                    self.load_errors.pop(version, None)
+                except Exception as exc:  # keep serving what is loaded; retry next poll
+                    self.load_errors[version] = f"{type(exc).__name__}: {exc}"
+                    log.exception("loading %s version %s failed", self.name, version)
+        # The swap: no await from here on, so no request sees a half-applied state.
+        old = {self.champion, self.challenger} - {None}
+        champion = loaded.get(state.champion) if state.champion else None
+        challenger = loaded.get(wanted_challenger) if wanted_challenger else None
+        if champion is None and state.champion is not None:
+            champion = self.champion  # the new champion failed to load: keep the old one
+        if champion is not self.champion and champion is not None:
+            self.metrics.swaps.labels("champion").inc()
+        if challenger is not self.challenger and challenger is not None:
+            self.metrics.swaps.labels("challenger").inc()
+        self.champion, self.challenger = champion, challenger
+        self.percent = state.percent if state.percent is not None else self.spec.challenger_percent
+        self._export_state()
+        kept = {self.champion, self.challenger} - {None}
+        for model in old - kept:
+            self._spawn(self._retire(model))
+        for model in set(loaded.values()) - kept - old:
+            self._spawn(self._retire(model))  # loaded but no longer wanted
+
+    async def _load(self, version: str) -> ServedModel:
+        predict = await asyncio.to_thread(self.load, self.name, version)
+        batcher = MicroBatcher(
+            predict,
+            self.spec.max_batch_size,
+            self.spec.max_wait_ms / 1000,
+            name=f"v{version}",
+            on_batch=self.metrics.batch_size.labels(version).observe,
+            initializer=partial(torch_threads, self.spec.torch_threads),
+            workers=self.spec.workers,
+        )
+        return ServedModel(version, batcher.start())
+
+    async def _retire(self, model: ServedModel, patience_s: float = 300.0) -> None:
+        """Close a replaced version once its last routed request has been answered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience_s
+        while model.inflight > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await model.batcher.close()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _export_state(self) -> None:
+        self.metrics.loaded.clear()
+        for role, model in (("champion", self.champion), ("challenger", self.challenger)):
+            if model is not None:
+                self.metrics.loaded.labels(model.version, role).set(1)
+        self.metrics.weight.set(self.percent if self.challenger else 0)
+
+    # -- requests ----------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.champion is not None
+
+    def pick(self, key: str) -> tuple[ServedModel, str]:
+        """The version this key is routed to, counted in (call ``release`` when answered)."""
+        if self.champion is None:
+            raise NotReady("no champion loaded yet")
+        if self.challenger is not None and to_challenger(key, self.percent):
+            model, role = self.challenger, "challenger"
+        else:
+            model, role = self.champion, "champion"
+        model.inflight += 1
+        return model, role
+
+    def pick_champion(self) -> ServedModel | None:
+        if self.champion is not None:
+            self.champion.inflight += 1
+        return self.champion
+
+    @staticmethod
+    def release(model: ServedModel) -> None:
+        model.inflight -= 1
+
+    def state(self) -> dict:
+        return {
+            "model": self.name,
+            "ready": self.ready,
+            "champion": self.champion.version if self.champion else None,
+            "challenger": self.challenger.version if self.challenger else None,
+            "challenger_percent": self.percent if self.challenger else 0.0,
+            "load_errors": dict(self.load_errors),
+        }

@@ -1,0 +1,133 @@
+"""Replay held-out examples through the live HTTP endpoint, so a canary has traffic to judge.
+
+The examples are the challenger's own eval split (its training run's prepared dataset), sent
+as real requests on loopback with a distinct routing key each, so the service splits them by
+its canary weight exactly as it would split users. Every run is bounded by a request count
+and a wall-clock time; it stops earlier once the caller says it has enough. Known labels go
+back through ``/feedback`` so online accuracy has data too.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tasks.core.canary_config import ReplaySpec
+
+FEEDBACK_CHUNK = 64
+EVAL_SPLITS = ("eval", "validation", "test")
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    sent: int
+    failed: int
+    seconds: float
+    by_version: dict[str, int] = field(default_factory=dict)
+    feedback: int = 0
+    errors: tuple[str, ...] = ()  # the first few failure messages
+
+
+def load_examples(path: str | Path, limit: int) -> list[tuple[str, str]]:
+    """(text, class name) pairs from a prepared dataset folder (its eval split) or a JSONL
+    file of ``{"text": ..., "label": CLASS_NAME}`` lines; the first ``limit``."""
+    path = Path(path)
+    if path.is_dir():
+        from datasets import load_from_disk
+
+        data = load_from_disk(str(path))
+        split = next((s for s in EVAL_SPLITS if s in data), None)
+        if split is None:
+            raise ValueError(f"{path}: no eval split (looked for {', '.join(EVAL_SPLITS)})")
+        table = data[split].select(range(min(limit, len(data[split]))))
+        names = table.features["label"].names
+        return [(t, names[y]) for t, y in zip(table["text"], table["label"], strict=True)]
+    rows = []
+    with path.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                row = json.loads(line)
+                if not isinstance(row.get("text"), str) or not isinstance(row.get("label"), str):
+                    raise ValueError(f"{path}:{number}: needs string 'text' and 'label'")
+                rows.append((row["text"], row["label"]))
+            if len(rows) >= limit:
+                break
+    return rows
+
+
+def replay(
+    url: str,
+    examples: list[tuple[str, str]],
+    spec: ReplaySpec,
+    enough: Callable[[dict[str, int]], bool] = lambda counts: False,
+    key_prefix: str = "replay",
+) -> ReplayResult:
+    """Send examples in turn (``spec.concurrency`` at once) until ``enough(requests per
+    version)``, ``spec.max_requests`` or ``spec.max_seconds``; then post their labels."""
+    if not examples:
+        raise ValueError("no examples to replay")
+    lock = threading.Lock()
+    state = {"next": 0, "failed": 0}
+    counts: Counter[str] = Counter()
+    outcomes: list[dict] = []
+    errors: list[str] = []
+    started = time.monotonic()
+    deadline = started + spec.max_seconds
+
+    def take() -> int | None:
+        with lock:
+            i = state["next"]
+            if i >= spec.max_requests or time.monotonic() > deadline or enough(dict(counts)):
+                return None
+            state["next"] = i + 1
+            return i
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while (i := take()) is not None:
+                text, label = examples[i % len(examples)]
+                try:
+                    response = http.post(
+                        "/predict", json={"text": text, "key": f"{key_prefix}-{i}"}
+                    )
+                    ok = response.status_code == 200
+                    body = response.json() if ok else {}
+                    failure = "" if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    ok, body, failure = False, {}, f"{type(exc).__name__}: {exc}"
+                with lock:
+                    if ok:
+                        counts[body["version"]] += 1
+                        outcomes.append({"id": body["predictions"][0]["id"], "label": label})
+                    else:
+                        state["failed"] += 1
+                        if len(errors) < 5:
+                            errors.append(failure)
+
+    with ThreadPoolExecutor(spec.concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(spec.concurrency)]:
+            future.result()
+    feedback = 0
+    if spec.post_feedback and outcomes:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for start in range(0, len(outcomes), FEEDBACK_CHUNK):
+                chunk = outcomes[start : start + FEEDBACK_CHUNK]
+                response = http.post("/feedback", json={"items": chunk})
+                if response.status_code == 200:
+                    feedback += response.json()["accepted"]
+    return ReplayResult(
+        sent=state["next"],
+        failed=state["failed"],
+        seconds=round(time.monotonic() - started, 3),
+        by_version=dict(counts),
+        feedback=feedback,
+        errors=tuple(errors),
+    )

@@ -1,0 +1,285 @@
+"""The training loop: plain PyTorch around an ``accelerate.Accelerator``, resumable at any step.
+
+Why not ``transformers.Trainer``: a retry must continue from the exact optimizer step, data
+position and RNG state of the last checkpoint, inside the same MLflow run, and the loop must
+stop cleanly on SIGTERM; the loop is also small enough to stay fast on CPU (no per-step
+callbacks, no sync per step for logging). ``Accelerator`` supplies what is not loraflow's to
+write: device placement, mixed precision, DDP under ``accelerate launch``, gradient sync.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from transformers import get_scheduler
+
+from tasks.core.batching import count_targets, count_tokens, epoch_batches, rows
+from tasks.core.checkpoints import TrainState, load_checkpoint, save_checkpoint
+from tasks.core.modeling import CAUSAL_LM
+from tasks.core.progress import StepEvent
+from tasks.core.train_config import TrainingInputError, TrainSpec
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived: a checkpoint of the current step was saved, then training stopped."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"training stopped by SIGTERM after step {step}; checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    steps: int
+    train_loss: float  # mean loss over the optimizer steps of this attempt
+    runtime_s: float  # training time over every attempt
+    samples: int
+    tokens: int
+    resumed_from: int  # step of the checkpoint this attempt started from (0: fresh)
+
+
+def mixed_precision(spec: TrainSpec) -> str:
+    """Accelerate's mixed-precision mode for the configured precision on this machine."""
+    cuda = torch.cuda.is_available()
+    if spec.precision == "auto":
+        if not cuda:
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if spec.precision == "fp16" and not cuda:
+        raise TrainingInputError("train.precision: fp16 needs a CUDA GPU; use bf16 or fp32")
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[spec.precision]
+
+
+def make_accelerator(spec: TrainSpec) -> Accelerator:
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for what runs outside autocast
+        torch.backends.cudnn.allow_tf32 = True
+    return Accelerator(mixed_precision=mixed_precision(spec), cpu=not torch.cuda.is_available())
+
+
+def plan_steps(spec: TrainSpec, batches_per_epoch: int, world: int = 1) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) for the configured budget."""
+    per_step = spec.gradient_accumulation_steps * world
+    per_epoch = (
+        batches_per_epoch // per_step if world > 1 else math.ceil(batches_per_epoch / per_step)
+    )
+    if per_epoch < 1:
+        raise TrainingInputError(
+            f"the training split gives {batches_per_epoch} batches, fewer than one optimizer "
+            f"step needs ({per_step}): lower train.batch_size or gradient_accumulation_steps"
+        )
+    total = spec.max_steps or max(1, math.ceil(spec.epochs * per_epoch))
+    return per_epoch, total
+
+
+@contextmanager
+def sigterm_flag():
+    """A flag SIGTERM sets; the loop checks it between optimizer steps (main thread only)."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@torch.no_grad()
+def validation_loss(model, data, lengths, collate, spec: TrainSpec, causal: bool, device) -> float:
+    """Mean loss over the eval split (per target token for causal LMs, per example otherwise)."""
+    model.eval()
+    total, weight = 0.0, 0
+    for batch_idx in epoch_batches(lengths, spec.batch_size, 0, 0, group_by_length=True):
+        batch = collate(rows(data, batch_idx))
+        n = count_targets(batch) if causal else len(batch_idx)
+        total += float(model(**{k: v.to(device) for k, v in batch.items()}).loss) * n
+        weight += n
+    model.train()
+    return total / max(weight, 1)
+
+
+def train_loop(
+    model,
+    data,
+    lengths: list[int],
+    collate: Callable[[list[dict]], dict],
+    spec: TrainSpec,
+    task: str,
+    checkpoint_root: Path | None = None,
+    resume_from: Path | None = None,
+    on_event: Callable[[StepEvent], None] = lambda event: None,
+    on_checkpoint: Callable[[Path, TrainState], None] = lambda path, state: None,
+    checkpoint_notes: Callable[[], dict] = dict,
+    eval_data=None,
+    eval_lengths: list[int] | None = None,
+    accelerator: Accelerator | None = None,
+) -> LoopResult:
+    """Train ``model`` (a PEFT model) in place from ``resume_from`` or from scratch."""
+    acc = accelerator or make_accelerator(spec)
+    world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    ga = spec.gradient_accumulation_steps
+    batches_per_epoch = len(epoch_batches(lengths, spec.batch_size, spec.seed, 0, False))
+    per_epoch, total = plan_steps(spec, batches_per_epoch, world)
+
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=spec.learning_rate,
+        weight_decay=spec.weight_decay,
+        **({"fused": True} if torch.cuda.is_available() else {"foreach": True}),
+    )
+    scheduler = get_scheduler(
+        spec.lr_scheduler,
+        optimizer,
+        num_warmup_steps=math.ceil(spec.warmup_ratio * total),
+        num_training_steps=total,
+    )
+    raw = model
+    model, optimizer = acc.prepare(model, optimizer)
+    if spec.compile:
+        model = torch.compile(model, dynamic=True)
+    state = TrainState()
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, raw, optimizer, scheduler, acc.scaler)
+    resumed_from = state.step
+    if rank:
+        torch.manual_seed(spec.seed + 1000 * rank + state.step)  # dropout differs per rank
+    causal = task == CAUSAL_LM
+    model.train()
+
+    started = time.perf_counter()
+    window = {"loss": torch.zeros((), device=acc.device), "steps": 0, "samples": 0, "tokens": 0}
+    window_start, loss_sum, steps_here = time.perf_counter(), 0.0, 0
+
+    def elapsed() -> float:
+        return state.elapsed_s + time.perf_counter() - started
+
+    def checkpoint() -> Path | None:
+        if checkpoint_root is None or not main:
+            return None
+        state.elapsed_s, saved = elapsed(), state.elapsed_s
+        path = save_checkpoint(
+            checkpoint_root,
+            state,
+            raw,
+            optimizer,
+            scheduler,
+            acc.scaler,
+            notes=checkpoint_notes(),
+        )
+        state.elapsed_s = saved
+        on_checkpoint(path, state)
+        return path
+
+    with sigterm_flag() as stop:
+        while state.step < total:
+            batches = epoch_batches(
+                lengths, spec.batch_size, spec.seed, state.epoch, spec.group_by_length
+            )
+            for start in range(state.batch_in_epoch, per_epoch * ga * world, ga * world):
+                own = batches[start + rank * ga : start + (rank + 1) * ga]
+                micro = [collate(rows(data, idx)) for idx in own]  # on CPU: counting is free
+                weights = [count_targets(b) if causal else len(b["labels"]) for b in micro]
+                denominator = max(sum(weights), 1)
+                step_tokens = sum(count_tokens(b) for b in micro)
+                for i, batch in enumerate(micro):
+                    batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+                    sync = nullcontext() if i == len(micro) - 1 else acc.no_sync(model)
+                    with sync:
+                        if causal:
+                            loss = model(**batch, num_items_in_batch=denominator).loss
+                        else:
+                            loss = model(**batch).loss * (weights[i] / denominator)
+                        acc.backward(loss)
+                    window["loss"] += loss.detach()
+                window["samples"] += sum(len(idx) for idx in own)
+                window["tokens"] += step_tokens
+                logging = (state.step + 1) % spec.logging_steps == 0 or state.step + 1 == total
+                grad_norm = None
+                if spec.max_grad_norm is not None or logging:
+                    grad_norm = acc.clip_grad_norm_(params, spec.max_grad_norm or float("inf"))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+
+                state.step += 1
+                state.batch_in_epoch = start + ga * world
+                state.samples += sum(len(idx) for idx in batches[start : start + ga * world])
+                state.tokens += step_tokens * world
+                steps_here += 1
+                window["steps"] += 1
+                if logging:
+                    now = time.perf_counter()
+                    seconds = max(now - window_start, 1e-9)
+                    loss_value = float(window["loss"]) / window["steps"]
+                    loss_sum += loss_value * window["steps"]
+                    on_event(
+                        StepEvent(
+                            step=state.step,
+                            total=total,
+                            epoch=state.epoch
+                            + state.batch_in_epoch / max(per_epoch * ga * world, 1),
+                            train_loss=loss_value,
+                            learning_rate=scheduler.get_last_lr()[0],
+                            grad_norm=float(grad_norm) if grad_norm is not None else math.nan,
+                            samples_per_s=window["samples"] * world / seconds,
+                            tokens_per_s=window["tokens"] * world / seconds,
+                            elapsed_s=elapsed(),
+                        )
+                    )
+                    window = {
+                        "loss": torch.zeros((), device=acc.device),
+                        "steps": 0,
+                        "samples": 0,
+                        "tokens": 0,
+                    }
+                    window_start = now
+                if eval_data is not None and spec.eval_steps and state.step % spec.eval_steps == 0:
+                    val = validation_loss(
+                        model, eval_data, eval_lengths, collate, spec, causal, acc.device
+                    )
+                    on_event(
+                        StepEvent(
+                            state.step, total, state.epoch, val, 0, 0, 0, 0, elapsed(), "eval"
+                        )
+                    )
+                    window_start = time.perf_counter()
+                if world > 1:
+                    flag = torch.tensor(float(stop.is_set()), device=acc.device)
+                    if float(acc.reduce(flag, "max")):
+                        stop.set()
+                if stop.is_set():
+                    acc.wait_for_everyone()
+                    raise Preempted(state.step, checkpoint())
+                cadence = spec.checkpoint_steps
+                if cadence and (state.step % cadence == 0 or state.step == total):
+                    checkpoint()
+                if state.step >= total:
+                    break
+            else:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                continue
+            if state.batch_in_epoch >= per_epoch * ga * world:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    acc.wait_for_everyone()
+    return LoopResult(
+        steps=state.step,
+        train_loss=loss_sum / max(steps_here, 1),
+        runtime_s=elapsed(),
+        samples=state.samples,
+        tokens=state.tokens,
+        resumed_from=resumed_from,
+    )

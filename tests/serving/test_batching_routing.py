@@ -1,0 +1,129 @@
+"""Micro-batching and sticky routing, on their own (no model, no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from tasks.core.serving.batching import BatcherClosed, MicroBatcher
+from tasks.core.serving.routing import bucket, to_challenger
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def echo_recording(calls: list):
+    def predict(texts):
+        calls.append(list(texts))
+        if "boom" in texts:
+            raise ValueError("boom")
+        return [(t.upper(), 1.0) for t in texts]
+
+    return predict
+
+
+def test_concurrent_texts_share_one_forward_pass_in_order():
+    calls = []
+
+    async def main():
+        batcher = MicroBatcher(echo_recording(calls), max_batch=8, max_wait_s=0.2).start()
+        results = await asyncio.gather(*(batcher.submit([f"t{i}"]) for i in range(5)))
+        pair = await batcher.submit(["a", "b"])
+        await batcher.close()
+        return results, pair
+
+    results, pair = run(main())
+    assert [r[0][0] for r in results] == ["T0", "T1", "T2", "T3", "T4"]
+    assert pair == [("A", 1.0), ("B", 1.0)]
+    assert calls[0] == ["t0", "t1", "t2", "t3", "t4"]  # one pass for the five
+
+
+def test_max_batch_splits_and_a_request_stays_whole():
+    calls = []
+
+    async def main():
+        batcher = MicroBatcher(echo_recording(calls), max_batch=4, max_wait_s=0.2).start()
+        await asyncio.gather(*(batcher.submit([f"x{i}", f"y{i}", f"z{i}"]) for i in range(3)))
+        await batcher.close()
+
+    run(main())
+    assert [len(c) for c in calls] == [3, 3, 3]  # 3 + 3 > 4: the next request waits its turn
+
+
+def test_a_lone_text_waits_no_longer_than_max_wait():
+    async def main():
+        batcher = MicroBatcher(echo_recording([]), max_batch=64, max_wait_s=0.05).start()
+        started = time.perf_counter()
+        await batcher.submit(["only"])
+        elapsed = time.perf_counter() - started
+        await batcher.close()
+        return elapsed
+
+    assert run(main()) < 1.0
+
+
+def test_a_failing_batch_fails_its_requests_only_and_close_refuses_new_ones():
+    calls = []
+
+    async def main():
+        batcher = MicroBatcher(echo_recording(calls), max_batch=8, max_wait_s=0.05).start()
+        bad = await asyncio.gather(
+            batcher.submit(["boom"]), batcher.submit(["fine"]), return_exceptions=True
+        )
+        good = await batcher.submit(["later"])
+        await batcher.close()
+        with pytest.raises(BatcherClosed):
+            await batcher.submit(["after close"])
+        return bad, good
+
+    bad, good = run(main())
+    assert all(isinstance(r, ValueError) for r in bad)  # same batch, same failure
+    assert good == [("LATER", 1.0)]
+
+
+def test_close_answers_queued_texts_first():
+    release = threading.Event()
+
+    def slow(texts):
+        release.wait(5)
+        return [(t, 1.0) for t in texts]
+
+    async def main():
+        batcher = MicroBatcher(slow, max_batch=1, max_wait_s=0).start()
+        pending = [asyncio.ensure_future(batcher.submit([f"q{i}"])) for i in range(3)]
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(batcher.close())
+        release.set()
+        await closing
+        return [p.result() for p in pending]
+
+    assert run(main()) == [[("q0", 1.0)], [("q1", 1.0)], [("q2", 1.0)]]
+
+
+def test_workers_score_batches_side_by_side():
+    def slow(texts):
+        time.sleep(0.3)
+        return [(t, 1.0) for t in texts]
+
+    async def main(workers):
+        batcher = MicroBatcher(slow, max_batch=1, max_wait_s=0, workers=workers).start()
+        started = time.perf_counter()
+        await asyncio.gather(*(batcher.submit([f"t{i}"]) for i in range(4)))
+        elapsed = time.perf_counter() - started
+        await batcher.close()
+        return elapsed
+
+    assert run(main(4)) < 0.9 < run(main(1))  # 4 x 0.3 s one after another, or side by side
+
+
+def test_routing_is_sticky_monotone_and_proportional():
+    keys = [f"user-{i}" for i in range(5000)]
+    assert [bucket(k) for k in keys[:50]] == [bucket(k) for k in keys[:50]]
+    at = {p: {k for k in keys if to_challenger(k, p)} for p in (0, 10, 50, 100)}
+    assert at[0] == set() and at[100] == set(keys)
+    assert at[10] <= at[50]  # raising the weight only adds keys
+    assert 400 <= len(at[10]) <= 600 and 2300 <= len(at[50]) <= 2700

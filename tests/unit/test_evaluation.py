@@ -1,0 +1,167 @@
+"""Scoring candidate, champion and base on one split: slices, golden cases, report, PNG."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from tasks.core.config import EvalSpec, GateSpec, LoraSpec, SliceSpec
+from tasks.core.config_loader import ConfigError
+from tasks.core.evaluation import (
+    Classifier,
+    _length_bucket,
+    adapter_classifier,
+    base_classifier,
+    confusion_png,
+    evaluate_models,
+    read_golden,
+    slice_figures,
+)
+from tasks.core.gates import decide
+from tests.tiny import sentiment_rows
+
+LABELS = ["negative", "positive"]
+REPO = "loraflow-test/tiny-bert"
+
+
+@pytest.mark.parametrize(
+    ("words", "edges", "bucket"),
+    [
+        (3, (10, 25), "<10"),
+        (10, (10, 25), "10-24"),
+        (24, (10, 25), "10-24"),
+        (25, (10, 25), ">=25"),
+        (1, (1,), ">=1"),
+        (0, (1,), "<1"),
+    ],
+)
+def test_length_buckets(words, edges, bucket):
+    assert _length_bucket(words, edges) == bucket
+
+
+def test_slice_figures_by_length_and_column():
+    texts = ["a b", "a b c d e", "a", "a b c d e f"]
+    rules = (
+        SliceSpec(name="words", length_buckets=(3,), minimum=0.5),
+        SliceSpec(name="label", column="label", minimum=0.5),
+    )
+    figures = slice_figures(
+        rules, {"text": texts, "label": [0, 1, 0, 1]}, [0, 1, 1, 0], [0, 1, 0, 1]
+    )
+    assert [(f.key, f.examples, f.figure) for f in figures] == [
+        ("words_lt3", 2, 0.5),
+        ("words_ge3", 2, 0.5),
+        ("label_0", 2, 0.5),
+        ("label_1", 2, 0.5),
+    ]
+    with pytest.raises(ConfigError, match="'domain' is not a column of the prepared eval split"):
+        slice_figures((SliceSpec(name="d", column="domain", minimum=0.5),), {"text": texts}, [], [])
+
+
+GOLDEN_ERRORS = [
+    pytest.param('{"text": "good"}\n', "line 1: expected", id="no-label"),
+    pytest.param('{"text": "ok", "label": 1}\nnot json\n', "line 2: expected", id="bad-json"),
+    pytest.param(
+        '{"text": "ok", "label": "neutral"}\n', "label 'neutral' is not one of", id="unknown"
+    ),
+    pytest.param('{"text": "ok", "label": 2}\n', "label 2 is not one of", id="id-out-of-range"),
+    pytest.param('{"text": " ", "label": 0}\n', "or the text is empty", id="empty-text"),
+    pytest.param("\n\n", "no golden cases", id="empty-file"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), GOLDEN_ERRORS)
+def test_golden_file_errors_name_file_and_line(tmp_path, text, message):
+    path = tmp_path / "golden.jsonl"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        read_golden(path, LABELS)
+    assert str(info.value).startswith(str(path))
+
+
+def test_golden_labels_by_name_or_id(tmp_path):
+    path = tmp_path / "golden.jsonl"
+    path.write_text('{"text": "great", "label": "positive"}\n\n{"text": "awful", "label": 0}\n')
+    assert read_golden(path, LABELS) == [(1, "great", "positive"), (3, "awful", "negative")]
+
+
+@pytest.fixture
+def adapter(home, tiny_bert_dir):
+    """An untrained LoRA adapter on the mirrored tiny BERT (evaluation needs no training)."""
+    import torch
+
+    from tasks.core.mirror import import_folder
+    from tasks.core.modeling import ModelRef, add_lora, load_base, load_tokenizer, save_adapter
+
+    ref = ModelRef(REPO, import_folder(tiny_bert_dir, REPO, home.hf_hub_cache).revision)
+    torch.manual_seed(1)
+    model = add_lora(load_base(ref, LABELS, home.hf_hub_cache), LoraSpec(r=2, alpha=4))
+    tokenizer = load_tokenizer(ref, home.hf_hub_cache)
+    return save_adapter(model, tokenizer, ref, LABELS, home.work_dir / "adapter")
+
+
+@pytest.fixture
+def prepared(tmp_path) -> str:
+    features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
+    rows = sentiment_rows(20, seed=5)
+    split = Dataset.from_dict(
+        {"text": [t for _, t in rows], "label": [y for y, _ in rows]}, features=features
+    )
+    path = tmp_path / "prepared"
+    DatasetDict({"train": split, "eval": split}).save_to_disk(str(path))
+    return str(path)
+
+
+def test_candidate_champion_and_base_on_one_split(home, adapter, prepared, tmp_path):
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"text": "the film was great", "label": "positive"}) + "\n")
+    gates = GateSpec(
+        golden={"path": golden},
+        slices=[{"name": "label", "column": "label", "minimum": 0.0, "min_examples": 1}],
+    )
+    candidate = adapter_classifier(adapter, "run-1", home.hf_hub_cache)
+    base = base_classifier(adapter, home.hf_hub_cache)
+    champion = Classifier(base.model, base.tokenizer, LABELS, "models:/m/1")
+    report = evaluate_models(
+        candidate,
+        prepared,
+        EvalSpec(),
+        gates,
+        16,
+        champion=champion,
+        champion_version="1",
+        base=base,
+    )
+    figures = report.candidate.metrics
+    assert figures["examples"] == 20 and 0 <= figures["accuracy"] <= 1
+    assert {
+        "macro_f1",
+        "ece",
+        "precision_negative",
+        "recall_positive",
+        "latency_ms_per_example",
+    } <= set(figures)
+    assert sum(map(sum, report.confusion)) == 20 and len(report.confusion) == 2
+    # The champion here is the base model: same split, same code path, same figures.
+    assert report.champion.metrics["accuracy"] == report.base.metrics["accuracy"]
+    assert report.base.source.startswith(f"{REPO}@")
+    assert [s.key for s in report.slices] == ["label_0", "label_1"]
+    (case,) = report.golden
+    assert case.expected == "positive" and case.old_label in LABELS
+    decision = decide(report, gates)
+    assert [g.gate for g in decision.gates][:2] == [
+        "non_inferiority_accuracy",
+        "non_inferiority_macro_f1",
+    ]
+    png = confusion_png(report, tmp_path / "cm.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A champion that predicts other classes cannot be compared: the gate fails, it says why.
+    other = Classifier(base.model, base.tokenizer, ["bad", "good"], "models:/m/1")
+    report = evaluate_models(
+        candidate, prepared, EvalSpec(), GateSpec(), 16, champion=other, champion_version="1"
+    )
+    assert report.champion is None and "not comparable" in report.champion_note
+    assert not decide(report, GateSpec()).passed
