@@ -95,15 +95,18 @@ def slice_figures(
     for rule in rules:
         if rule.length_buckets:
             keys = [_length_bucket(len(t.split()), rule.length_buckets) for t in columns["text"]]
+            order = [_length_bucket(w, rule.length_buckets) for w in (0, *rule.length_buckets)]
         elif rule.column in columns:
             keys = [str(v) for v in columns[rule.column]]
+            order = sorted(set(keys), key=lambda k: (len(k), k))
         else:
             raise ConfigError(
                 f"gates.slices[{rule.name}].column: {rule.column!r} is not a column of the "
                 f"prepared eval split; columns: {', '.join(columns)}"
             )
         module = metric_modules.load(rule.metric)
-        for bucket in sorted(set(keys), key=lambda k: (len(k), k)):
+        present = set(keys)
+        for bucket in (b for b in order if b in present):
             idx = [i for i, k in enumerate(keys) if k == bucket]
             value = module.compute(
                 predictions=[predictions[i] for i in idx], references=[references[i] for i in idx]

@@ -64,12 +64,26 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def command(job_file: Path, gpus: int) -> list[str]:
-    """The child's argv: plain Python, or ``accelerate launch`` across every GPU."""
+MIN_SHARE = 8  # examples of a micro-batch each CPU process should get, at least
+
+
+def cpu_processes(train: dict) -> int:
+    """How many single-threaded CPU processes train a job (see TrainSpec.cpu_processes)."""
+    if train.get("cpu_processes"):
+        return int(train["cpu_processes"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, int(train.get("batch_size", 1)) // MIN_SHARE))
+
+
+def command(job_file: Path, gpus: int, cpu_procs: int = 1) -> list[str]:
+    """The child's argv: plain Python, ``accelerate launch`` across GPUs, torchrun across cores."""
     module = ["-m", "tasks.core.launcher", str(job_file)]
     if gpus > 1:
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
         return [*launch, "--num_processes", str(gpus), *module]
+    if gpus == 0 and cpu_procs > 1:
+        run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        return [*run, "--nproc-per-node", str(cpu_procs), *module]
     return [sys.executable, *module]
 
 
@@ -107,13 +121,16 @@ def launch(
         (folder / name).unlink(missing_ok=True)
     job_file = folder / "job.json"
     _write_json(job_file, asdict(job))
+    gpus = gpu_count() if gpus is None else gpus
+    procs = cpu_processes(job.train) if gpus == 0 else 1
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
-    proc = subprocess.Popen(
-        command(job_file, gpu_count() if gpus is None else gpus), cwd=REPO_ROOT, env=env
-    )
+    if procs > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else procs
+        env["OMP_NUM_THREADS"] = str(max(1, cores // procs))
+    proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=env)
     stopped = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():

@@ -45,7 +45,9 @@ def _metrics(report: EvalReport) -> list[str]:
     for m in (report.candidate, report.champion, report.base):
         if m is not None:
             figures = " | ".join(_f(m.metrics.get(k)) for k in FIGURES)
-            rows.append(f"| {m.role} | `{m.source[:40]}` | {figures} |")
+            repo, at, revision = m.source.partition("@")
+            source = f"{repo}@{revision[:12]}" if at else m.source
+            rows.append(f"| {m.role} | `{source}` | {figures} |")
     per_class = [
         f"{label}: precision {_f(report.candidate.metrics.get(f'precision_{label}'))}, "
         f"recall {_f(report.candidate.metrics.get(f'recall_{label}'))}"

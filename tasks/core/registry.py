@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.entities import LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -83,13 +84,14 @@ def version_for_run(mlc: MlflowClient, name: str, run_id: str) -> ModelVersion |
 def logged_model_uri(mlc: MlflowClient, run_id: str) -> str | None:
     """The model this run already logged (a retry after a failed registration reuses it)."""
     experiment_id = mlc.get_run(run_id).info.experiment_id
+    # status is an integer column: filtering on 'READY' in SQL breaks on PostgreSQL and never
+    # matches on SQLite, so the status is checked here instead.
     found = mlc.search_logged_models(
         [experiment_id],
-        filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_ARTIFACT}' "
-        "AND status = 'READY'",
-        max_results=1,
+        filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_ARTIFACT}'",
     )
-    return f"models:/{found[0].model_id}" if found else None
+    ready = [m for m in found if m.status == LoggedModelStatus.READY]
+    return f"models:/{ready[0].model_id}" if ready else None
 
 
 def description_of(card: str, run_id: str) -> str:

@@ -40,6 +40,7 @@ class TrainSpec(Spec):
         "eval_steps",
         "checkpoint_steps",
         "launcher",
+        "cpu_processes",
         "work_pool",
     )
 
@@ -108,6 +109,14 @@ class TrainSpec(Spec):
         description="'subprocess': train in a child process (with several GPUs through "
         "'accelerate launch'), so a crash or an OOM kill leaves the task alive to retry; "
         "'in-process': inside the task's process (debugging, notebooks).",
+    )
+    cpu_processes: int | None = Field(
+        None,
+        ge=1,
+        description="CPU only, subprocess launcher: training processes, each computing its share "
+        "of every micro-batch on one thread, gradients averaged (DDP over gloo). On a small or "
+        "shared CPU this beats one multi-threaded process, whose threads stall each other. "
+        "None: one per usable core while each gets >= 8 examples of a micro-batch.",
     )
     work_pool: str | None = Field(
         None,

@@ -66,19 +66,22 @@ def make_accelerator(spec: TrainSpec) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision(spec), cpu=not torch.cuda.is_available())
 
 
-def plan_steps(spec: TrainSpec, batches_per_epoch: int, world: int = 1) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps) for the configured budget."""
-    per_step = spec.gradient_accumulation_steps * world
-    per_epoch = (
-        batches_per_epoch // per_step if world > 1 else math.ceil(batches_per_epoch / per_step)
-    )
-    if per_epoch < 1:
-        raise TrainingInputError(
-            f"the training split gives {batches_per_epoch} batches, fewer than one optimizer "
-            f"step needs ({per_step}): lower train.batch_size or gradient_accumulation_steps"
-        )
+def plan_steps(spec: TrainSpec, batches_per_epoch: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) for the configured budget.
+
+    ``batch_size`` is the micro-batch of the whole run: with several processes each takes its
+    share of every micro-batch, so the same config trains the same steps on any hardware.
+    """
+    ga = spec.gradient_accumulation_steps
+    per_epoch = math.ceil(batches_per_epoch / ga)
     total = spec.max_steps or max(1, math.ceil(spec.epochs * per_epoch))
     return per_epoch, total
+
+
+def shard(indices: list[int], rank: int, world: int) -> tuple[list[int], bool]:
+    """This rank's share of a micro-batch; a rank left empty re-reads one example unweighted."""
+    own = indices[rank::world]
+    return (own, True) if own else (indices[:1], False)
 
 
 @contextmanager
@@ -129,8 +132,10 @@ def train_loop(
     acc = accelerator or make_accelerator(spec)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     ga = spec.gradient_accumulation_steps
-    batches_per_epoch = len(epoch_batches(lengths, spec.batch_size, spec.seed, 0, False))
-    per_epoch, total = plan_steps(spec, batches_per_epoch, world)
+    if not lengths:
+        raise TrainingInputError("the training split is empty")
+    batches_per_epoch = math.ceil(len(lengths) / spec.batch_size)
+    per_epoch, total = plan_steps(spec, batches_per_epoch)
 
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -189,23 +194,37 @@ def train_loop(
             batches = epoch_batches(
                 lengths, spec.batch_size, spec.seed, state.epoch, spec.group_by_length
             )
-            for start in range(state.batch_in_epoch, per_epoch * ga * world, ga * world):
-                own = batches[start + rank * ga : start + (rank + 1) * ga]
-                micro = [collate(rows(data, idx)) for idx in own]  # on CPU: counting is free
-                weights = [count_targets(b) if causal else len(b["labels"]) for b in micro]
-                denominator = max(sum(weights), 1)
-                step_tokens = sum(count_tokens(b) for b in micro)
+            for start in range(state.batch_in_epoch, batches_per_epoch, ga):
+                step_batches = batches[start : start + ga]
+                shards = [shard(idx, rank, world) for idx in step_batches]
+                micro = [collate(rows(data, own)) for own, _ in shards]  # on CPU: counts are free
+                weights = [
+                    (count_targets(b) if causal else len(b["labels"])) * real
+                    for b, (_, real) in zip(micro, shards, strict=True)
+                ]
+                denominator = float(sum(weights))
+                if world > 1:  # every rank divides by the whole step's examples / target tokens
+                    denominator = float(acc.reduce(torch.tensor(denominator), "sum"))
+                denominator = max(denominator, 1.0)
+                step_tokens = sum(
+                    count_tokens(b) for b, (_, real) in zip(micro, shards, strict=True) if real
+                )
                 for i, batch in enumerate(micro):
                     batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
                     sync = nullcontext() if i == len(micro) - 1 else acc.no_sync(model)
                     with sync:
+                        # DDP averages gradients over ranks: scale by world to get the sum.
                         if causal:
-                            loss = model(**batch, num_items_in_batch=denominator).loss
+                            n_items = torch.tensor(denominator / world, device=acc.device)
+                            loss = model(**batch, num_items_in_batch=n_items).loss
                         else:
-                            loss = model(**batch).loss * (weights[i] / denominator)
+                            loss = model(**batch).loss * (weights[i] * world / denominator)
+                        if not shards[i][1]:
+                            loss = loss * 0.0
                         acc.backward(loss)
-                    window["loss"] += loss.detach()
-                window["samples"] += sum(len(idx) for idx in own)
+                    window["loss"] += loss.detach() / world
+                step_samples = sum(len(idx) for idx in step_batches)
+                window["samples"] += step_samples
                 window["tokens"] += step_tokens
                 logging = (state.step + 1) % spec.logging_steps == 0 or state.step + 1 == total
                 grad_norm = None
@@ -216,27 +235,34 @@ def train_loop(
                 optimizer.zero_grad(set_to_none=True)
 
                 state.step += 1
-                state.batch_in_epoch = start + ga * world
-                state.samples += sum(len(idx) for idx in batches[start : start + ga * world])
-                state.tokens += step_tokens * world
+                state.batch_in_epoch = start + len(step_batches)
+                state.samples += step_samples
                 steps_here += 1
                 window["steps"] += 1
                 if logging:
                     now = time.perf_counter()
                     seconds = max(now - window_start, 1e-9)
-                    loss_value = float(window["loss"]) / window["steps"]
+                    sums = torch.stack(
+                        [
+                            window["loss"].float(),
+                            torch.tensor(float(window["tokens"]), device=acc.device),
+                        ]
+                    )
+                    if world > 1:
+                        sums = acc.reduce(sums, "sum")
+                    loss_value, tokens = float(sums[0]) / window["steps"], int(sums[1])
                     loss_sum += loss_value * window["steps"]
+                    state.tokens += tokens
                     on_event(
                         StepEvent(
                             step=state.step,
                             total=total,
-                            epoch=state.epoch
-                            + state.batch_in_epoch / max(per_epoch * ga * world, 1),
+                            epoch=state.epoch + state.batch_in_epoch / batches_per_epoch,
                             train_loss=loss_value,
                             learning_rate=scheduler.get_last_lr()[0],
                             grad_norm=float(grad_norm) if grad_norm is not None else math.nan,
-                            samples_per_s=window["samples"] * world / seconds,
-                            tokens_per_s=window["tokens"] * world / seconds,
+                            samples_per_s=window["samples"] / seconds,
+                            tokens_per_s=tokens / seconds,
                             elapsed_s=elapsed(),
                         )
                     )
@@ -272,7 +298,7 @@ def train_loop(
             else:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 continue
-            if state.batch_in_epoch >= per_epoch * ga * world:
+            if state.batch_in_epoch >= batches_per_epoch:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     acc.wait_for_everyone()
     return LoopResult(

@@ -231,6 +231,8 @@ def fine_tune(
         accelerator=accelerator,
     )
     peak = _peak_rss_mb()
+    if accelerator.num_processes > 1:  # the run's memory is every process's
+        peak = float(accelerator.reduce(torch.tensor(peak, device=accelerator.device), "sum"))
     if not main:
         return TrainResult(run_id, ADAPTER_ARTIFACT, result.steps, 0.0, 0.0, trainable, total)
     log.flush()

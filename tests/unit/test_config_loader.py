@@ -583,7 +583,9 @@ def test_configs_folder_ships_the_known_files():
 )
 def test_every_shipped_config_validates(path):
     summary = validate_file(path)
-    assert summary.startswith(("experiment ", "license policy ", "gate policy ", "canary policy ")), summary
+    assert summary.startswith(
+        ("experiment ", "license policy ", "gate policy ", "canary policy ")
+    ), summary
     assert "\n" not in summary
 
 

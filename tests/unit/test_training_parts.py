@@ -67,9 +67,11 @@ def test_step_budget(spec, batches, expected):
     assert plan_steps(TrainSpec(**spec), batches) == expected
 
 
-def test_too_little_data_for_one_step_is_bad_input():
-    with pytest.raises(TrainingInputError, match="fewer than one optimizer step"):
-        plan_steps(TrainSpec(gradient_accumulation_steps=4), 3, world=2)
+def test_every_process_takes_a_share_of_each_micro_batch():
+    from tasks.core.train_loop import shard
+
+    assert [shard(list(range(5)), r, 2) for r in (0, 1)] == [([0, 2, 4], True), ([1, 3], True)]
+    assert shard([7], 1, 2) == ([7], False)  # nothing left: re-read one example, weight 0
 
 
 # --- model --------------------------------------------------------------------------------
