@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.promote import promote_stage
+from flows.train_deployment import train_stage
 from tasks.audit import audit_licenses
 from tasks.common import key
 from tasks.core.config_loader import lineage, load_config
@@ -65,8 +66,17 @@ def finetune(config_path: str, force: bool = False) -> dict:
         cfg.train.max_length,
         str(home.hf_hub_cache),
     )
-    trained = stage(train_adapter)(
-        model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit, home
+    trained = train_stage(  # in-process, or the fine-tune deployment on train.work_pool
+        stage(train_adapter),
+        model,
+        data,
+        cfg.lora,
+        cfg.train,
+        cfg.registry,
+        cfg.name,
+        tags,
+        audit,
+        home,
     )
     outcome = stage(evaluate_and_gate)(
         trained,

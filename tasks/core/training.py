@@ -97,6 +97,17 @@ def find_run(mlc: MlflowClient, experiment_id: str, identity: str, flow_run_id: 
     return next((run for run in runs if run.info.status != "FINISHED"), None)
 
 
+def latest_finished_run(mlc: MlflowClient, experiment_id: str, identity: str):
+    """The newest finished training of this identity (what a remote worker just trained)."""
+    runs = mlc.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{IDENTITY_TAG}` = '{identity}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.end_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
 def result_from_run(run) -> TrainResult:
     """The TrainResult a finished run records (for a retry, or a run on another worker)."""
     metrics, params = run.data.metrics, run.data.params

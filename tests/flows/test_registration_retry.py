@@ -97,3 +97,29 @@ def test_prefect_retry_after_a_failure_half_way_gives_one_complete_version(
     assert mlc.get_registered_model(REGISTRY.model_name).aliases["challenger"] == int(
         registration.version
     )
+
+
+def test_retry_after_the_model_was_logged_reuses_it(home, mirrored, monkeypatch):
+    """Failure between logging the model and registering it: the retry logs nothing new."""
+    import mlflow
+
+    mlc = client(home.tracking_uri)
+    run_id = trained_run(home, mirrored)
+    original, calls = mlflow.register_model, []
+
+    def flaky(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise ConnectionError("injected: registry unreachable after the model was logged")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "register_model", flaky)
+    with pytest.raises(ConnectionError):
+        register_model.fn(outcome_for(run_id), "adapter", REGISTRY, {}, home)
+    assert versions(mlc, run_id) == []
+    registration = register_model.fn(outcome_for(run_id), "adapter", REGISTRY, {}, home)
+    assert registration.created and versions(mlc, run_id) == [registration.version]
+    assert calls[0] == calls[1], "the retry registered the model the first attempt logged"
+    experiment = mlc.get_run(run_id).info.experiment_id
+    logged = mlc.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+    assert len(logged) == 1

@@ -60,6 +60,7 @@ class Killer(threading.Thread):
             time.sleep(0.01)
 
 
+@pytest.mark.slow  # timing race under load: "training finished before the watcher could kill it"
 def test_killed_training_resumes_from_its_checkpoint_on_retry(home, mirrored, tmp_path):
     config = write_config(
         tmp_path,
