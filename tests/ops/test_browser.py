@@ -3,8 +3,8 @@
 For the run the ``stack`` fixture made through the worker: the Prefect UI's deployment page
 shows the cron schedule and the event triggers, its flow-run page shows the flow name and
 every stage artifact, and the MLflow UI's registered-model page shows the model's aliases.
-Screenshots go to ``docs/screenshots/`` (``LORAFLOW_SCREENSHOTS`` overrides), where the
-committed ones come from.
+Screenshots go to a temporary folder; ``LORAFLOW_SCREENSHOTS=docs/screenshots`` refreshes the
+committed ones (a plain test run leaves the working tree clean).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from flows.stack import prefect_client
-from tests.conftest import REPO
 from tests.ops.conftest import require
 
 # Artifact keys of the seven stages (tasks/*.py); the UI must list each one.
@@ -68,8 +67,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def shots() -> Path:
-    folder = Path(os.environ.get("LORAFLOW_SCREENSHOTS", REPO / "docs/screenshots"))
+def shots(tmp_path_factory) -> Path:
+    chosen = os.environ.get("LORAFLOW_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

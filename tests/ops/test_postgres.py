@@ -61,6 +61,11 @@ def test_stack_on_postgres_runs_the_pipeline_and_stops_on_ctrl_c(
         monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
         monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_url)
         config = write_config(tmp_path)
+        # Prefect keeps one events worker and one log worker per process, bound to the server
+        # they first met (the session's test harness): stop them so that this run's task
+        # states, which travel as events, reach the stack's server instead.
+        EventsWorker.drain_all(timeout=10)
+        APILogWorker.drain_all(timeout=10)
         with temporary_settings({PREFECT_API_URL: state.urls.prefect_api}):
             run = finetune(config_path=str(config), return_state=True)
             # Ship buffered logs and events now, while this server still runs.
@@ -116,6 +121,8 @@ def test_stack_on_postgres_runs_the_pipeline_and_stops_on_ctrl_c(
         assert not any(alive(p) for p in state.processes)
         assert stack.read_state(home) is None
     finally:
+        EventsWorker.drain_all(timeout=10)  # later tests get workers bound to their server
+        APILogWorker.drain_all(timeout=10)
         if up.poll() is None:
             up.kill()
             up.wait()
