@@ -26,8 +26,19 @@ from tasks.core.training import IDENTITY_TAG
 from tests.flows.conftest import write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-TOTAL_STEPS = 2 * 48 // 2  # epochs x rows / batch size
-CHECKPOINT_STEPS = 8
+EPOCHS = 10
+TOTAL_STEPS = EPOCHS * 48 // 2  # epochs x rows / batch size = 240
+# The first checkpoint comes at step 40, so at least 200 steps (seconds, even on a loaded
+# machine) remain after it: the watcher, polling every 10 ms, always kills mid-training.
+CHECKPOINT_STEPS = 40
+
+
+def trainer(process: psutil.Process) -> bool:
+    """Whether ``process`` is a training child (processes may exit while being looked at)."""
+    try:
+        return "tasks.core.launcher" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
 
 
 class Killer(threading.Thread):
@@ -47,9 +58,7 @@ class Killer(threading.Thread):
         deadline = time.time() + 300
         while time.time() < deadline:
             children = [
-                p
-                for p in psutil.Process(os.getpid()).children(recursive=True)
-                if "tasks.core.launcher" in " ".join(p.cmdline())
+                p for p in psutil.Process(os.getpid()).children(recursive=True) if trainer(p)
             ]
             if children and self.checkpoints():
                 children[0].send_signal(signal.SIGKILL)
@@ -60,12 +69,11 @@ class Killer(threading.Thread):
             time.sleep(0.01)
 
 
-@pytest.mark.slow  # timing race under load: "training finished before the watcher could kill it"
 def test_killed_training_resumes_from_its_checkpoint_on_retry(home, mirrored, tmp_path):
     config = write_config(
         tmp_path,
         train={
-            "epochs": 2,
+            "epochs": EPOCHS,
             "batch_size": 2,
             "learning_rate": 0.01,
             "max_length": 16,
