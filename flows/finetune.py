@@ -118,4 +118,5 @@ def finetune(config_path: str, force: bool = False) -> dict:
         },
         "registered": f"{registration.name} v{registration.version}",
         "promotion": f"{promotion.action}: {promotion.reason}",
+        "train_peak_rss_mb": round(trained.peak_rss_mb),
     }

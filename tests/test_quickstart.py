@@ -42,6 +42,8 @@ def test_quickstart_end_to_end(tmp_path):
         f"first run {first_s:.0f} s, identical second run {second_s:.0f} s ({second_s / first_s:.2f}x)"
     )
     assert second_s < 0.5 * first_s
+    (memory,) = [line for line in first.stdout.splitlines() if "peak memory:" in line]
+    print(memory.strip())
 
     mlc = client(f"sqlite:///{home.mlflow_db}")
     (run,) = mlc.search_runs([mlc.get_experiment_by_name("loraflow").experiment_id])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,25 @@ def test_missing_config_exits_2(home):
     assert result.returncode == 2
     assert error_lines(result) == [f"error: {REPO / 'configs/nope.yaml'}: config file not found"]
     assert nothing_registered(home)
+
+
+def test_run_prints_summary_peak_memory_and_ui_commands(home, tmp_path, tiny_bert_dir):
+    from tasks.core.mirror import import_folder
+    from tasks.core.tracking import client
+
+    import_folder(tiny_bert_dir, TINY_REPO, home.hf_hub_cache)
+    result = loraflow("run", write_config(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "pipeline finished in" in out and "registered: tiny-lora v1" in out, out
+    (memory,) = [line for line in out.splitlines() if "peak memory:" in line]
+    pipeline_mb, training_mb = (int(m) for m in re.findall(r"(\d+) MB", memory))
+    assert 100 < pipeline_mb < 8000 and 100 < training_mb < 8000, memory
+    assert f"sqlite:///{home.mlflow_db}" in out and "prefect server start" in out
+    assert client(home.tracking_uri).get_registered_model("tiny-lora").aliases == {
+        "challenger": 1,
+        "champion": 1,
+    }
 
 
 def test_unknown_label_stops_the_flow_with_exit_2(home, tmp_path, tiny_bert_dir):
