@@ -80,7 +80,8 @@ def promote_model(
         rolled_back=rolled_back_reason(mlc, name, version),
     )
     apply_promotion(mlc, name, decision, _now())
-    mlc.set_tag(registration.run_id, "promotion", f"{decision.action}: {decision.reason}")
+    if decision.action != "noop":  # a re-check keeps the run's record of the real decision
+        mlc.set_tag(registration.run_id, "promotion", f"{decision.action}: {decision.reason}")
     create_markdown_artifact(
         key="promotion",
         markdown=f"## Promotion: **{decision.action}**\n\n{decision.reason}",

@@ -21,10 +21,15 @@ A randomly initialised BERT built by the test suite.
 
 
 def build_tiny_bert(
-    folder: Path, license: str = "apache-2.0", seed: int = 0, card: str | None = None
+    folder: Path,
+    license: str = "apache-2.0",
+    seed: int = 0,
+    card: str | None = None,
+    dropout: float = 0.1,
 ) -> Path:
     """Save a 2-layer, 32-wide BERT with a word-level vocab, safetensors and a model card
-    (``card``, when given, is the whole README.md instead of the default one)."""
+    (``card``, when given, is the whole README.md instead of the default one; ``dropout``
+    sets BERT's hidden and attention dropout)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
@@ -41,6 +46,8 @@ def build_tiny_bert(
         num_attention_heads=2,
         intermediate_size=37,
         max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -168,7 +168,13 @@ def alias_version(mlc: MlflowClient, name: str, alias: str) -> str | None:
 
 
 def apply_promotion(mlc: MlflowClient, name: str, decision: PromotionDecision, when: str) -> None:
-    """Move ``champion`` when the decision says so, and record the reason on the version."""
+    """Move ``champion`` when the decision says so, and record the reason on the version.
+
+    A ``noop`` (already champion, or rolled back before) writes nothing: the version's tags
+    keep the decision that made it champion or rolled it back, which is what an audit asks.
+    """
+    if decision.action == "noop":
+        return
     if decision.action == "promote":
         mlc.set_registered_model_alias(name, CHAMPION, decision.candidate)
     mlc.set_model_version_tag(name, decision.candidate, "promotion.action", decision.action)

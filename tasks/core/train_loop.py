@@ -24,9 +24,15 @@ from transformers import get_scheduler
 
 from tasks.core.batching import count_targets, count_tokens, epoch_batches, rows
 from tasks.core.checkpoints import TrainState, load_checkpoint, save_checkpoint
+from tasks.core.grad_sync import StepSync
 from tasks.core.modeling import CAUSAL_LM
 from tasks.core.progress import StepEvent
 from tasks.core.train_config import TrainingInputError, TrainSpec
+
+# A decoder's training forward: without a KV cache transformers derives the per-example
+# causal mask of a packed row from its position ids; with one (the default when use_cache is
+# on) the examples packed into a row would attend to each other.
+CAUSAL_FORWARD = {"use_cache": False}
 
 
 class Preempted(RuntimeError):
@@ -106,7 +112,8 @@ def validation_loss(model, data, lengths, collate, spec: TrainSpec, causal: bool
     for batch_idx in epoch_batches(lengths, spec.batch_size, 0, 0, group_by_length=True):
         batch = collate(rows(data, batch_idx))
         n = count_targets(batch) if causal else len(batch_idx)
-        total += float(model(**{k: v.to(device) for k, v in batch.items()}).loss) * n
+        inputs = {k: v.to(device) for k, v in batch.items()} | (CAUSAL_FORWARD if causal else {})
+        total += float(model(**inputs).loss) * n
         weight += n
     model.train()
     return total / max(weight, 1)
@@ -153,12 +160,22 @@ def train_loop(
         num_training_steps=total,
     )
     raw = model
-    model, optimizer = acc.prepare(model, optimizer)
+    # CPU process groups sum gradients once per step (grad_sync.py); GPUs use DDP.
+    step_sync = StepSync(params) if world > 1 and acc.device.type == "cpu" else None
+    if step_sync is None:
+        model, optimizer = acc.prepare(model, optimizer)
+    else:
+        optimizer = acc.prepare(optimizer)
     if spec.compile:
         model = torch.compile(model, dynamic=True)
     state = TrainState()
     if resume_from is not None:
         state = load_checkpoint(resume_from, raw, optimizer, scheduler, acc.scaler)
+    if step_sync is not None:
+        step_sync.broadcast_parameters()
+    # DDP averages gradients over ranks, so each rank's loss is scaled by world to get the
+    # sum; StepSync sums them as they are.
+    rank_scale = world if step_sync is None else 1
     resumed_from = state.step
     if rank:
         torch.manual_seed(spec.seed + 1000 * rank + state.step)  # dropout differs per rank
@@ -202,27 +219,33 @@ def train_loop(
                     (count_targets(b) if causal else len(b["labels"])) * real
                     for b, (_, real) in zip(micro, shards, strict=True)
                 ]
-                denominator = float(sum(weights))
-                if world > 1:  # every rank divides by the whole step's examples / target tokens
-                    denominator = float(acc.reduce(torch.tensor(denominator), "sum"))
+                # Every rank divides by the whole step's examples (known to all ranks) or
+                # target tokens (each rank counts its own share).
+                denominator = float(sum(len(idx) for idx in step_batches))
+                if causal:
+                    denominator = float(sum(weights))
+                    if world > 1:
+                        denominator = float(acc.reduce(torch.tensor(denominator), "sum"))
                 denominator = max(denominator, 1.0)
                 step_tokens = sum(
                     count_tokens(b) for b, (_, real) in zip(micro, shards, strict=True) if real
                 )
                 for i, batch in enumerate(micro):
                     batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
-                    sync = nullcontext() if i == len(micro) - 1 else acc.no_sync(model)
+                    last = i == len(micro) - 1
+                    sync = nullcontext() if last or step_sync else acc.no_sync(model)
                     with sync:
-                        # DDP averages gradients over ranks: scale by world to get the sum.
                         if causal:
-                            n_items = torch.tensor(denominator / world, device=acc.device)
-                            loss = model(**batch, num_items_in_batch=n_items).loss
+                            n_items = torch.tensor(denominator / rank_scale, device=acc.device)
+                            loss = model(**batch, **CAUSAL_FORWARD, num_items_in_batch=n_items).loss
                         else:
-                            loss = model(**batch).loss * (weights[i] * world / denominator)
+                            loss = model(**batch).loss * (weights[i] * rank_scale / denominator)
                         if not shards[i][1]:
                             loss = loss * 0.0
                         acc.backward(loss)
-                    window["loss"] += loss.detach() / world
+                    window["loss"] += loss.detach() / rank_scale
+                if step_sync is not None and step_sync.all_reduce(stop.is_set()):
+                    stop.set()
                 step_samples = sum(len(idx) for idx in step_batches)
                 window["samples"] += step_samples
                 window["tokens"] += step_tokens
@@ -283,7 +306,7 @@ def train_loop(
                         )
                     )
                     window_start = time.perf_counter()
-                if world > 1:
+                if world > 1 and step_sync is None:
                     flag = torch.tensor(float(stop.is_set()), device=acc.device)
                     if float(acc.reduce(flag, "max")):
                         stop.set()

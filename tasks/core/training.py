@@ -22,6 +22,7 @@ from transformers import set_seed
 
 from tasks.core import checkpoints
 from tasks.core.batching import make_collator
+from tasks.core.cpu_dropout import use_cpu_dropout
 from tasks.core.data import load_prepared
 from tasks.core.modeling import (
     CAUSAL_LM,
@@ -183,6 +184,7 @@ def fine_tune(
     main = accelerator.is_main_process
     tokenizer = load_tokenizer(ref, cache_dir)
     model, targets = _load_model(ref, labels, lora, train, cache_dir)
+    fast_dropout = use_cpu_dropout(model) if accelerator.device.type == "cpu" else 0
     trainable, total = model.get_nb_trainable_parameters()
     prepared = load_prepared(prepared_path)
     data, lengths = _tokenized(train.task, prepared["train"], tokenizer, train.max_length)
@@ -194,9 +196,10 @@ def fine_tune(
 
     root = job_dir(work_dir, identity or run_id) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    if main and checkpoints.latest_checkpoint(root) is None:
+        checkpoints.download_latest(mlc, run_id, root)  # a retry on another machine
+    accelerator.wait_for_everyone()  # every rank resumes from the same checkpoint
     resume = checkpoints.latest_checkpoint(root)
-    if resume is None and main:
-        resume = checkpoints.download_latest(mlc, run_id, root)
     log = MetricLog(mlc if main else None, run_id)
     if main:
         if resume is None:
@@ -207,6 +210,7 @@ def fine_tune(
                     _param("total_parameters", total),
                     _param("lora.resolved_target_modules", targets),
                     _param("train.resolved_precision", mixed_precision(train)),
+                    _param("train.cpu_dropout_modules", fast_dropout),
                 ],
             )
         else:

@@ -18,7 +18,10 @@ training sentences; dev accuracy on the full dev split with the same scoring cod
   50 steps and the adapter upload included in its time).
 
 Each trainer runs in its own child process (so peak RSS is its own), in rounds a, b, c, a, b,
-c, ... so load from other processes hits all three alike; the median of the rounds counts.
+c, ... so load from other processes hits all three alike; the median time of the rounds
+counts. Round r uses seed 42 + r for all three trainers (initialisation, dropout, batch
+order), and accuracy is the mean over the rounds: one seed's dev accuracy on 872 sentences
+has a standard error of ~1.4 points, more than the 1-point margin being checked.
 On CUDA all three use bf16 autocast with TF32 matmuls. ``--causal-lm`` adds a causal-LM LoRA
 on a randomly initialised ~1.1B-parameter Llama-shaped decoder (packed 512-1024-token
 sequences) and reports tokens/s and MFU, FLOPs/token = 4 N + 6 N_lora against the GPU's bf16
@@ -104,7 +107,7 @@ def dev_accuracy(model, tokenizer, prepared: str) -> float:
     return float((probs.argmax(axis=1) == dev["label"]).mean())
 
 
-def run_trainer(which: str, revision: str, prepared: str, work: Path) -> dict:
+def run_trainer(which: str, revision: str, prepared: str, work: Path, seed: int) -> dict:
     """(a) or (b): transformers.Trainer + PEFT, configured as the module docstring says."""
     import torch
     from transformers import (
@@ -122,7 +125,7 @@ def run_trainer(which: str, revision: str, prepared: str, work: Path) -> dict:
     cache = Home.from_env().hf_hub_cache
     ref = ModelRef(MINILM, revision)
     tokenizer = load_tokenizer(ref, cache)
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     model = add_lora(load_base(ref, LABELS, cache), LoraSpec(r=8, alpha=16, dropout=0.1))
     padded = which == "a"
     train = load_prepared(prepared)["train"].map(
@@ -144,8 +147,8 @@ def run_trainer(which: str, revision: str, prepared: str, work: Path) -> dict:
         warmup_steps=WARMUP,  # transformers 5: a value < 1 is a ratio of the total steps
         num_train_epochs=1,
         logging_steps=10,
-        seed=SEED,
-        data_seed=SEED,
+        seed=seed,
+        data_seed=seed,
         train_sampling_strategy="random" if padded else "group_by_length",
         save_strategy="no",
         report_to="none",
@@ -163,7 +166,7 @@ def run_trainer(which: str, revision: str, prepared: str, work: Path) -> dict:
     return {"train_s": seconds, "accuracy": dev_accuracy(model, tokenizer, prepared)}
 
 
-def run_engine(revision: str, prepared: str, work: Path) -> dict:
+def run_engine(revision: str, prepared: str, work: Path, seed: int) -> dict:
     """(c): loraflow's engine as the pipeline runs it - ``launch`` (child processes:
     one per core on CPU, DDP) into an MLflow run - scored from the uploaded adapter."""
     import mlflow
@@ -178,7 +181,7 @@ def run_engine(revision: str, prepared: str, work: Path) -> dict:
     mlc = client(home.tracking_uri)
     run_id = mlc.create_run(ensure_experiment(mlc, "bench", home.mlflow_artifacts)).info.run_id
     spec = TrainSpec(
-        learning_rate=LR, warmup_ratio=WARMUP, batch_size=BATCH, max_length=MAX_LENGTH, seed=SEED
+        learning_rate=LR, warmup_ratio=WARMUP, batch_size=BATCH, max_length=MAX_LENGTH, seed=seed
     )
     job = TrainJob(
         repo_id=MINILM,
@@ -209,7 +212,7 @@ def run_engine(revision: str, prepared: str, work: Path) -> dict:
     }
 
 
-def child(which: str, revision: str, prepared: str, work: str) -> None:
+def child(which: str, revision: str, prepared: str, work: str, seed: str) -> None:
     """One trainer in this process (the parent's state home, inherited); prints one JSON line."""
     from tasks.core.home import apply_env
 
@@ -218,9 +221,9 @@ def child(which: str, revision: str, prepared: str, work: str) -> None:
 
     transformers.logging.set_verbosity_error()
     out = (
-        run_engine(revision, prepared, Path(work).mkdir(parents=True) or Path(work))
+        run_engine(revision, prepared, Path(work).mkdir(parents=True) or Path(work), int(seed))
         if which == "c"
-        else run_trainer(which, revision, prepared, Path(work))
+        else run_trainer(which, revision, prepared, Path(work), int(seed))
     )
     # The engine trains in child processes: their summed peak, plus this scoring process.
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -232,8 +235,8 @@ def child(which: str, revision: str, prepared: str, work: str) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def spawn(which: str, revision: str, prepared: str, work: Path) -> dict:
-    argv = [sys.executable, __file__, "--child", which, revision, prepared, str(work)]
+def spawn(which: str, revision: str, prepared: str, work: Path, seed: int) -> dict:
+    argv = [sys.executable, __file__, "--child", which, revision, prepared, str(work), str(seed)]
     out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
@@ -248,10 +251,13 @@ def classification(args) -> tuple[str, dict]:
         runs: dict[str, list[dict]] = {k: [] for k in TRAINERS}
         for round_ in range(args.rounds):
             for which in TRAINERS:
-                runs[which].append(spawn(which, revision, prepared, work / f"{which}{round_}"))
+                seed = SEED + round_
+                runs[which].append(
+                    spawn(which, revision, prepared, work / f"{which}{round_}", seed)
+                )
                 r = runs[which][-1]
                 print(
-                    f"  round {round_ + 1} {which}: {r['train_s']:.1f} s, "
+                    f"  round {round_ + 1} (seed {seed}) {which}: {r['train_s']:.1f} s, "
                     f"accuracy {r['accuracy']:.4f}",
                     flush=True,
                 )
@@ -261,7 +267,9 @@ def classification(args) -> tuple[str, dict]:
         summary[which] = {
             "train_s": seconds,
             "samples_per_s": args.samples / seconds,
-            "accuracy": statistics.median(r["accuracy"] for r in results),
+            "accuracy": statistics.mean(r["accuracy"] for r in results),
+            "accuracies": [r["accuracy"] for r in results],
+            "times": [r["train_s"] for r in results],
             "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
             **{
                 k: statistics.median(r[k] for r in results)
@@ -275,14 +283,15 @@ def classification(args) -> tuple[str, dict]:
 def table(summary: dict, args) -> str:
     best = max(summary["a"]["accuracy"], summary["b"]["accuracy"])
     rows = [
-        "| trainer | train s | samples/s | dev accuracy | peak RSS MB |",
-        "|---|---:|---:|---:|---:|",
+        "| trainer | train s | samples/s | dev accuracy (mean) | per seed | peak RSS MB |",
+        "|---|---:|---:|---:|---|---:|",
     ]
     for which, label in TRAINERS.items():
         s = summary[which]
         rows.append(
             f"| ({which}) {label} | {s['train_s']:.1f} | {s['samples_per_s']:.1f} | "
-            f"{s['accuracy']:.4f} | {s['peak_rss_mb']:.0f} |"
+            f"{s['accuracy']:.4f} | {' '.join(f'{a:.4f}' for a in s['accuracies'])} | "
+            f"{s['peak_rss_mb']:.0f} |"
         )
     c = summary["c"]["samples_per_s"]
     rows += [
@@ -290,8 +299,16 @@ def table(summary: dict, args) -> str:
         f"c/a = {c / summary['a']['samples_per_s']:.2f}x, c/b = "
         f"{c / summary['b']['samples_per_s']:.2f}x; dev accuracy c - best baseline = "
         f"{100 * (summary['c']['accuracy'] - best):+.2f} points "
-        f"({args.samples} SST-2 sentences, 1 epoch, batch {BATCH}, median of {args.rounds} "
-        f"round(s), device {device_name()}).",
+        f"({args.samples} SST-2 sentences, 1 epoch, batch {BATCH}; train s: median of "
+        f"{args.rounds} round(s); accuracy: mean over seeds {SEED}-{SEED + args.rounds - 1}; "
+        f"device {device_name()}).",
+        "",
+        "c/b round by round: "
+        + ", ".join(
+            f"{b / c:.2f}"
+            for b, c in zip(summary["b"]["times"], summary["c"]["times"], strict=True)
+        )
+        + " (the machine's speed drifts between rounds: quote the median).",
         "",
         f"(c) trained in {summary['c'].get('processes', 1):.0f} process(es); its train s is the "
         f"training loop as Trainer.train() is for (a)/(b); end to end (process start, model "
@@ -388,7 +405,7 @@ def write_docs(text: str) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:6])
+        child(*sys.argv[2:7])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=2000)

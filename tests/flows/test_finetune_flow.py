@@ -94,6 +94,10 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     }
     assert {changed[s] for s in ("evaluate-gate", "register", "promote")} == {"Completed"}
     assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
+    # The re-check (already champion: noop) keeps the record of why version 1 became champion.
+    tags = mlc.get_model_version("tiny-lora", "1").tags
+    assert tags["promotion.action"] == "promote" and "no champion yet" in tags["promotion.reason"]
+    assert mlc.get_run(run.info.run_id).data.tags["promotion"].startswith("promote: ")
 
     # 4. A gate the model misses stops the flow before registration; aliases stay put.
     higher = write_config(tmp_path, "higher.yaml", gates={"absolute": {"accuracy": 1.0}})

@@ -12,7 +12,7 @@ from tasks.core import checkpoints
 from tasks.core.batching import epoch_batches, make_collator
 from tasks.core.sft import IGNORE, encode_pair, tokenize_sft
 from tasks.core.train_config import LoraSpec, TrainingInputError, TrainSpec
-from tasks.core.train_loop import mixed_precision, plan_steps
+from tasks.core.train_loop import CAUSAL_FORWARD, mixed_precision, plan_steps
 from tests.tiny import build_tiny_llama
 
 
@@ -175,6 +175,22 @@ def test_packed_batches_restart_positions_per_example(decoder_tokenizers):
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]  # no loss across the boundary
     assert "attention_mask" not in batch
+
+
+def test_packed_examples_do_not_attend_to_each_other(tmp_path):
+    """The engine's decoder forward on a packed row gives each example the logits it gets alone
+    (with the default KV cache on, transformers would let the second attend to the first)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_llama(tmp_path / "llama")).eval()
+    first, second = [5, 6, 7, 8, 9, 10, 11], [12, 13, 14, 15, 16]
+    packed = make_collator("causal-lm", None, packing=True)(
+        [{"input_ids": first, "labels": first}, {"input_ids": second, "labels": second}]
+    )
+    with torch.no_grad():
+        logits = model(**packed, **CAUSAL_FORWARD).logits[0]
+        alone = [model(input_ids=torch.tensor([ids])).logits[0] for ids in (first, second)]
+    torch.testing.assert_close(logits, torch.cat(alone), rtol=1e-4, atol=1e-4)
 
 
 # --- checkpoints --------------------------------------------------------------------------

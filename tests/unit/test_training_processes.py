@@ -1,0 +1,147 @@
+"""Several CPU training processes (torchrun, gloo, one gradient all-reduce per step) train
+exactly what one process trains, and a SIGTERM to any of them stops all at the same step."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import psutil
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from safetensors.torch import load_file
+
+from tasks.core.checkpoints import list_checkpoints, read_state
+from tasks.core.launcher import TrainingProcessFailed, TrainJob, launch
+from tasks.core.mirror import import_folder
+from tasks.core.tracking import client, ensure_experiment
+from tasks.core.train_config import LoraSpec, TrainSpec
+from tasks.core.training import ADAPTER_ARTIFACT, fine_tune, job_dir
+from tests.tiny import build_tiny_bert, build_tiny_llama, sentiment_rows, sft_rows
+
+LABELS = ["negative", "positive"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A BERT without dropout (so one and two processes draw no different masks) and a Llama."""
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "sequence-classification": build_tiny_bert(root / "bert", dropout=0.0),
+        "causal-lm": build_tiny_llama(root / "llama"),
+    }
+
+
+def prepared(tmp_path, task: str) -> str:
+    if task == "causal-lm":
+        train, dev = Dataset.from_list(sft_rows(40, 1)), Dataset.from_list(sft_rows(8, 2))
+    else:
+        features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
+
+        def split(count, seed):
+            rows = sentiment_rows(count, seed)
+            return Dataset.from_dict(
+                {"text": [t for _, t in rows], "label": [y for y, _ in rows]}, features
+            )
+
+        train, dev = split(40, 1), split(8, 2)
+    path = tmp_path / f"prepared-{task}"
+    DatasetDict({"train": train, "eval": dev}).save_to_disk(str(path))
+    return str(path)
+
+
+def job(home, task, folder, data, spec: TrainSpec, identity: str) -> TrainJob:
+    repo = f"loraflow-test/{task}"
+    revision = import_folder(folder, repo, home.hf_hub_cache).revision
+    mlc = client(home.tracking_uri)
+    run_id = mlc.create_run(ensure_experiment(mlc, "processes", home.mlflow_artifacts)).info.run_id
+    return TrainJob(
+        repo_id=repo,
+        revision=revision,
+        prepared_path=data,
+        labels=[] if task == "causal-lm" else LABELS,
+        lora=LoraSpec(r=4, alpha=8, dropout=0.0).model_dump(mode="json"),
+        train=spec.model_dump(mode="json"),
+        tracking_uri=home.tracking_uri,
+        run_id=run_id,
+        work_dir=str(home.work_dir),
+        cache_dir=str(home.hf_hub_cache),
+        identity=identity,
+    )
+
+
+def curve(home, run_id):
+    return [m.value for m in client(home.tracking_uri).get_metric_history(run_id, "train_loss")]
+
+
+def adapter_weights(home, run_id):
+    import mlflow
+
+    folder = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=ADAPTER_ARTIFACT, tracking_uri=home.tracking_uri
+    )
+    return load_file(f"{folder}/adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("task", ["sequence-classification", "causal-lm"])
+def test_two_processes_train_what_one_process_trains(home, models, tmp_path, task):
+    # 40 rows in micro-batches of 6 (the last one 4) and 2 accumulation steps: uneven shares
+    # per process, and (causal) different target-token counts per process.
+    spec = TrainSpec(
+        task=task, epochs=2, batch_size=6, gradient_accumulation_steps=2, learning_rate=0.02,
+        logging_steps=1, max_length=24, checkpoint_steps=None, cpu_processes=2,
+    )  # fmt: skip
+    data = prepared(tmp_path, task)
+    two = job(home, task, models[task], data, spec, "two")
+    result = launch(two)
+    assert result.steps == 8  # ceil(7 micro-batches / 2) x 2 epochs
+
+    one = job(home, task, models[task], data, spec, "one")
+    from tasks.core.modeling import ModelRef
+
+    fine_tune(
+        ModelRef(one.repo_id, one.revision), data, list(one.labels), LoraSpec(**one.lora), spec,
+        client(home.tracking_uri), one.run_id, home.work_dir, home.hf_hub_cache, "one",
+    )  # fmt: skip
+    mlc = client(home.tracking_uri)
+    assert mlc.get_run(two.run_id).data.params["train.resolved_precision"] == "no"
+    assert curve(home, two.run_id) == pytest.approx(curve(home, one.run_id), rel=1e-4)
+    assert len(set(curve(home, one.run_id))) > 1  # it trained
+    a, b = adapter_weights(home, two.run_id), adapter_weights(home, one.run_id)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-5)
+
+
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(home, models, tmp_path):
+    spec = TrainSpec(
+        epochs=200,
+        batch_size=4,
+        max_length=16,
+        logging_steps=1,
+        checkpoint_steps=None,
+        cpu_processes=2,
+    )  # fmt: skip  - 2,000 steps: far more than run before the signal lands
+    task = "sequence-classification"
+    two = job(home, task, models[task], prepared(tmp_path, task), spec, "sigterm-2")
+    signalled = []
+
+    def stop_rank_1(event):
+        if event.kind == "step" and event.step >= 3 and not signalled:
+            for process in psutil.Process().children(recursive=True):
+                try:
+                    if process.environ().get("RANK") == "1":
+                        process.send_signal(signal.SIGTERM)
+                        signalled.append(event.step)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+
+    with pytest.raises(TrainingProcessFailed, match="SIGTERM after step"):
+        launch(two, on_event=stop_rank_1)
+    assert len(signalled) == 1
+    (checkpoint,) = list_checkpoints(job_dir(home.work_dir, "sigterm-2") / "checkpoints")
+    stopped_at = read_state(checkpoint).step
+    assert signalled[0] <= stopped_at < 2000
+    error = json.loads((job_dir(home.work_dir, "sigterm-2") / "error.json").read_text())
+    assert error["preempted"] is True and f"after step {stopped_at};" in error["message"]
