@@ -87,6 +87,7 @@ def test_missing_config_exits_2(home):
     assert nothing_registered(home)
 
 
+@pytest.mark.slow  # a whole pipeline in a subprocess (~60 s); the flow tests cover the stages
 def test_run_prints_summary_peak_memory_and_ui_commands(home, tmp_path, tiny_bert_dir):
     from tasks.core.mirror import import_folder
     from tasks.core.tracking import client
