@@ -88,6 +88,8 @@ def run(
     started = time.time()
     summary = _run_flow(config, force)
     console.print(f"\n[bold green]pipeline finished[/] in {time.time() - started:.0f} s")
+    from tasks.core.training import peak_rss_mb
+
     training_mb = summary.pop("train_peak_rss_mb", 0)
     summary["peak memory"] = (
         f"pipeline process {peak_rss_mb():.0f} MB; training {training_mb:.0f} MB "
@@ -96,13 +98,6 @@ def run(
     for key, value in summary.items():
         console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
     print_ui_help(home)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _run_flow(config: Path, force: bool) -> dict:

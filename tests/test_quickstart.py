@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # minutes of real training
 
 
 def run_cli(home, *args, module: str | None = "flows.cli"):

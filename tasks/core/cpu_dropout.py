@@ -25,10 +25,10 @@ _LEVELS = 1 << 16
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
     """A boolean mask, each element True with probability 1 - p (in steps of 2**-16)."""
-    n = max(1, torch.Size(shape).numel())
+    n = shape.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
     threshold = round(p * _LEVELS) - _LEVELS // 2  # int16 values are uniform on [-2**15, 2**15)
-    return bits.view(torch.int16)[: shape.numel()].view(shape) >= threshold
+    return bits.view(torch.int16)[:n].view(shape) >= threshold
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -70,9 +70,6 @@ def use_cpu_dropout(model: nn.Module) -> int:
             if type(child) is nn.Dropout:
                 replacement = CpuDropout(child.p, child.inplace)
                 replacement.train(child.training)
-                if isinstance(parent, (nn.ModuleDict, nn.Sequential, nn.ModuleList)):
-                    parent._modules[name] = replacement
-                else:
-                    setattr(parent, name, replacement)
+                setattr(parent, name, replacement)  # containers too: "0" is a module name
                 swapped += 1
     return swapped

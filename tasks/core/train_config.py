@@ -42,6 +42,7 @@ class TrainSpec(Spec):
         "launcher",
         "cpu_processes",
         "work_pool",
+        "collective_timeout_s",
     )
 
     task: Literal["sequence-classification", "causal-lm"] = Field(
@@ -117,6 +118,13 @@ class TrainSpec(Spec):
         "of every micro-batch on one thread, gradients averaged (DDP over gloo). On a small or "
         "shared CPU this beats one multi-threaded process, whose threads stall each other. "
         "None: one per usable core while each gets >= 8 examples of a micro-batch.",
+    )
+    collective_timeout_s: int = Field(
+        600,
+        ge=1,
+        description="Several training processes: a gradient or stop-flag exchange that has not "
+        "completed after this many seconds (a peer died or hangs) fails the training, so the "
+        "task's retry resumes from the last checkpoint instead of waiting forever.",
     )
     work_pool: str | None = Field(
         None,

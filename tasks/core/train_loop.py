@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
 from transformers import get_scheduler
 
 from tasks.core.batching import count_targets, count_tokens, epoch_batches, rows
@@ -69,7 +71,26 @@ def make_accelerator(spec: TrainSpec) -> Accelerator:
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for what runs outside autocast
         torch.backends.cudnn.allow_tf32 = True
-    return Accelerator(mixed_precision=mixed_precision(spec), cpu=not torch.cuda.is_available())
+    # A collective that cannot complete (a peer died or hangs) fails after this long, so the
+    # task fails and its retry resumes from the last checkpoint instead of waiting forever.
+    group = InitProcessGroupKwargs(timeout=timedelta(seconds=spec.collective_timeout_s))
+    return Accelerator(
+        mixed_precision=mixed_precision(spec),
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[group],
+    )
+
+
+def agree_to_stop(local: bool, step_sync: StepSync | None, acc: Accelerator, world: int) -> bool:
+    """Whether any rank asked to stop, as every rank learns it from the same collective.
+
+    Also sums the step's gradients where a StepSync does that (they travel together).
+    """
+    if step_sync is not None:
+        return step_sync.all_reduce(local)
+    if world > 1:
+        return float(acc.reduce(torch.tensor(float(local), device=acc.device), "max")) > 0
+    return local
 
 
 def plan_steps(spec: TrainSpec, batches_per_epoch: int) -> tuple[int, int]:
@@ -219,13 +240,15 @@ def train_loop(
                     (count_targets(b) if causal else len(b["labels"])) * real
                     for b, (_, real) in zip(micro, shards, strict=True)
                 ]
+                step_samples = sum(len(idx) for idx in step_batches)
                 # Every rank divides by the whole step's examples (known to all ranks) or
                 # target tokens (each rank counts its own share).
-                denominator = float(sum(len(idx) for idx in step_batches))
                 if causal:
                     denominator = float(sum(weights))
                     if world > 1:
                         denominator = float(acc.reduce(torch.tensor(denominator), "sum"))
+                else:
+                    denominator = float(step_samples)
                 denominator = max(denominator, 1.0)
                 step_tokens = sum(
                     count_tokens(b) for b, (_, real) in zip(micro, shards, strict=True) if real
@@ -244,9 +267,10 @@ def train_loop(
                             loss = loss * 0.0
                         acc.backward(loss)
                     window["loss"] += loss.detach() / rank_scale
-                if step_sync is not None and step_sync.all_reduce(stop.is_set()):
-                    stop.set()
-                step_samples = sum(len(idx) for idx in step_batches)
+                # The one place every rank meets in a step: the stop decision is the reduced
+                # flag, never the local one read later (a SIGTERM landing after this point is
+                # carried into the next step's collective, on every rank alike).
+                stop_now = agree_to_stop(stop.is_set(), step_sync, acc, world)
                 window["samples"] += step_samples
                 window["tokens"] += step_tokens
                 logging = (state.step + 1) % spec.logging_steps == 0 or state.step + 1 == total
@@ -306,11 +330,7 @@ def train_loop(
                         )
                     )
                     window_start = time.perf_counter()
-                if world > 1 and step_sync is None:
-                    flag = torch.tensor(float(stop.is_set()), device=acc.device)
-                    if float(acc.reduce(flag, "max")):
-                        stop.set()
-                if stop.is_set():
+                if stop_now:
                     acc.wait_for_everyone()
                     raise Preempted(state.step, checkpoint())
                 cadence = spec.checkpoint_steps

@@ -161,7 +161,8 @@ def _load_model(ref: ModelRef, labels: list[str], lora: LoraSpec, train: TrainSp
     return model, targets
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -245,7 +246,7 @@ def fine_tune(
         eval_lengths=eval_lengths,
         accelerator=accelerator,
     )
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     if accelerator.num_processes > 1:  # the run's memory is every process's
         peak = float(accelerator.reduce(torch.tensor(peak, device=accelerator.device), "sum"))
     if not main:

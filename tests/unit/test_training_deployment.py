@@ -42,6 +42,7 @@ def test_without_a_pool_the_task_runs_in_process(home):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @pytest.mark.usefixtures("mirrored")
 def test_pipeline_trains_on_the_gpu_pool_through_a_worker(home, tmp_path):
     """A process worker of pool 'gpu' runs the deployed stage; the pipeline continues with it."""

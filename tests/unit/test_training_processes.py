@@ -4,7 +4,12 @@ exactly what one process trains, and a SIGTERM to any of them stops all at the s
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
 
 import psutil
 import pytest
@@ -13,7 +18,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
 
 from tasks.core.checkpoints import list_checkpoints, read_state
-from tasks.core.launcher import TrainingProcessFailed, TrainJob, launch
+from tasks.core.launcher import REPO_ROOT, TrainingProcessFailed, TrainJob, launch
 from tasks.core.mirror import import_folder
 from tasks.core.tracking import client, ensure_experiment
 from tasks.core.train_config import LoraSpec, TrainSpec
@@ -145,3 +150,110 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_step(home, model
     assert signalled[0] <= stopped_at < 2000
     error = json.loads((job_dir(home.work_dir, "sigterm-2") / "error.json").read_text())
     assert error["preempted"] is True and f"after step {stopped_at};" in error["message"]
+
+
+def run_signalled(job: TrainJob, signal_spec: str, timeout: float = 180):
+    """Train ``job`` under torchrun with tests/unit/signal_child.py landing the signal."""
+    folder = job.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    job_file = folder / "job.json"
+    job_file.write_text(json.dumps(asdict(job)))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "OMP_NUM_THREADS": "1",
+        "LORAFLOW_TEST_SIGNAL": signal_spec,
+    }
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    argv += ["-m", "tests.unit.signal_child", str(job_file)]
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env), folder
+
+
+def stopped_steps(folder) -> dict[int, int]:
+    return {
+        rank: json.loads((folder / f"stopped-{rank}.json").read_text())["step"]
+        for rank in (0, 1)
+        if (folder / f"stopped-{rank}.json").exists()
+    }
+
+
+# A SIGTERM seen by the step's flag read stops every rank after that step; one that lands
+# after the read (before, during or after the exchange) stops every rank after the next one.
+@pytest.mark.parametrize(
+    ("rank", "moment", "stops_after"),
+    [
+        (0, "before", 4), (1, "before", 4),
+        (0, "window", 5), (1, "window", 5),
+        (0, "after", 5), (1, "after", 5),
+    ],
+)  # fmt: skip
+def test_sigterm_at_any_moment_stops_every_rank_after_the_same_step(
+    home, models, tmp_path, rank, moment, stops_after
+):
+    spec = TrainSpec(
+        epochs=50,
+        batch_size=4,
+        max_length=16,
+        logging_steps=1,
+        checkpoint_steps=None,
+        cpu_processes=2,
+        collective_timeout_s=30,
+    )  # fmt: skip  - 500 steps; a rank that stopped alone would fail after 30 s, not hang
+    task = "sequence-classification"
+    identity = f"signal-{rank}-{moment}"
+    job_ = job(home, task, models[task], prepared(tmp_path, task), spec, identity)
+    proc, folder = run_signalled(job_, f"{rank}:4:{moment}:SIGTERM")
+    assert proc.wait(timeout=180) != 0
+    assert stopped_steps(folder) == {0: stops_after, 1: stops_after}
+    error = json.loads((folder / "error.json").read_text())
+    assert error["preempted"] is True and f"after step {stops_after};" in error["message"]
+    (checkpoint,) = list_checkpoints(folder / "checkpoints")
+    assert read_state(checkpoint).step == stops_after
+
+
+def test_a_killed_rank_fails_the_job_in_bounded_time_and_the_retry_resumes(home, models, tmp_path):
+    spec = TrainSpec(
+        epochs=2,
+        batch_size=4,
+        max_length=16,
+        logging_steps=1,
+        checkpoint_steps=5,
+        cpu_processes=2,
+        collective_timeout_s=10,
+    )  # fmt: skip  - 20 steps, checkpoints at 5, 10, 15
+    task = "sequence-classification"
+    job_ = job(home, task, models[task], prepared(tmp_path, task), spec, "sigkill")
+    proc, folder = run_signalled(job_, "1:8:window:SIGKILL")
+    code = proc.wait(timeout=120)
+    assert code != 0
+    killed_at = json.loads((folder / "signalled-1.json").read_text())["time"]
+    # Rank 0 learned of it from its collective (peer gone) or from torchrun, well within the
+    # collective timeout plus torchrun's shut-down.
+    assert time.time() - killed_at < spec.collective_timeout_s + 30
+    assert [read_state(c).step for c in list_checkpoints(folder / "checkpoints")] == [5]
+
+    result = launch(job_)  # what Prefect's retry of the task does
+    assert (result.resumed_from_step, result.steps) == (5, 20)
+
+
+def test_a_hung_rank_fails_the_others_after_the_collective_timeout(home, models, tmp_path):
+    spec = TrainSpec(
+        epochs=50, batch_size=4, max_length=16, logging_steps=1, checkpoint_steps=None,
+        cpu_processes=2, collective_timeout_s=5,
+    )  # fmt: skip
+    task = "sequence-classification"
+    job_ = job(home, task, models[task], prepared(tmp_path, task), spec, "sigstop")
+    proc, folder = run_signalled(job_, "1:4:window:SIGSTOP")
+    try:
+        deadline = time.time() + 120
+        while not (folder / "error.json").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (folder / "error.json").exists(), "rank 0 waited forever for the stopped rank"
+        hung_at = json.loads((folder / "signalled-1.json").read_text())["time"]
+        failed_after = (folder / "error.json").stat().st_mtime - hung_at
+        assert spec.collective_timeout_s - 1 <= failed_after < spec.collective_timeout_s + 15
+        assert json.loads((folder / "error.json").read_text()).get("preempted") is None
+    finally:
+        for process in psutil.Process(proc.pid).children(recursive=True):
+            process.kill()  # the stopped rank (what the orchestrator does to a hung pod)
+        proc.wait(timeout=60)
