@@ -12,9 +12,9 @@ from flows.promote import promote_stage
 from flows.train_deployment import train_stage
 from tasks.audit import audit_licenses
 from tasks.common import key
-from tasks.core.config_loader import lineage, load_config
+from tasks.core.audit.licenses import dataset_licenses
+from tasks.core.config.loader import lineage, load_config
 from tasks.core.home import Home
-from tasks.core.licenses import dataset_licenses
 from tasks.discover import discover_models
 from tasks.gate import evaluate_and_gate
 from tasks.promote import promote_model

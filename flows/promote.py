@@ -8,16 +8,14 @@ in-process on an ephemeral loopback port and replays held-out examples through i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
-from tasks.core.canary import CanaryRolledBack
-from tasks.core.canary_config import CanarySpec
-from tasks.core.config_loader import load_canary_policy
-from tasks.core.home import Home
-from tasks.core.promotion import PromotionDecision
-from tasks.core.registry import Registration
+from tasks.core.config.canary import CanarySpec
+from tasks.core.config.loader import load_canary_policy
+from tasks.core.errors import CanaryRolledBack
+from tasks.core.home import CANARY_POLICY, Home
+from tasks.core.promotion.decision import PromotionDecision
+from tasks.core.registry.versions import Registration
 from tasks.core.serving.runner import loopback_service
 from tasks.promote import (
     abort_canary,
@@ -27,8 +25,6 @@ from tasks.promote import (
     plan_promotion,
     replay_source,
 )
-
-SHIPPED_POLICY = Path(__file__).resolve().parent.parent / "configs/policies/canary.yaml"
 
 
 @flow(name="promotion", flow_run_name="promote {model_name}")
@@ -42,7 +38,7 @@ def promotion(
     """Promote ``version`` (default: the ``challenger`` alias) of ``model_name`` through the
     canary steps of ``policy_path`` (default: configs/policies/canary.yaml)."""
     home = Home.from_env().ensure()
-    policy = load_canary_policy(policy_path or SHIPPED_POLICY)
+    policy = load_canary_policy(policy_path or CANARY_POLICY)
     decision = plan_promotion(model_name, version, home)
     if decision.action != "canary":
         return decision

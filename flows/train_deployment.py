@@ -23,22 +23,19 @@ from prefect import flow
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from tasks.core.config import LoraSpec, RegistrySpec, TrainSpec
-from tasks.core.data import DataReport
-from tasks.core.discovery import Candidate
-from tasks.core.home import Home
-from tasks.core.licenses import AuditRecord
+from tasks.core.audit.licenses import AuditRecord
+from tasks.core.catalog.base import Candidate
+from tasks.core.config.experiment import RegistrySpec
+from tasks.core.config.train import LoraSpec, TrainSpec
+from tasks.core.data.report import DataReport
+from tasks.core.errors import TrainingStageFailed
+from tasks.core.home import REPO_ROOT, Home
 from tasks.core.tracking import client, ensure_experiment
-from tasks.core.training import TrainResult, latest_finished_run, result_from_run
+from tasks.core.training.run import TrainResult, latest_finished_run, result_from_run
 from tasks.train import train_adapter, training_identity
 
 FLOW_NAME = "fine-tune"
-REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = "flows/train_deployment.py:fine_tune_stage"
-
-
-class TrainingStageFailed(RuntimeError):
-    """The training deployment did not complete (its flow run says why)."""
 
 
 def deployment_name(pool: str) -> str:
@@ -123,7 +120,7 @@ def train_stage(
     return result_from_run(run)
 
 
-def deploy(pool: str, source: Path = REPO):
+def deploy(pool: str, source: Path = REPO_ROOT):
     """Register ``fine-tune/POOL``: this flow, from ``source``, on work pool ``pool``."""
     return flow.from_source(source=str(source), entrypoint=ENTRYPOINT).deploy(
         name=pool,

@@ -10,10 +10,10 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.audit import audit_licenses
-from tasks.core.config_loader import lineage, load_config
-from tasks.core.data import DataReport
+from tasks.core.audit.licenses import dataset_licenses
+from tasks.core.config.loader import lineage, load_config
+from tasks.core.data.report import DataReport
 from tasks.core.home import Home
-from tasks.core.licenses import dataset_licenses
 from tasks.discover import discover_models
 from tasks.validate import validate_data
 

@@ -1,4 +1,4 @@
-"""What every Prefect task wrapper shares: retry policy, cache keys, deterministic errors."""
+"""What every Prefect task wrapper shares: retry policy and cache keys."""
 
 from __future__ import annotations
 
@@ -10,25 +10,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks.core.config_loader import ConfigError
-from tasks.core.data import DataError
-from tasks.core.discovery import DiscoveryError
-from tasks.core.errors import Refusal
-from tasks.core.mirror import MirrorError
+from tasks.core.errors import is_retryable
 
-# Errors that a retry cannot fix: fail at once instead of waiting out the retry delays.
-DETERMINISTIC = (Refusal, ConfigError, DataError, DiscoveryError, MirrorError)
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
 
 
-def retry_unless_deterministic(task, task_run, state) -> bool:
-    """Prefect ``retry_condition_fn``: retry I/O trouble, never a refusal or bad input."""
+def retry_when_it_can_help(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: the error's class says whether waiting can change it.
+
+    A refusal or bad input fails at once instead of waiting out the retry delays; I/O trouble,
+    a preempted or crashed training process and any unexpected error are retried.
+    """
     try:
         state.result()
-    except DETERMINISTIC:
-        return False
-    except Exception:
-        return True
+    except Exception as exc:
+        return is_retryable(exc)
     return True
 
 
@@ -48,19 +44,11 @@ def key(stage: str, *parts: Any) -> str:
     return f"loraflow-{stage}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def stage_options(**extra: Any) -> dict[str, Any]:
     """Options of a retried, cached stage (results persisted so a re-run can reuse them)."""
     return {
         **IO_RETRIES,
-        "retry_condition_fn": retry_unless_deterministic,
+        "retry_condition_fn": retry_when_it_can_help,
         "persist_result": True,
         **extra,
     }

@@ -9,17 +9,10 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from tasks.common import key, stage_options
-from tasks.core.catalog import catalog_for
-from tasks.core.config import DiscoverySpec
+from tasks.core.catalog.choose import catalog_for
+from tasks.core.catalog.mirror import mirror_state
+from tasks.core.config.audit import DiscoverySpec
 from tasks.core.discovery import Discovery, discover
-
-
-def mirror_state(cache_dir: Path) -> list[str]:
-    """What refs/main points at for every cached model: changes when the mirror changes."""
-    return sorted(
-        f"{ref.parent.parent.name}={ref.read_text().strip()}"
-        for ref in Path(cache_dir).glob("models--*/refs/main")
-    )
 
 
 def _cache_key(context, params) -> str:

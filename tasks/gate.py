@@ -19,24 +19,26 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import file_sha256, key, stage_options
-from tasks.core.config import EvalSpec, GateSpec, RegistrySpec
-from tasks.core.data import DataReport
+from tasks.common import key, stage_options
+from tasks.core.config.evaluation import EvalSpec, GateSpec
+from tasks.core.config.experiment import RegistrySpec
+from tasks.core.data.report import DataReport
+from tasks.core.digests import file_sha256
 from tasks.core.errors import GateFailed
-from tasks.core.eval_report import EvalReport
-from tasks.core.evaluation import (
+from tasks.core.evaluation.gates import GateDecision, decide, to_markdown
+from tasks.core.evaluation.report import EvalReport
+from tasks.core.evaluation.scoring import (
     Classifier,
     adapter_classifier,
     base_classifier,
     confusion_png,
     evaluate_models,
 )
-from tasks.core.gates import GateDecision, decide, to_markdown
 from tasks.core.home import Home
-from tasks.core.lineage import MODEL_NAME_TAG
-from tasks.core.registry import CHAMPION, load_alias
+from tasks.core.registry.lineage import MODEL_NAME_TAG
+from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
-from tasks.core.training import TrainResult
+from tasks.core.training.run import TrainResult
 
 
 @dataclass(frozen=True)

@@ -22,27 +22,29 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from tasks.common import key, stage_options
-from tasks.core.canary import StepAnalysis, analyse, to_markdown
-from tasks.core.canary_config import CanaryPolicy
-from tasks.core.canary_registry import (
+from tasks.core.config.canary import CanaryPolicy
+from tasks.core.errors import DataError, NothingToPromote
+from tasks.core.home import Home
+from tasks.core.promotion.canary import StepAnalysis, analyse, to_markdown
+from tasks.core.promotion.canary_io import (
     apply_abort,
     apply_promote,
     apply_rollback,
     rolled_back_reason,
     set_weight,
 )
-from tasks.core.data import DataError
-from tasks.core.home import Home
-from tasks.core.promotion import PromotionDecision, decide
-from tasks.core.registry import CHALLENGER, CHAMPION, Registration, alias_version, apply_promotion
-from tasks.core.serving.metrics import parse_snapshot
+from tasks.core.promotion.decision import PromotionDecision, decide
+from tasks.core.registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    Registration,
+    alias_version,
+    apply_promotion,
+)
 from tasks.core.serving.replay import load_examples, replay
 from tasks.core.serving.runner import scrape, wait_ready
+from tasks.core.serving.telemetry import parse_snapshot
 from tasks.core.tracking import client, ensure_experiment
-
-
-class NothingToPromote(ValueError):
-    """No such version, or no challenger to promote: bad input, not worth a retry."""
 
 
 def _now() -> str:

@@ -17,10 +17,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.common import key, stage_options
-from tasks.core import model_card
-from tasks.core.config import RegistrySpec
+from tasks.core.config.experiment import RegistrySpec
 from tasks.core.home import Home
-from tasks.core.registry import Registration, register
+from tasks.core.registry import model_card
+from tasks.core.registry.versions import Registration, register
 from tasks.core.tracking import client
 from tasks.gate import EvalOutcome, fetch_adapter
 

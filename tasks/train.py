@@ -4,7 +4,7 @@ The task finds its MLflow run again by the training identity (its own cache key:
 repo@sha, dataset sha256, the ``lora`` section, the ``train`` section without runtime-only
 fields, experiment and store), so a Prefect retry - or a re-run after the whole process died -
 continues the same run from the newest checkpoint instead of starting over. Training itself
-runs in a child process (``tasks.core.launcher``) unless ``train.launcher: in-process``.
+runs in a child process (``tasks.core.training.launcher``) unless ``train.launcher: in-process``.
 """
 
 from __future__ import annotations
@@ -21,18 +21,17 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 
 from tasks.common import key, stage_options
-from tasks.core.config import LoraSpec, RegistrySpec, TrainSpec
-from tasks.core.config_loader import ConfigError
-from tasks.core.data import DataReport
-from tasks.core.discovery import Candidate
+from tasks.core.audit.licenses import AuditRecord
+from tasks.core.catalog.base import Candidate
+from tasks.core.config.experiment import RegistrySpec
+from tasks.core.config.train import LoraSpec, TrainSpec
+from tasks.core.data.report import DataReport
 from tasks.core.home import Home
-from tasks.core.launcher import TrainJob, launch
-from tasks.core.licenses import AuditRecord
-from tasks.core.modeling import ModelRef
-from tasks.core.progress import StepEvent, TerminalProgress
 from tasks.core.tracking import client, ensure_experiment
-from tasks.core.train_config import TrainingInputError
-from tasks.core.training import (
+from tasks.core.training.launcher import TrainJob, launch
+from tasks.core.training.modeling import ModelRef
+from tasks.core.training.progress import StepEvent, TerminalProgress
+from tasks.core.training.run import (
     IDENTITY_TAG,
     TrainResult,
     find_run,
@@ -213,10 +212,7 @@ def train_adapter(
                 identity=identity,
             )
             result = launch(job, on_event=reporter)
-    except TrainingInputError as exc:
-        mlc.set_terminated(run_id, "FAILED")
-        raise ConfigError(str(exc)) from None  # bad input: no retry, CLI exit 2
-    except BaseException:
+    except BaseException:  # bad input (no retry, exit 2) or a failure a retry resumes
         mlc.set_terminated(run_id, "FAILED")
         raise
     finally:

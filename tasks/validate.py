@@ -8,9 +8,11 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from tasks.common import key, stage_options
-from tasks.core.config import DataSpec
-from tasks.core.data import DataReport, DataValidationFailed, failure_message, prepare
-from tasks.core.data_loading import source_digest
+from tasks.core.config.data import DataSpec
+from tasks.core.data.loading import source_digest
+from tasks.core.data.prepare import prepare
+from tasks.core.data.report import DataReport, failure_message
+from tasks.core.errors import DataValidationFailed
 
 
 def _model_ref(model) -> str:
@@ -46,7 +48,7 @@ def validate_data(
     """``model`` (repo_id + revision: the audited Candidate) supplies the tokenizer."""
     tokenizer = None
     if model is not None:
-        from tasks.core.modeling import ModelRef, load_tokenizer
+        from tasks.core.training.modeling import ModelRef, load_tokenizer
 
         ref = ModelRef(model.repo_id, model.revision)
         tokenizer = load_tokenizer(ref, cache_dir=Path(cache_dir) if cache_dir else None)

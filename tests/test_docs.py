@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.core.config_reference import render
+from tasks.core.config.reference import render
 from tests.conftest import REPO
 
 
@@ -14,7 +14,7 @@ def test_configuration_reference_is_current():
 def test_every_schema_field_has_a_description():
     from pydantic import BaseModel
 
-    from tasks.core import config
+    from tasks.core.config import experiment as config
 
     models = [
         m for m in vars(config).values() if isinstance(m, type) and issubclass(m, config.Spec)

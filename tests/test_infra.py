@@ -22,8 +22,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tasks.core import stack
-from tasks.core.config_loader import load_config
+from tasks.core.config.loader import load_config
+from tasks.core.ops import stack
 from tests.conftest import REPO
 
 INFRA = REPO / "infra"
@@ -197,7 +197,7 @@ def test_prometheus_scrapes_the_service():
 
 
 def _served_metric_names() -> set[str]:
-    from tasks.core.serving.metrics import ServiceMetrics
+    from tasks.core.serving.telemetry import ServiceMetrics
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     names = set()

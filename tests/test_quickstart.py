@@ -15,7 +15,7 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # minutes of real training
 
 
-def run_cli(home, *args, module: str | None = "flows.cli"):
+def run_cli(home, *args, module: str | None = "flows.cli.app"):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "HF_"))}
     env["LORAFLOW_HOME"] = str(home)
     started = time.time()

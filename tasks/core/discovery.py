@@ -17,26 +17,14 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
 )
 
-from tasks.core.catalog import (  # noqa: F401 - re-exported: the CLI and tests use them here
-    PICKLE_SUFFIXES,
-    Candidate,
-    Catalog,
-    CatalogError,
-    CatalogQuery,
-    mirror_revisions,
-    read_candidate,
-    safetensors_parameters,
-)
-from tasks.core.config import DiscoverySpec
+from tasks.core.catalog.base import PICKLE_SUFFIXES, Candidate, Catalog, CatalogQuery
+from tasks.core.config.audit import DiscoverySpec
+from tasks.core.errors import CatalogError, DiscoveryError
 
 TASK_ARCHITECTURES = {"text-classification": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES}
 LICENSE_POINTS = {"permissive": 1.0, "weak-copyleft": 0.5}
 GATED_POINTS = -0.5
 TASK_TAG_POINTS = 0.5
-
-
-class DiscoveryError(ValueError):
-    """No usable model: the pinned one is missing or unfit, or nothing matches."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# The checkout (or the image's /app): configs/, flows/, tasks/. Shipped policies, the quickstart
+# config and the training child's PYTHONPATH are found from here.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_CONFIGS = REPO_ROOT / "configs"
+LICENSE_POLICY = SHIPPED_CONFIGS / "policies/licenses.yaml"
+CANARY_POLICY = SHIPPED_CONFIGS / "policies/canary.yaml"
+QUICKSTART_CONFIG = SHIPPED_CONFIGS / "experiments/sst2-minilm-lora.yaml"
+
 
 @dataclass(frozen=True)
 class Home:

@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python tests/benchmarks/bench_discovery.py [--models 50] [--repeat 7]``
 
 Builds N small model folders (config.json, a safetensors file, a model card with one of several
-licenses; they need not be loadable), imports them with ``tasks/core/mirror.py`` into a
+licenses; they need not be loadable), imports them with ``tasks/core/catalog/mirror.py`` into a
 temporary Hugging Face cache, then times, side by side in this one process:
 
 - baseline: ``huggingface_hub.scan_cache_dir`` (what any cache-reading tool pays),
@@ -30,13 +30,12 @@ from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tasks.core.catalog import MirrorCatalog  # noqa: E402
-from tasks.core.config import DiscoverySpec  # noqa: E402
-from tasks.core.config_loader import load_policy  # noqa: E402
+from tasks.core.audit.licenses import audit
+from tasks.core.audit.supply_chain import gather_facts
+from tasks.core.catalog.mirror import MirrorCatalog, import_folder
+from tasks.core.config.audit import DiscoverySpec
+from tasks.core.config.loader import load_policy
 from tasks.core.discovery import discover  # noqa: E402
-from tasks.core.licenses import audit  # noqa: E402
-from tasks.core.mirror import import_folder  # noqa: E402
-from tasks.core.supply_chain import gather_facts  # noqa: E402
 
 LICENSES = ["apache-2.0", "mit", "cc-by-nc-4.0", "llama3.1", "bsd-3-clause", None]
 MODEL_TYPES = ["bert", "distilbert", "roberta", "deberta-v2", "electra"]

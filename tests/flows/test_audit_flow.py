@@ -17,9 +17,9 @@ from prefect.client.schemas.filters import (
 )
 
 from flows.finetune import finetune
-from tasks.core.audit_trail import REFUSAL_RUN_TYPE, RUN_TYPE_TAG
+from tasks.core.audit.refusal import REFUSAL_RUN_TYPE, RUN_TYPE_TAG
+from tasks.core.catalog.mirror import import_folder
 from tasks.core.errors import LicenseDenied
-from tasks.core.mirror import import_folder
 from tasks.core.tracking import client
 from tests.conftest import REPO
 from tests.flows.conftest import TINY_REPO, write_config

@@ -17,10 +17,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.promote import promotion
-from tasks.core.canary import CanaryRolledBack
-from tasks.core.canary_registry import RollbackImpossible, clear_weight, manual_rollback
+from tasks.core.errors import CanaryRolledBack, RollbackImpossible
 from tasks.core.home import Home
-from tasks.core.registry import PREVIOUS_CHAMPION, delete_alias
+from tasks.core.promotion.canary_io import clear_weight, manual_rollback
+from tasks.core.registry.versions import PREVIOUS_CHAMPION, delete_alias
 from tasks.core.serving.models import WEIGHT_TAG
 from tasks.core.tracking import client
 from tests.conftest import REPO
@@ -70,7 +70,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, mlflow_template_db, tiny_bert_dir) -> World:
-    from tasks.core.mirror import import_folder
+    from tasks.core.catalog.mirror import import_folder
 
     root = tmp_path_factory.mktemp("canary")
     home = Home(root / "home").ensure()
@@ -184,7 +184,7 @@ def test_good_challenger_is_promoted_through_every_step(world):
 
     # `loraflow rollback NAME` restores the previous champion by hand.
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "rollback", NAME, "--reason", "test"],
+        [sys.executable, "-m", "flows.cli.app", "rollback", NAME, "--reason", "test"],
         cwd=REPO,
         env={**os.environ, "COLUMNS": "200"},
         capture_output=True,

@@ -119,7 +119,7 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
 
 
 def test_denied_license_stops_before_data_and_training(home, tmp_path, tiny_bert_dir):
-    from tasks.core.mirror import import_folder
+    from tasks.core.catalog.mirror import import_folder
     from tests.tiny import build_tiny_bert
 
     nc = build_tiny_bert(tmp_path / "nc-bert", license="cc-by-nc-4.0")

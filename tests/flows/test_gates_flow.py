@@ -100,9 +100,9 @@ class State:
 @pytest.fixture(scope="module")
 def state(tmp_path_factory, mlflow_template_db):
     from flows.finetune import finetune
+    from tasks.core.catalog.mirror import import_folder
     from tasks.core.errors import GateFailed
     from tasks.core.home import Home
-    from tasks.core.mirror import import_folder
     from tasks.core.tracking import client
 
     folder = tmp_path_factory.mktemp("gates-flow")
@@ -249,7 +249,7 @@ def cli(state: State, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HF_"))}
     env |= {"LORAFLOW_HOME": str(state.home.root), "COLUMNS": "250"}
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "flows.cli.app", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

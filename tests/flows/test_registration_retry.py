@@ -6,9 +6,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from prefect import flow
 
-from tasks.core.config import GateSpec, LoraSpec, RegistrySpec
-from tasks.core.eval_report import EvalReport, ModelScores
-from tasks.core.gates import decide
+from tasks.core.config.evaluation import GateSpec
+from tasks.core.config.experiment import RegistrySpec
+from tasks.core.config.train import LoraSpec
+from tasks.core.evaluation.gates import decide
+from tasks.core.evaluation.report import EvalReport, ModelScores
 from tasks.core.tracking import client, ensure_experiment
 from tasks.gate import EvalOutcome
 from tasks.register import register_model
@@ -21,7 +23,13 @@ REGISTRY = RegistrySpec(model_name="retry-lora", experiment="tests")
 
 def trained_run(home, revision) -> str:
     """A run holding an (untrained) adapter, as the fine-tune stage leaves it."""
-    from tasks.core.modeling import ModelRef, add_lora, load_base, load_tokenizer, save_adapter
+    from tasks.core.training.modeling import (
+        ModelRef,
+        add_lora,
+        load_base,
+        load_tokenizer,
+        save_adapter,
+    )
 
     mlc = client(home.tracking_uri)
     experiment = ensure_experiment(mlc, "tests", home.mlflow_artifacts)

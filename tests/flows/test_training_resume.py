@@ -1,7 +1,7 @@
 """A training process SIGKILLed after its first checkpoint: Prefect's retry resumes the same run.
 
 The whole pipeline runs under the real Prefect engine; training runs in its child process
-(``tasks.core.launcher``). A watcher thread kills that child the moment a checkpoint exists,
+(``tasks.core.training.launcher``). A watcher thread kills that child the moment a checkpoint exists,
 the task fails, Prefect retries it, and the retry continues the same MLflow run from the
 newest checkpoint: same run, configured number of steps, one unbroken loss curve.
 """
@@ -20,9 +20,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.finetune import finetune
-from tasks.core.checkpoints import list_checkpoints
 from tasks.core.tracking import client
-from tasks.core.training import IDENTITY_TAG
+from tasks.core.training.checkpoints import list_checkpoints
+from tasks.core.training.run import IDENTITY_TAG
 from tests.flows.conftest import write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -36,7 +36,7 @@ CHECKPOINT_STEPS = 40
 def trainer(process: psutil.Process) -> bool:
     """Whether ``process`` is a training child (processes may exit while being looked at)."""
     try:
-        return "tasks.core.launcher" in " ".join(process.cmdline())
+        return "tasks.core.training.launcher" in " ".join(process.cmdline())
     except psutil.Error:
         return False
 

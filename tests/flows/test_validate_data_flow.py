@@ -17,7 +17,7 @@ from prefect.client.schemas.filters import (
 
 from flows.finetune import finetune
 from flows.validate_data import validate_data_only
-from tasks.core.data import DataValidationFailed
+from tasks.core.errors import DataValidationFailed
 from tasks.core.tracking import client
 from tests.flows.conftest import TINY_REPO, write_config
 

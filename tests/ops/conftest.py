@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core import stack as plan
 from tasks.core.home import Home
+from tasks.core.ops import stack as plan
 from tests.conftest import REPO
 from tests.flows.conftest import TINY_REPO, mirrored, write_config  # noqa: F401 (fixture)
 
@@ -79,7 +79,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
 
 def new_home(root: Path, template_db: Path, tiny_bert_dir: Path) -> Home:
     """A state home with a migrated MLflow DB and the tiny BERT in its mirror."""
-    from tasks.core.mirror import import_folder
+    from tasks.core.catalog.mirror import import_folder
 
     home = Home(root).ensure()
     shutil.copyfile(template_db, home.mlflow_db)

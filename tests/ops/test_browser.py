@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.stack import prefect_client
+from flows.cli.stack import prefect_client
 from tests.ops.conftest import require
 
 # Artifact keys of the seven stages (tasks/*.py); the UI must list each one.

@@ -16,8 +16,8 @@ from contextlib import closing
 import httpx
 import psycopg2
 
-from flows.stack import alive, stop_all
-from tasks.core import stack
+from flows.cli.stack import alive, stop_all
+from tasks.core.ops import stack
 from tests.flows.conftest import write_config
 from tests.ops.conftest import BIN, stack_env, wait_for
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.stack import prefect_client
-from tasks.core import stack as plan
+from flows.cli.stack import prefect_client
+from tasks.core.ops import stack as plan
 from tests.ops.conftest import BIN, CRON, run, wait_for
 
 

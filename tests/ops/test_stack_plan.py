@@ -8,10 +8,10 @@ import subprocess
 import pytest
 from pydantic import ValidationError
 
-from tasks.core import stack
-from tasks.core.config_loader import load_config
+from tasks.core.config.loader import load_config
+from tasks.core.config.schedule import ScheduleSpec
 from tasks.core.home import Home
-from tasks.core.schedule_config import ScheduleSpec
+from tasks.core.ops import stack
 from tests.conftest import REPO
 from tests.flows.conftest import write_config
 from tests.ops.conftest import BIN

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core.canary_config import ServingSpec
+from tasks.core.config.canary import ServingSpec
 from tasks.core.serving.runner import BackgroundServer, build_service
 from tasks.core.tracking import client
 from tests.flows.conftest import mirrored  # noqa: F401 - a fixture

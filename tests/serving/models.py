@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from tasks.core.registry import PIP_REQUIREMENTS, SIGNATURE, LoraClassifierModel
+from tasks.core.registry.pyfunc import PIP_REQUIREMENTS, SIGNATURE, LoraClassifierModel
 
 LABELS = ["negative", "positive"]
 
@@ -43,8 +43,14 @@ def untrained_adapter(cache: Path, revision: str, out: Path, seed: int) -> Path:
     """A LoRA adapter folder on the mirrored tiny BERT; the seed picks the classifier head."""
     import torch
 
-    from tasks.core.config import LoraSpec
-    from tasks.core.modeling import ModelRef, add_lora, load_base, load_tokenizer, save_adapter
+    from tasks.core.config.train import LoraSpec
+    from tasks.core.training.modeling import (
+        ModelRef,
+        add_lora,
+        load_base,
+        load_tokenizer,
+        save_adapter,
+    )
     from tests.flows.conftest import TINY_REPO
 
     torch.manual_seed(seed)
@@ -61,8 +67,14 @@ def train_adapter(
     x 6 epochs reach ~0.97 accuracy; flipped labels give a model that is wrong as often."""
     import torch
 
-    from tasks.core.config import LoraSpec
-    from tasks.core.modeling import ModelRef, add_lora, load_base, load_tokenizer, save_adapter
+    from tasks.core.config.train import LoraSpec
+    from tasks.core.training.modeling import (
+        ModelRef,
+        add_lora,
+        load_base,
+        load_tokenizer,
+        save_adapter,
+    )
     from tests.flows.conftest import TINY_REPO
 
     threads = torch.get_num_threads()
@@ -110,7 +122,7 @@ def register_trained(
 ) -> tuple[str, str]:
     """(version, run id): a run recording its prepared eval split as the pipeline does
     (``data/validation.json``), registered through the project's own ``register``."""
-    from tasks.core.registry import register
+    from tasks.core.registry.versions import register
 
     experiment_id = mlflow.set_experiment(experiment).experiment_id
     run_id = mlc.create_run(experiment_id).info.run_id

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tasks.core.serving.batching import BatcherClosed, MicroBatcher
+from tasks.core.errors import BatcherClosed
+from tasks.core.serving.batcher import MicroBatcher
 from tasks.core.serving.routing import bucket, to_challenger
 
 

@@ -19,7 +19,7 @@ from tests.serving.conftest import NAME
 
 def loraflow(*args, **kwargs):
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *map(str, args)],
+        [sys.executable, "-m", "flows.cli.app", *map(str, args)],
         cwd=REPO,
         env={**os.environ, "COLUMNS": "200"},
         stdout=subprocess.PIPE,

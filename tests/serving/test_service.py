@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from tasks.core.canary_registry import set_weight
-from tasks.core.serving.metrics import parse_snapshot
+from tasks.core.promotion.canary_io import set_weight
 from tasks.core.serving.runner import scrape
+from tasks.core.serving.telemetry import parse_snapshot
 from tests.serving.conftest import NAME, start
 from tests.serving.models import LABELS, FailingModel, register_version, untrained_adapter
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.core.config import DataSpec, SplitSpec
+from tasks.core.config.data import DataSpec, SplitSpec
 
 LABELS = ("negative", "positive")
 # Train and eval share no text, not even once normalised: a clean pair passes every check.

@@ -70,7 +70,7 @@ EDITS = {"pickle-only": _pickle_only, "remote-code": _remote_code}
 def build_zoo(work: Path, cache_dir: Path, names: tuple[str, ...] | None = None) -> dict[str, str]:
     """Build the zoo models (all, or ``names``) under ``work`` and import them into
     ``cache_dir`` as ``zoo/NAME``: {name: revision}."""
-    from tasks.core.mirror import import_folder
+    from tasks.core.catalog.mirror import import_folder
 
     revisions = {}
     for name in names or tuple(CARDS):

@@ -1,6 +1,6 @@
 """A training child for tests: one rank signals itself at a chosen step and moment.
 
-Run by torchrun in place of ``tasks.core.launcher`` (same job file, same code), with
+Run by torchrun in place of ``tasks.core.training.launcher`` (same job file, same code), with
 ``LORAFLOW_TEST_SIGNAL=RANK:STEP:MOMENT:SIGNAL``. The moments, around step STEP's gradient and
 stop-flag exchange (``StepSync.all_reduce``, the one collective of a step):
 
@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.core import grad_sync, launcher, training
-from tasks.core.train_loop import Preempted
+from tasks.core.errors import Preempted
+from tasks.core.training import grad_sync, launcher
+from tasks.core.training import run as training
 
 
 def install(spec: str, folder: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.core.audit_trail import MAX_TAG_CHARS, REFUSAL_RUN_TYPE, RUN_TYPE_TAG, log_refusal
-from tasks.core.catalog import Candidate
-from tasks.core.config import LicensePolicy
-from tasks.core.licenses import DatasetLicense, audit
+from tasks.core.audit.licenses import DatasetLicense, audit
+from tasks.core.audit.refusal import MAX_TAG_CHARS, REFUSAL_RUN_TYPE, RUN_TYPE_TAG, log_refusal
+from tasks.core.catalog.base import Candidate
+from tasks.core.config.audit import LicensePolicy
 from tasks.core.tracking import client, ensure_experiment
 
 POLICY = LicensePolicy(

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.core.catalog import MirrorCatalog
-from tasks.core.config import Approval, DiscoverySpec, SupplyChainPolicy
-from tasks.core.config_loader import load_policy
+from tasks.core.audit.licenses import audit
+from tasks.core.audit.supply_chain import gather_facts
+from tasks.core.catalog.mirror import MirrorCatalog
+from tasks.core.config.audit import Approval, DiscoverySpec, SupplyChainPolicy
+from tasks.core.config.loader import load_policy
 from tasks.core.discovery import discover
-from tasks.core.licenses import audit
-from tasks.core.supply_chain import gather_facts
 from tests.unit.license_zoo import LEAKED_TOKEN, LICENSE_LINK, build_zoo
 
 SHIPPED_POLICY = Path(__file__).resolve().parents[2] / "configs/policies/licenses.yaml"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core import canary
-from tasks.core.canary_config import CanaryAnalysis
-from tasks.core.serving.metrics import ServiceMetrics, parse_snapshot
+from tasks.core.config.canary import CanaryAnalysis
+from tasks.core.promotion import canary
+from tasks.core.serving.telemetry import ServiceMetrics, parse_snapshot
 
 SPEC = CanaryAnalysis(
     min_requests=10,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tasks.core import promotion
-from tasks.core.config_loader import ConfigError, load_canary_policy, load_config, validate_file
+from tasks.core.config.loader import load_canary_policy, load_config, validate_file
+from tasks.core.errors import ConfigError
+from tasks.core.promotion import decision as promotion
 from tests.unit.conftest import REPO_ROOT
 
 SHIPPED = REPO_ROOT / "configs/policies/canary.yaml"
@@ -88,7 +89,7 @@ def test_promotion_plan(versions, options, action):
 
 
 def test_docs_hold_the_current_policy_reference():
-    from tasks.core.canary_config import policy_reference
+    from tasks.core.config.canary import policy_reference
 
     doc = (REPO_ROOT / "docs/canary.md").read_text()
     block = doc.split("<!-- policy-reference -->\n")[1].split("<!-- /policy-reference -->")[0]

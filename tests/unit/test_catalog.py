@@ -18,20 +18,17 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import RepositoryNotFoundError
 from huggingface_hub.hf_api import ModelInfo
 
-from tasks.core.catalog import (
-    CatalogError,
-    CatalogQuery,
-    MirrorCatalog,
-    catalog_for,
-    catalog_named,
-)
-from tasks.core.config import DiscoverySpec
-from tasks.core.config_loader import load_policy
+from tasks.core.audit.licenses import audit
+from tasks.core.audit.supply_chain import gather_facts
+from tasks.core.catalog.base import CatalogQuery
+from tasks.core.catalog.choose import catalog_for, catalog_named
+from tasks.core.catalog.hub import EXPAND, HubCatalog, candidate_from_info, list_models_kwargs
+from tasks.core.catalog.mirror import MirrorCatalog, import_folder
+from tasks.core.digests import file_sha256
+from tasks.core.config.audit import DiscoverySpec
+from tasks.core.config.loader import load_policy
 from tasks.core.discovery import discover
-from tasks.core.hub_catalog import EXPAND, HubCatalog, candidate_from_info, list_models_kwargs
-from tasks.core.licenses import audit
-from tasks.core.mirror import import_folder, sha256_file
-from tasks.core.supply_chain import gather_facts
+from tasks.core.errors import CatalogError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHA = "a" * 40
@@ -213,7 +210,7 @@ def test_hub_pinned_model_and_missing_repo():
 def test_hub_audit_reads_files_and_lfs_hashes(tmp_path, tiny_model):
     """The same audit as on the mirror, with files 'downloaded' from a local folder."""
     folder = tiny_model.path
-    weight_sha = sha256_file(folder / "model.safetensors")
+    weight_sha = file_sha256(folder / "model.safetensors")
     siblings = [
         {"rfilename": p.name} for p in sorted(folder.iterdir()) if p.suffix != ".safetensors"
     ]

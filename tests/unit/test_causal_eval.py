@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tasks.core.causal_eval import response_nll, score_causal_lm
+from tasks.core.evaluation.causal import response_nll, score_causal_lm
 from tests.tiny import build_tiny_llama, sft_rows
 
 

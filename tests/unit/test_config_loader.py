@@ -17,10 +17,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tasks.core.config import ExperimentConfig, LicensePolicy
-from tasks.core.config_loader import (
+from tasks.core.config.audit import LicensePolicy
+from tasks.core.config.experiment import ExperimentConfig
+from tasks.core.config.loader import (
     MAX_EXTENDS_DEPTH,
-    ConfigError,
     deep_merge,
     git_commit,
     lineage,
@@ -30,6 +30,7 @@ from tasks.core.config_loader import (
     section_hash,
     validate_file,
 )
+from tasks.core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / "configs"

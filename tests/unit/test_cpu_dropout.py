@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.core.cpu_dropout import CpuDropout, keep_mask, use_cpu_dropout
+from tasks.core.training.cpu_dropout import CpuDropout, keep_mask, use_cpu_dropout
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5, 0.9])

@@ -10,9 +10,11 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, Value
 from pydantic import ValidationError
 
-from tasks.core.config import DataSpec, SplitSpec, TextNormalization
-from tasks.core.data import DataError, failure_message, load_prepared, load_split, prepare
-from tasks.core.data_loading import source_digest
+from tasks.core.config.data import DataSpec, SplitSpec, TextNormalization
+from tasks.core.data.loading import load_split, source_digest
+from tasks.core.data.prepare import load_prepared, prepare
+from tasks.core.data.report import failure_message
+from tasks.core.errors import DataError
 from tests.unit.data_fixtures import EVAL, LABELS, TRAIN, fired, spec_for, write_split
 
 # --------------------------------------------------------------------------------------------

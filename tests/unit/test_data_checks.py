@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from tasks.core.config import DataChecksSpec
-from tasks.core.data import failure_message, load_prepared, prepare
+from tasks.core.config.data import DataChecksSpec
+from tasks.core.data.prepare import load_prepared, prepare
+from tasks.core.data.report import failure_message
 from tests.unit.data_fixtures import EVAL, TRAIN, fired, spec_for, write_split
 
 MAX_LENGTH = 16

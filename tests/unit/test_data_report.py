@@ -8,14 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tasks.core.data_report import (
-    CheckResult,
-    DataReport,
-    DataValidationFailed,
-    examples,
-    failure_message,
-    fired,
-)
+from tasks.core.data.report import CheckResult, DataReport, examples, failure_message, fired
+from tasks.core.errors import DataValidationFailed
 
 REPORT = DataReport(
     fingerprint="",

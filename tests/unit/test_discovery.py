@@ -11,19 +11,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tasks.core.catalog import MirrorCatalog, safetensors_stats
-from tasks.core.config import DiscoverySpec
-from tasks.core.discovery import (
+from tasks.core.catalog.base import (
     Candidate,
-    DiscoveryError,
-    check_fit,
-    mirror_revisions,
     read_candidate,
     safetensors_parameters,
-    score,
+    safetensors_stats,
 )
+from tasks.core.catalog.mirror import MirrorCatalog, import_folder, mirror_revisions
+from tasks.core.config.audit import DiscoverySpec
+from tasks.core.discovery import check_fit, score
 from tasks.core.discovery import discover as _discover
-from tasks.core.mirror import import_folder
+from tasks.core.errors import DiscoveryError
 
 REPO = "test-org/tiny-bert"
 

@@ -7,9 +7,11 @@ import json
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from tasks.core.config import EvalSpec, GateSpec, LoraSpec, SliceSpec
-from tasks.core.config_loader import ConfigError
-from tasks.core.evaluation import (
+from tasks.core.config.evaluation import EvalSpec, GateSpec, SliceSpec
+from tasks.core.config.train import LoraSpec
+from tasks.core.errors import ConfigError
+from tasks.core.evaluation.gates import decide
+from tasks.core.evaluation.scoring import (
     Classifier,
     _length_bucket,
     adapter_classifier,
@@ -19,7 +21,6 @@ from tasks.core.evaluation import (
     read_golden,
     slice_figures,
 )
-from tasks.core.gates import decide
 from tests.tiny import sentiment_rows
 
 LABELS = ["negative", "positive"]
@@ -92,8 +93,14 @@ def adapter(home, tiny_bert_dir):
     """An untrained LoRA adapter on the mirrored tiny BERT (evaluation needs no training)."""
     import torch
 
-    from tasks.core.mirror import import_folder
-    from tasks.core.modeling import ModelRef, add_lora, load_base, load_tokenizer, save_adapter
+    from tasks.core.catalog.mirror import import_folder
+    from tasks.core.training.modeling import (
+        ModelRef,
+        add_lora,
+        load_base,
+        load_tokenizer,
+        save_adapter,
+    )
 
     ref = ModelRef(REPO, import_folder(tiny_bert_dir, REPO, home.hf_hub_cache).revision)
     torch.manual_seed(1)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core.config_loader import ConfigError, lineage, load_config, validate_file
+from tasks.core.config.loader import lineage, load_config, validate_file
+from tasks.core.errors import ConfigError
 from tests.unit.test_config_loader import SHIPPED_POLICY, STANDALONE, _write_data
 
 SHIPPED_GATES = SHIPPED_POLICY.parent / "gates.yaml"

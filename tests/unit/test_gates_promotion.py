@@ -11,9 +11,10 @@ import json
 
 import pytest
 
-from tasks.core import gates, promotion
-from tasks.core.config import GateSpec
-from tasks.core.eval_report import EvalReport, GoldenCase, ModelScores, SliceFigure
+from tasks.core.config.evaluation import GateSpec
+from tasks.core.evaluation import gates
+from tasks.core.evaluation.report import EvalReport, GoldenCase, ModelScores, SliceFigure
+from tasks.core.promotion import decision as promotion
 
 OFF = {"non_inferiority": {"metrics": []}, "base_model": {"score": False}}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core.license_ids import HUB_TO_SPDX, LICENSE_CLASSES, canonical, normalise
+from tasks.core.catalog.license_ids import HUB_TO_SPDX, LICENSE_CLASSES, canonical, normalise
 
 # (declared, id, is SPDX, class)
 CASES = [

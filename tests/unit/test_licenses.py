@@ -7,10 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tasks.core.catalog import Candidate
-from tasks.core.config import Approval, DataSpec, LicensePolicy
-from tasks.core.license_ids import normalise
-from tasks.core.licenses import (
+from tasks.core.audit.licenses import (
     AuditRecord,
     DatasetLicense,
     audit,
@@ -19,6 +16,10 @@ from tasks.core.licenses import (
     judge_dataset,
     to_markdown,
 )
+from tasks.core.catalog.base import Candidate
+from tasks.core.catalog.license_ids import normalise
+from tasks.core.config.audit import Approval, LicensePolicy
+from tasks.core.config.data import DataSpec
 
 MODEL = "model:acme/widget"
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -332,7 +333,7 @@ def test_audit_record_to_dict_and_markdown(policy):
 
 
 def test_shipped_policy_allows_the_quickstart():
-    from tasks.core.config_loader import load_config
+    from tasks.core.config.loader import load_config
 
     experiment = REPO_ROOT / "configs/experiments/sst2-minilm-lora.yaml"
     loaded = load_config(experiment)

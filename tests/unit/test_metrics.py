@@ -17,9 +17,9 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from tasks.core import metrics
-from tasks.core.config_loader import ConfigError
-from tasks.core.eval_config import LOCAL_METRICS
+from tasks.core.config.evaluation import LOCAL_METRICS
+from tasks.core.errors import ConfigError
+from tasks.core.evaluation import metrics
 
 RNG = np.random.default_rng(0)
 REFS = RNG.integers(0, 3, 200).tolist()

@@ -12,8 +12,7 @@ import torch
 from huggingface_hub import hf_hub_download, scan_cache_dir
 from safetensors.torch import load_file
 
-from tasks.core.mirror import (
-    MirrorError,
+from tasks.core.catalog.mirror import (
     blob_id,
     content_revision,
     import_folder,
@@ -21,6 +20,7 @@ from tasks.core.mirror import (
     resolve_revision,
     snapshot_path,
 )
+from tasks.core.errors import MirrorError
 
 SHA1 = re.compile(r"^[0-9a-f]{40}$")
 REPO = "test-org/tiny-bert"

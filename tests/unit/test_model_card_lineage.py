@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tasks.core import model_card
-from tasks.core.config import GateSpec, RegistrySpec
-from tasks.core.eval_report import EvalReport, ModelScores, SliceFigure
-from tasks.core.gates import decide
-from tasks.core.lineage import LineageError, parse_ref
-from tasks.core.registry import MAX_DESCRIPTION, description_of
+from tasks.core.config.evaluation import GateSpec
+from tasks.core.config.experiment import RegistrySpec
+from tasks.core.errors import LineageError
+from tasks.core.evaluation.gates import decide
+from tasks.core.evaluation.report import EvalReport, ModelScores, SliceFigure
+from tasks.core.registry import model_card
+from tasks.core.registry.lineage import parse_ref
+from tasks.core.registry.versions import MAX_DESCRIPTION, description_of
 
 TAGS = {
     "base_repo_id": "org/base",

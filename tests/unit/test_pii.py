@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.core.config import PII_KINDS, PiiSpec
-from tasks.core.data import load_prepared, prepare
-from tasks.core.pii import find_pii, redact, scan
+from tasks.core.config.data import PII_KINDS, PiiSpec
+from tasks.core.data.pii import find_pii, redact, scan
+from tasks.core.data.prepare import load_prepared, prepare
 from tests.unit.data_fixtures import EVAL, TRAIN, fired, spec_for, write_split
 
 FOUND = [

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core.catalog import Candidate, FileHash, MirrorCatalog
-from tasks.core.config import SupplyChainPolicy
-from tasks.core.mirror import import_folder
-from tasks.core.supply_chain import (
+from tasks.core.audit.supply_chain import (
     RepoFacts,
     card_excerpt,
     find_secrets,
@@ -15,6 +12,9 @@ from tasks.core.supply_chain import (
     judge_repo,
     scanned_files,
 )
+from tasks.core.catalog.base import Candidate, FileHash
+from tasks.core.catalog.mirror import MirrorCatalog, import_folder
+from tasks.core.config.audit import SupplyChainPolicy
 
 SECRET_CASES = [
     pytest.param("token = hf_" + "a1B2" * 9, "Hugging Face token", id="hf"),

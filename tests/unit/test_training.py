@@ -7,12 +7,12 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
 
-from tasks.core.checkpoints import list_checkpoints
-from tasks.core.mirror import import_folder
-from tasks.core.modeling import ModelRef
+from tasks.core.catalog.mirror import import_folder
+from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.tracking import client, ensure_experiment
-from tasks.core.train_config import LoraSpec, TrainSpec
-from tasks.core.training import ADAPTER_ARTIFACT, fine_tune, job_dir
+from tasks.core.training.checkpoints import list_checkpoints
+from tasks.core.training.modeling import ModelRef
+from tasks.core.training.run import ADAPTER_ARTIFACT, fine_tune, job_dir
 from tests.tiny import build_tiny_llama, sentiment_rows, sft_rows
 
 LABELS = ["negative", "positive"]

@@ -11,8 +11,9 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 
-from flows.train_deployment import TrainingStageFailed, deployment_name, train_stage
-from tasks.core.config import TrainSpec
+from flows.train_deployment import deployment_name, train_stage
+from tasks.core.config.train import TrainSpec
+from tasks.core.errors import TrainingStageFailed
 from tests.flows.conftest import mirrored  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

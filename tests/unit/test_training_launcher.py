@@ -12,17 +12,18 @@ import psutil
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from tasks.core.checkpoints import list_checkpoints, read_state
-from tasks.core.launcher import TrainingProcessFailed, TrainJob, command, cpu_processes, launch
-from tasks.core.mirror import import_folder
+from tasks.core.catalog.mirror import import_folder
+from tasks.core.config.train import LoraSpec, TrainSpec
+from tasks.core.errors import TrainingProcessFailed
 from tasks.core.tracking import client, ensure_experiment
-from tasks.core.train_config import LoraSpec, TrainSpec
-from tasks.core.training import job_dir
+from tasks.core.training.checkpoints import list_checkpoints, read_state
+from tasks.core.training.launcher import TrainJob, command, cpu_processes, launch
+from tasks.core.training.run import job_dir
 from tests.tiny import sentiment_rows
 
 
 def test_child_command_per_hardware():
-    module = ["-m", "tasks.core.launcher", "job.json"]
+    module = ["-m", "tasks.core.training.launcher", "job.json"]
     assert command(Path("job.json"), gpus=0) == [sys.executable, *module]
     assert command(Path("job.json"), gpus=1, cpu_procs=4) == [sys.executable, *module]
     multi_gpu = command(Path("job.json"), gpus=4)
@@ -73,7 +74,7 @@ def test_sigterm_saves_the_current_step_and_stops(home, tiny_bert_dir, tmp_path)
             (child,) = [
                 p
                 for p in psutil.Process().children(recursive=True)
-                if "tasks.core.launcher" in " ".join(p.cmdline())
+                if "tasks.core.training.launcher" in " ".join(p.cmdline())
             ]
             child.send_signal(signal.SIGTERM)
             signalled.append(event.step)

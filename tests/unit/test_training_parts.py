@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.core import checkpoints
-from tasks.core.batching import epoch_batches, make_collator
-from tasks.core.sft import IGNORE, encode_pair, tokenize_sft
-from tasks.core.train_config import LoraSpec, TrainingInputError, TrainSpec
-from tasks.core.train_loop import CAUSAL_FORWARD, mixed_precision, plan_steps
+from tasks.core.config.train import LoraSpec, TrainSpec
+from tasks.core.errors import TrainingInputError
+from tasks.core.training import checkpoints
+from tasks.core.training.batches import epoch_batches, make_collator
+from tasks.core.training.loop import CAUSAL_FORWARD, mixed_precision, plan_steps
+from tasks.core.training.sft import IGNORE, encode_pair, tokenize_sft
 from tests.tiny import build_tiny_llama
 
 
@@ -68,7 +69,7 @@ def test_step_budget(spec, batches, expected):
 
 
 def test_every_process_takes_a_share_of_each_micro_batch():
-    from tasks.core.train_loop import shard
+    from tasks.core.training.loop import shard
 
     assert [shard(list(range(5)), r, 2) for r in (0, 1)] == [([0, 2, 4], True), ([1, 3], True)]
     assert shard([7], 1, 2) == ([7], False)  # nothing left: re-read one example, weight 0
@@ -80,7 +81,7 @@ def test_every_process_takes_a_share_of_each_micro_batch():
 def test_target_modules_are_inferred_or_checked(tiny_bert_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
-    from tasks.core.modeling import add_lora, infer_target_modules
+    from tasks.core.training.modeling import add_lora, infer_target_modules
 
     bert = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
     assert infer_target_modules(bert) == ["query", "value"]
@@ -96,7 +97,7 @@ def test_target_modules_are_inferred_or_checked(tiny_bert_dir, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="QLoRA does run here")
 def test_qlora_without_a_gpu_is_refused_clearly():
-    from tasks.core.modeling import quantization_config
+    from tasks.core.training.modeling import quantization_config
 
     assert quantization_config(LoraSpec()) is None
     with pytest.raises(TrainingInputError, match="4bit needs a CUDA GPU"):

@@ -17,12 +17,14 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
 
-from tasks.core.checkpoints import list_checkpoints, read_state
-from tasks.core.launcher import REPO_ROOT, TrainingProcessFailed, TrainJob, launch
-from tasks.core.mirror import import_folder
+from tasks.core.catalog.mirror import import_folder
+from tasks.core.config.train import LoraSpec, TrainSpec
+from tasks.core.errors import TrainingProcessFailed
+from tasks.core.home import REPO_ROOT
 from tasks.core.tracking import client, ensure_experiment
-from tasks.core.train_config import LoraSpec, TrainSpec
-from tasks.core.training import ADAPTER_ARTIFACT, fine_tune, job_dir
+from tasks.core.training.checkpoints import list_checkpoints, read_state
+from tasks.core.training.launcher import TrainJob, launch
+from tasks.core.training.run import ADAPTER_ARTIFACT, fine_tune, job_dir
 from tests.tiny import build_tiny_bert, build_tiny_llama, sentiment_rows, sft_rows
 
 LABELS = ["negative", "positive"]
@@ -103,7 +105,7 @@ def test_two_processes_train_what_one_process_trains(home, models, tmp_path, tas
     assert result.steps == 8  # ceil(7 micro-batches / 2) x 2 epochs
 
     one = job(home, task, models[task], data, spec, "one")
-    from tasks.core.modeling import ModelRef
+    from tasks.core.training.modeling import ModelRef
 
     fine_tune(
         ModelRef(one.repo_id, one.revision), data, list(one.labels), LoraSpec(**one.lora), spec,

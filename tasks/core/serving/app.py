@@ -16,16 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from tasks.core.canary_config import ServingSpec
-from tasks.core.serving.metrics import ServiceMetrics
-from tasks.core.serving.models import ModelHolder, NotReady
-from tasks.core.serving.schemas import (
-    PredictionLog,
-    Rejected,
-    parse_feedback,
-    parse_predict,
-    read_body,
-)
+from tasks.core.config.canary import ServingSpec
+from tasks.core.errors import RequestRejected, ServiceNotReady
+from tasks.core.serving.models import ModelHolder
+from tasks.core.serving.schemas import PredictionLog, parse_feedback, parse_predict, read_body
+from tasks.core.serving.telemetry import ServiceMetrics
 
 
 def create_app(holder: ModelHolder) -> FastAPI:
@@ -47,8 +42,8 @@ def create_app(holder: ModelHolder) -> FastAPI:
     )
     app.state.holder = holder
 
-    @app.exception_handler(Rejected)
-    async def rejected(request: Request, exc: Rejected) -> JSONResponse:
+    @app.exception_handler(RequestRejected)
+    async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
         metrics.rejected.labels(exc.reason).inc()
         return JSONResponse({"error": exc.message, "reason": exc.reason}, status_code=exc.status)
 
@@ -76,8 +71,8 @@ def create_app(holder: ModelHolder) -> FastAPI:
         key = body.key or request.headers.get("x-request-key") or request_id
         try:
             model, role = holder.pick(key)
-        except NotReady as exc:
-            raise Rejected(503, "not_ready", str(exc)) from None
+        except ServiceNotReady as exc:
+            raise RequestRejected(503, "not_ready", str(exc)) from None
         started = time.perf_counter()
         version = model.version
         metrics.requests.labels(version).inc()
@@ -157,7 +152,7 @@ def create_app(holder: ModelHolder) -> FastAPI:
                 correct = "true" if shadow_label == outcome.label else "false"
                 metrics.feedback.labels(shadow_version, correct).inc()
         if not accepted:
-            raise Rejected(
+            raise RequestRejected(
                 404, "unknown_id", f"no recent prediction with id {', '.join(unknown[:5])}"
             )
         return JSONResponse({"accepted": accepted, "unknown": unknown})

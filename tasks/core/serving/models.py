@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from tasks.core.canary_config import ServingSpec
-from tasks.core.serving.batching import MicroBatcher, PredictFn
-from tasks.core.serving.metrics import ServiceMetrics
+from tasks.core.config.canary import ServingSpec
+from tasks.core.errors import ServiceNotReady
+from tasks.core.serving.batcher import MicroBatcher, PredictFn
 from tasks.core.serving.routing import to_challenger
+from tasks.core.serving.telemetry import ServiceMetrics
 
 log = logging.getLogger("loraflow.serving")
 # Registered-model tag holding the challenger's share (percent) while a canary runs.
@@ -78,10 +79,6 @@ class ServedModel:
     version: str
     batcher: MicroBatcher
     inflight: int = 0
-
-
-class NotReady(RuntimeError):
-    """No champion is loaded (yet)."""
 
 
 class ModelHolder:
@@ -196,7 +193,7 @@ class ModelHolder:
     def pick(self, key: str) -> tuple[ServedModel, str]:
         """The version this key is routed to, counted in (call ``release`` when answered)."""
         if self.champion is None:
-            raise NotReady("no champion loaded yet")
+            raise ServiceNotReady("no champion loaded yet")
         if self.challenger is not None and to_challenger(key, self.percent):
             model, role = self.challenger, "challenger"
         else:

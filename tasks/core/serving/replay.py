@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tasks.core.canary_config import ReplaySpec
+from tasks.core.config.canary import ReplaySpec
 
 FEEDBACK_CHUNK = 64
 EVAL_SPLITS = ("eval", "validation", "test")

@@ -12,10 +12,11 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from tasks.core.canary_config import ServingSpec
+from tasks.core.config.canary import ServingSpec
+from tasks.core.errors import PortInUse
 from tasks.core.serving.app import create_app
-from tasks.core.serving.metrics import ServiceMetrics
 from tasks.core.serving.models import Loader, ModelHolder, pyfunc_loader, read_registry
+from tasks.core.serving.telemetry import ServiceMetrics
 
 LOOPBACK = "127.0.0.1"
 
@@ -31,8 +32,26 @@ def build_service(
     return create_app(holder)
 
 
-def serve_foreground(app: FastAPI, host: str = LOOPBACK, port: int = 8080) -> None:
-    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="on")
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on host:port, or PortInUse naming the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP (this one's is 0);
+    # without it every keep-alive response waits ~40 ms for the client's delayed ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}; use --port") from None
+    return sock
+
+
+def serve_foreground(app: FastAPI, sock: socket.socket) -> None:
+    """Serve on an already bound socket until Ctrl-C / SIGTERM."""
+    config = uvicorn.Config(app, log_level="info", lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 class BackgroundServer:
@@ -44,12 +63,7 @@ class BackgroundServer:
 
     def __init__(self, app: FastAPI, host: str = LOOPBACK):
         self.app = app
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP (this one's is 0);
-        # without it every keep-alive response waits ~40 ms for the client's delayed ACK.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.bind((host, 0))
+        self.sock = bind(host, 0)
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
         self.server = uvicorn.Server(config)

@@ -13,17 +13,10 @@ from collections import OrderedDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import Request
 
-from tasks.core.canary_config import ServingSpec
+from tasks.core.config.canary import ServingSpec
+from tasks.core.errors import RequestRejected
 
 MAX_KEY_CHARS = 256
-
-
-class Rejected(Exception):
-    """A request refused before it reaches a model; never a model error."""
-
-    def __init__(self, status: int, reason: str, message: str):
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
 
 
 class _Body(BaseModel):
@@ -78,7 +71,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 past ``limit`` bytes (read on to a cap, so the client sees
     the answer rather than a reset connection)."""
     declared = request.headers.get("content-length")
-    too_large = Rejected(413, "body_too_large", f"request body exceeds {limit} bytes")
+    too_large = RequestRejected(413, "body_too_large", f"request body exceeds {limit} bytes")
     if declared and declared.isdigit() and int(declared) > 64 * limit:
         raise too_large
     size, chunks = 0, []
@@ -97,9 +90,9 @@ def _parse(model: type[_Body], body: bytes):
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Rejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        raise RequestRejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise Rejected(
+        raise RequestRejected(
             422, "invalid_input", f"body must be a JSON object, got {type(data).__name__}"
         )
     try:
@@ -109,22 +102,24 @@ def _parse(model: type[_Body], body: bytes):
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "body"
             parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-        raise Rejected(422, "invalid_input", "; ".join(parts)) from None
+        raise RequestRejected(422, "invalid_input", "; ".join(parts)) from None
 
 
 def parse_predict(body: bytes, spec: ServingSpec) -> PredictBody:
     request = _parse(PredictBody, body)
     texts = request.items
     if not texts:
-        raise Rejected(422, "empty_text", "'texts' is empty: send at least one text")
+        raise RequestRejected(422, "empty_text", "'texts' is empty: send at least one text")
     if len(texts) > spec.max_texts:
-        raise Rejected(422, "too_many_texts", f"{len(texts)} texts; at most {spec.max_texts}")
+        raise RequestRejected(
+            422, "too_many_texts", f"{len(texts)} texts; at most {spec.max_texts}"
+        )
     for i, text in enumerate(texts):
         where = "text" if request.text is not None else f"texts[{i}]"
         if not text.strip():
-            raise Rejected(422, "empty_text", f"{where} is empty or whitespace only")
+            raise RequestRejected(422, "empty_text", f"{where} is empty or whitespace only")
         if len(text) > spec.max_text_chars:
-            raise Rejected(
+            raise RequestRejected(
                 422,
                 "text_too_long",
                 f"{where} has {len(text)} characters; at most {spec.max_text_chars}",

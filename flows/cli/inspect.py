@@ -1,0 +1,111 @@
+"""``loraflow status`` / ``models`` / ``lineage`` / ``ui``: what the stores hold, read only."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from flows.cli.output import console
+from tasks.core.errors import BadInput
+from tasks.core.home import Home, apply_env
+
+
+def print_ui_help(home: Home) -> None:
+    console.print(
+        "\nInspect this state:\n"
+        f"  Prefect UI: PREFECT_HOME={home.prefect_home} prefect server start"
+        "  -> http://127.0.0.1:4200\n"
+        f"  MLflow UI:  mlflow ui --backend-store-uri {home.tracking_uri} --port 5000"
+        "  -> http://127.0.0.1:5000",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def ui() -> None:
+    """Print how to open the Prefect and MLflow UIs on the embedded state."""
+    print_ui_help(apply_env())
+
+
+def status(
+    limit: Annotated[int, typer.Option(help="How many recent flow runs to show.")] = 5,
+) -> None:
+    """Recent flow runs with their task states (Prefect) and registered models (MLflow)."""
+    home = apply_env()
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
+
+    from tasks.core.tracking import client
+
+    with get_client(sync_client=True) as prefect:
+        for run in prefect.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=limit):
+            tasks = prefect.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=100,
+            )
+            states = ", ".join(f"{t.name.split(' ', 1)[0]}={t.state_name}" for t in tasks)
+            console.print(
+                f"flow run {run.name}: {run.state_name}, {len(tasks)} task runs ({states})",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if home.mlflow_db.exists() or not home.tracking_uri.startswith("sqlite"):
+        for model in client(home.tracking_uri).search_registered_models():
+            aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items()))
+            console.print(
+                f"model {model.name}: latest v{max(int(v.version) for v in model.latest_versions)}"
+                f", aliases {aliases or '(none)'}",
+                highlight=False,
+            )
+
+
+def registry_client():
+    """The home's MLflow client, or exit 2 when nothing was ever recorded there."""
+    home = apply_env()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr clean
+    if home.tracking_uri.startswith("sqlite") and not home.mlflow_db.exists():
+        raise BadInput(f"{home.mlflow_db}: no MLflow state yet; run a pipeline first")
+    from tasks.core.tracking import client
+
+    return client(home.tracking_uri)
+
+
+def models_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+) -> None:
+    """Versions of a registered model: aliases, gate figures, promotion; refused candidates."""
+    mlc = registry_client()
+    from flows.cli.registry_views import models_table, refused_table
+    from tasks.core.registry.lineage import versions
+
+    rows, refused = versions(mlc, name)
+    console.print(models_table(name, rows))
+    if refused:
+        console.print(refused_table(refused))
+
+
+def lineage_command(
+    ref: Annotated[
+        str, typer.Argument(help="NAME@ALIAS (e.g. my-model@champion) or NAME@VERSION.")
+    ],
+    config: Annotated[
+        bool, typer.Option("--config/--no-config", help="Print the resolved config too.")
+    ] = True,
+) -> None:
+    """The full chain behind a version, from MLflow alone: model, data, config, verdicts, gates."""
+    mlc = registry_client()
+    from flows.cli.registry_views import lineage_view
+    from tasks.core.registry.lineage import collect
+
+    console.print(lineage_view(collect(mlc, ref), show_config=config))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
+    app.command()(ui)
+    app.command("models")(models_command)
+    app.command("lineage")(lineage_command)

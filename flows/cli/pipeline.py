@@ -1,0 +1,125 @@
+"""``loraflow run`` / ``validate`` / ``validate-data`` / ``quickstart`` / ``config-reference``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from flows.cli.inspect import print_ui_help
+from flows.cli.output import console, error_line
+from tasks.core.errors import ConfigError, DataValidationFailed
+from tasks.core.home import QUICKSTART_CONFIG, apply_env
+
+
+def load(config: Path):
+    """The validated config (every error is one line, exit 2, before Prefect starts)."""
+    from tasks.core.config.loader import load_config
+
+    return load_config(config)
+
+
+def validate(configs: Annotated[list[Path], typer.Argument(help="YAML files to check.")]) -> None:
+    """Check config and policy files without running anything."""
+    from tasks.core.config.loader import validate_file
+
+    failed = None
+    for path in configs:
+        try:
+            console.print(f"[green]ok[/] {path}: {validate_file(path)}", highlight=False)
+        except ConfigError as exc:
+            error_line(str(exc))
+            failed = exc
+    if failed is not None:
+        raise typer.Exit(failed.exit_code)
+
+
+def run(
+    config: Annotated[
+        Path, typer.Argument(help="Experiment YAML, e.g. configs/experiments/NAME.yaml.")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Recompute every stage; ignore cached results.")
+    ] = False,
+) -> None:
+    """Run the finetune pipeline for one experiment config."""
+    home = apply_env()
+    load(config)  # fail fast, before Prefect starts
+    from flows.finetune import finetune
+    from tasks.core.training.run import peak_rss_mb
+
+    started = time.time()
+    summary = finetune(config_path=str(config.resolve()), force=force)
+    console.print(f"\n[bold green]pipeline finished[/] in {time.time() - started:.0f} s")
+    training_mb = summary.pop("train_peak_rss_mb", 0)
+    summary["peak memory"] = (
+        f"pipeline process {peak_rss_mb():.0f} MB; training {training_mb:.0f} MB "
+        "(all its processes together; 0 when cached)"
+    )
+    for key, value in summary.items():
+        console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
+    print_ui_help(home)
+
+
+def validate_data_command(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose data section is checked.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Recompute; ignore cached results.")
+    ] = False,
+) -> None:
+    """Run only data validation (model resolved as in `run`); exit 2 when a check fails."""
+    apply_env()
+    load(config)
+    from flows.validate_data import validate_data_only
+
+    try:
+        report = validate_data_only(config_path=str(config.resolve()), force=force)
+    except DataValidationFailed as exc:
+        if exc.report is not None:
+            console.print(data_report_table(exc.report))
+        raise
+    console.print(data_report_table(report))
+    console.print(f"prepared: {report.prepared_path}", highlight=False, soft_wrap=True)
+
+
+def data_report_table(report):
+    from rich.table import Table
+
+    colours = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+    table = Table(title=f"data validation: {report.summary()}", title_justify="left")
+    for column in ("check", "split", "figure", "threshold", "verdict", "examples"):
+        table.add_column(column, no_wrap=column != "threshold")
+    table.add_column("detail", overflow="fold", ratio=1)
+    for row in report.table_rows():
+        cells = [Text(value) for value in row.values()]
+        cells[4].stylize(colours[row["verdict"]])
+        table.add_row(*cells)
+    return table
+
+
+def quickstart(
+    force: Annotated[bool, typer.Option("--force", help="Recompute every stage.")] = False,
+) -> None:
+    """Seed the mirror with the packaged all-MiniLM-L6-v2, then run the SST-2 quickstart."""
+    from flows.cli.hub import seed_minilm
+
+    seed_minilm()
+    run(QUICKSTART_CONFIG, force)
+
+
+def config_reference() -> None:
+    """Print the configuration reference (Markdown) generated from the schema."""
+    from tasks.core.config.reference import render
+
+    print(render(), end="")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command()(run)
+    app.command("validate-data")(validate_data_command)
+    app.command()(quickstart)
+    app.command("config-reference")(config_reference)

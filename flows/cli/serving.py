@@ -1,0 +1,123 @@
+"""``loraflow serve``, ``loraflow promote`` and ``loraflow rollback``: the serving side of the
+CLI, registered on the main app by ``flows/cli/app.py``.
+
+As there, the state home's environment is applied before Prefect or MLflow is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.output import console, warning_line
+from tasks.core.errors import BadInput, RollbackImpossible
+from tasks.core.home import CANARY_POLICY, apply_env
+
+
+def _policy(path: Path):
+    from tasks.core.config.loader import load_canary_policy
+
+    return load_canary_policy(path)
+
+
+def serve_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; loopback by default (no authentication).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    policy: Annotated[
+        Path, typer.Option(help="Canary policy YAML whose `serving` section applies.")
+    ] = CANARY_POLICY,
+    challenger_percent: Annotated[
+        float | None,
+        typer.Option(help="Challenger share while no canary sets one (default: the policy's)."),
+    ] = None,
+) -> None:
+    """Serve NAME@champion and NAME@challenger over HTTP (FastAPI + uvicorn), in the foreground."""
+    home = apply_env()
+    spec = _policy(policy).serving
+    if challenger_percent is not None:
+        if not 0 <= challenger_percent <= 100:
+            raise BadInput(f"--challenger-percent {challenger_percent}: use 0..100")
+        spec = spec.model_copy(update={"challenger_percent": challenger_percent})
+    from tasks.core.serving.runner import bind, build_service, serve_foreground
+
+    sock = bind(host, port)  # a taken port fails here, in one line, before any model loads
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        warning_line(f"binding {host}: the service has no authentication")
+    console.print(
+        f"serving {name}@champion (+ challenger) from {home.tracking_uri} on http://{host}:{port}"
+        "  (POST /predict, /feedback; GET /healthz, /readyz, /metrics)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    serve_foreground(build_service(name, spec, home.tracking_uri), sock)
+
+
+def promote_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[
+        str | None, typer.Option(help="Version to promote (default: the challenger alias).")
+    ] = None,
+    policy: Annotated[Path, typer.Option(help="Canary policy YAML.")] = CANARY_POLICY,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Examples to replay: a prepared dataset folder or JSONL of text/label "
+            "(default: the version's own eval split)."
+        ),
+    ] = None,
+    service_url: Annotated[
+        str | None,
+        typer.Option(help="A running `loraflow serve` to canary on (default: start one)."),
+    ] = None,
+) -> None:
+    """Run the promotion flow: canary the challenger against the champion; exit 3 on rollback."""
+    apply_env()
+    _policy(policy)  # fail fast, before Prefect starts
+    from flows.promote import promotion
+
+    decision = promotion(
+        model_name=name,
+        version=version,
+        policy_path=str(policy.resolve()),
+        replay_path=str(data.resolve()) if data else None,
+        service_url=service_url,
+    )
+    console.print(f"{decision.action}: {decision.reason}", highlight=False, soft_wrap=True)
+
+
+def rollback_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: Annotated[
+        str, typer.Option(help="Why, recorded on the demoted version.")
+    ] = "rolled back by hand",
+) -> None:
+    """Restore the previous-champion alias as champion (undo the last canary promotion)."""
+    from datetime import UTC, datetime
+
+    home = apply_env()
+    from mlflow.exceptions import MlflowException
+
+    from tasks.core.promotion.canary_io import manual_rollback
+    from tasks.core.tracking import client
+
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        restored, demoted = manual_rollback(client(home.tracking_uri), name, reason, when)
+    except MlflowException as exc:  # no such registered model
+        raise RollbackImpossible(exc.message) from None
+    console.print(
+        f"{name}: champion restored to v{restored}" + (f" (was v{demoted})" if demoted else ""),
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``promote`` and ``rollback`` to the ``loraflow`` app."""
+    app.command("serve")(serve_command)
+    app.command("promote")(promote_command)
+    app.command("rollback")(rollback_command)

@@ -1,0 +1,407 @@
+"""``loraflow up`` / ``down`` / ``deploy`` / ``emit-event``: the local stack and deployments.
+
+``up`` runs what Prefect and MLflow users already run by hand (``prefect server start``,
+``mlflow server``, ``prefect worker start``) as child processes on the embedded state, waits
+until each answers, and stops them all on Ctrl-C or ``loraflow down``. The plan (argv, env,
+ports, URLs) comes from ``tasks.core.ops.stack``; this module only starts, watches and stops.
+``deploy`` registers the finetune flow per experiment with the config's schedule and event
+triggers, so retraining runs on a cadence or when data lands, through a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.output import console, err
+from tasks.core.errors import EXIT_BAD_INPUT, BadInput, StackError
+from tasks.core.home import REPO_ROOT, Home, apply_env
+from tasks.core.ops import stack
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def _start(spec: stack.ProcessSpec, cwd: Path) -> subprocess.Popen:
+    spec.log.parent.mkdir(parents=True, exist_ok=True)
+    with spec.log.open("ab") as log:
+        # A session of its own: Ctrl-C in the terminal reaches ``up`` only, which then stops
+        # the children in order; and a detached stack outlives the command that started it.
+        return subprocess.Popen(
+            spec.argv,
+            env=spec.env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def log_tail(path: Path | str, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _wait_http(spec: stack.ProcessSpec, proc: subprocess.Popen, deadline: float) -> None:
+    import httpx
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{spec.name} exited with {proc.returncode}", spec.log)
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(spec.health_url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise StackError(f"{spec.name} did not answer {spec.health_url} in time", spec.log)
+
+
+def prefect_client(api: str):
+    """A sync Prefect client on ``api``, whatever settings this process was started with."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    @contextlib.contextmanager
+    def opened():
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            yield client
+
+    return opened()
+
+
+def ensure_pools(api: str, pools: tuple[str, ...] = stack.POOLS) -> None:
+    """Create the process work pools that are missing; existing pools are left as they are."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    with prefect_client(api) as client:
+        for pool in pools:
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(
+                    WorkPoolCreate(
+                        name=pool,
+                        type="process",
+                        base_job_template=template,
+                        description=f"loraflow {pool} pool (local process worker)",
+                    )
+                )
+
+
+def _wait_worker(api: str, pool: str, proc: subprocess.Popen, log: Path, deadline: float):
+    name = stack.worker_name(pool)
+    with prefect_client(api) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StackError(f"worker-{pool} exited with {proc.returncode}", log)
+            workers = client.read_workers_for_work_pool(pool, offset=0, limit=50)
+            if any(
+                w.name == name and str(getattr(w.status, "value", w.status)) == "ONLINE"
+                for w in workers
+            ):
+                return
+            time.sleep(0.5)
+    raise StackError(f"worker-{pool} did not come online in time", log)
+
+
+def alive(started: stack.Started):
+    import psutil
+
+    try:
+        proc = psutil.Process(started.pid)
+        return proc if abs(proc.create_time() - started.create_time) < 1 else None
+    except psutil.Error:
+        return None
+
+
+def _stop(started: stack.Started, grace: float = 15.0) -> bool:
+    """SIGTERM the process group, SIGKILL what is left after ``grace`` s; True if it ran."""
+    if alive(started) is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(started.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and alive(started) is not None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(started.pid, os.WNOHANG)  # reap our own child so it stops existing
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(started.pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(started.pid, 0)
+    return True
+
+
+def stop_all(processes: tuple[stack.Started, ...]) -> list[str]:
+    """Stop in reverse start order (workers before the servers they report to)."""
+    return [f"{p.name} (pid {p.pid})" for p in reversed(processes) if _stop(p)]
+
+
+def _started(spec: stack.ProcessSpec, proc: subprocess.Popen) -> stack.Started:
+    import psutil
+
+    return stack.Started(spec.name, proc.pid, psutil.Process(proc.pid).create_time(), str(spec.log))
+
+
+def start_stack(
+    home: Home,
+    *,
+    host: str,
+    prefect_port: int,
+    mlflow_port: int,
+    pools: tuple[str, ...],
+    timeout: float,
+) -> stack.StackState:
+    """Start servers, create pools, start workers; on any failure stop what was started."""
+    urls, specs = stack.plan(
+        home, sys.executable, host=host, prefect_port=prefect_port,
+        mlflow_port=mlflow_port, pools=pools,
+    )  # fmt: skip
+    for port in (prefect_port, mlflow_port if urls.mlflow else None):
+        if port and stack.port_in_use(host, port):
+            raise StackError(
+                f"port {port} on {host} is in use: choose --prefect-port / --mlflow-port",
+                code=EXIT_BAD_INPUT,
+            )
+    servers = [s for s in specs if s.health_url]
+    workers = [s for s in specs if not s.health_url]
+    tracking = next(
+        (s.env["MLFLOW_TRACKING_URI"] for s in specs if "MLFLOW_TRACKING_URI" in s.env),
+        home.tracking_uri,
+    )
+    started: list[stack.Started] = []
+
+    def record(ready: bool = False) -> stack.StackState:
+        state = stack.StackState(urls.prefect, urls.mlflow, tracking, pools, tuple(started), ready)
+        stack.write_state(home, state)
+        return state
+
+    deadline = time.monotonic() + timeout
+    try:
+        running = [(spec, _start(spec, home.root)) for spec in servers]  # in parallel
+        started += [_started(spec, proc) for spec, proc in running]
+        record()
+        for spec, proc in running:
+            _wait_http(spec, proc, deadline)
+        ensure_pools(urls.prefect_api)
+        for spec, pool in zip(workers, pools, strict=True):
+            proc = _start(spec, REPO_ROOT)
+            started.append(_started(spec, proc))
+            record()
+            _wait_worker(urls.prefect_api, pool, proc, spec.log, deadline)
+    except BaseException:
+        stop_all(tuple(started))
+        stack.state_path(home).unlink(missing_ok=True)
+        raise
+    return record(ready=True)
+
+
+def _print_status(state: stack.StackState, detached: bool) -> None:
+    console.print("[bold green]loraflow stack is up[/]", highlight=False)
+    for line in stack.status_lines(state):
+        console.print("  " + line, highlight=False, soft_wrap=True)
+    hint = "loraflow down stops it" if detached else "Ctrl-C stops it"
+    console.print(
+        f"  next: loraflow deploy configs/experiments/NAME.yaml; {hint}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def up(
+    prefect_port: Annotated[
+        int, typer.Option(envvar="LORAFLOW_PREFECT_PORT", help="Prefect server (API + UI) port.")
+    ] = stack.DEFAULT_PREFECT_PORT,
+    mlflow_port: Annotated[
+        int, typer.Option(envvar="LORAFLOW_MLFLOW_PORT", help="MLflow server (UI) port.")
+    ] = stack.DEFAULT_MLFLOW_PORT,
+    host: Annotated[str, typer.Option(help="Interface the servers listen on.")] = (
+        stack.DEFAULT_HOST
+    ),
+    pool: Annotated[
+        list[str] | None,
+        typer.Option("--pool", help="Start a process worker for this pool (repeatable)."),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once up; stop with loraflow down.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for everything to answer.")] = (
+        180.0
+    ),
+) -> None:
+    """Start a Prefect server (UI), an MLflow server (UI) and a process worker on this state."""
+    home = apply_env()
+    pools = tuple(pool or ("cpu",))
+    unknown = [p for p in pools if p not in stack.POOLS]
+    if unknown:
+        raise BadInput(f"--pool {unknown[0]}: allowed pools are {', '.join(stack.POOLS)}")
+    existing = stack.read_state(home)
+    if existing and any(alive(p) for p in existing.processes):
+        console.print("a stack is already running on this home:", highlight=False)
+        for line in stack.status_lines(existing):
+            console.print("  " + line, highlight=False, soft_wrap=True)
+        return
+    console.print(f"starting Prefect, MLflow and {len(pools)} worker(s) on {home.root} ...")
+    signal.signal(signal.SIGTERM, _terminate)  # `kill PID` stops the stack like Ctrl-C does
+    state = start_stack(
+        home, host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
+        pools=pools, timeout=timeout,
+    )  # fmt: skip
+    _print_status(state, detach)
+    if detach:
+        return
+    try:
+        while all(alive(p) for p in state.processes):
+            time.sleep(1)
+        dead = [p for p in state.processes if not alive(p)]
+        err.print(f"{dead[0].name} stopped unexpectedly; log {dead[0].log}", highlight=False)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("\nstopping ...")
+    finally:
+        stopped = stop_all(state.processes)
+        stack.state_path(home).unlink(missing_ok=True)
+        console.print(f"stopped: {', '.join(stopped) or 'nothing left running'}")
+
+
+def down() -> None:
+    """Stop a stack started with ``loraflow up --detach``."""
+    home = Home.from_env()
+    state = stack.read_state(home)
+    if state is None:
+        console.print(f"no stack recorded under {home.root}")
+        return
+    stopped = stop_all(state.processes)
+    stack.state_path(home).unlink(missing_ok=True)
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}", highlight=False)
+
+
+def _api(home: Home) -> str:
+    api = stack.api_url(home)
+    if not api:
+        raise BadInput("no Prefect server: start one with `loraflow up` or set PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api  # for anything importing Prefect after this point
+    return api
+
+
+def deploy(
+    configs: Annotated[list[Path], typer.Argument(help="Experiment YAML files to deploy.")],
+) -> None:
+    """Register the finetune flow per experiment: cron schedule, work pool, event triggers."""
+    from tasks.core.config.loader import load_config
+
+    home = apply_env()
+    api = _api(home)
+    plans = [stack.deployment_plan(load_config(p).config, p, REPO_ROOT) for p in configs]
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ensure_pools(api)
+    ui = stack.StackUrls(api.removesuffix("/api"), None)
+    with temporary_settings({PREFECT_API_URL: api}):
+        for plan in plans:
+            deployment_id = _apply(plan)
+            cadence = f"cron '{plan.cron}' ({plan.timezone})" if plan.cron else "no schedule"
+            state = "" if plan.active or not plan.cron else ", paused"
+            events = ", ".join(t.event for t in plan.triggers) or "none"
+            console.print(
+                f"deployed {plan.full_name}: {cadence}{state}, pool {plan.work_pool}, "
+                f"triggers on {events}\n  {ui.deployment(str(deployment_id))}\n"
+                f"  run now: prefect deployment run '{plan.full_name}'",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def _apply(plan: stack.DeploymentPlan):
+    from prefect import flow
+    from prefect.events import DeploymentEventTrigger
+    from prefect.schedules import Cron
+
+    source = flow.from_source(source=str(REPO_ROOT), entrypoint=stack.ENTRYPOINT)
+    triggers = [
+        DeploymentEventTrigger(
+            name=t.name,
+            expect={t.event},
+            match={"prefect.resource.id": t.resource_id},
+            parameters=plan.parameters(force=t.force),
+        )
+        for t in plan.triggers
+    ]
+    schedules = [Cron(plan.cron, timezone=plan.timezone, active=plan.active)] if plan.cron else []
+    return source.deploy(
+        name=plan.name,
+        work_pool_name=plan.work_pool,
+        schedules=schedules,
+        triggers=triggers,
+        parameters=plan.parameters(),
+        description=plan.description,
+        tags=list(plan.tags),
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+
+
+def emit_event(
+    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(stack.EVENTS)}.")],
+    config: Annotated[Path, typer.Argument(help="Experiment YAML naming the dataset / model.")],
+    note: Annotated[str, typer.Option(help="Free text carried in the event payload.")] = "",
+) -> None:
+    """Emit a loraflow event (new data, drift, staleness) that deployment triggers act on."""
+    from tasks.core.config.loader import load_config
+
+    if kind not in stack.EVENTS:
+        raise BadInput(f"unknown event {kind!r}; allowed: {', '.join(stack.EVENTS)}")
+    home = apply_env()
+    cfg = load_config(config).config
+    api = _api(home)
+    resource = (
+        stack.dataset_resource(cfg.data.name)
+        if kind == "data.updated"
+        else stack.model_resource(cfg.registry.model_name)
+    )
+    event_id = _emit(api, stack.EVENTS[kind], resource, {"experiment": cfg.name, "note": note})
+    console.print(f"emitted {stack.EVENTS[kind]} on {resource} (id {event_id})", highlight=False)
+
+
+def _emit(api: str, event: str, resource_id: str, payload: dict) -> str:
+    import asyncio
+
+    from prefect.events import Event
+    from prefect.events.clients import get_events_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    message = Event(event=event, resource={"prefect.resource.id": resource_id}, payload=payload)
+
+    async def send() -> None:
+        async with get_events_client() as client:
+            await client.emit(message)
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        asyncio.run(send())
+    return str(message.id)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the stack commands to the ``loraflow`` CLI."""
+    app.command()(up)
+    app.command()(down)
+    app.command()(deploy)
+    app.command("emit-event")(emit_event)

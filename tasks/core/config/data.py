@@ -1,0 +1,202 @@
+"""The ``data`` section: where each split comes from, how texts are mapped, checked and cleaned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tasks.core.config.spec import Spec
+
+DATA_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet")
+
+
+class SplitSpec(Spec):
+    path: Path | None = Field(
+        None,
+        description="Data file, relative to the config file that names it (or set hub_id).",
+    )
+    format: Literal[DATA_FORMATS] | None = Field(  # type: ignore[valid-type]
+        None, description="File format; default: from the file suffix."
+    )
+    header: bool = Field(
+        True,
+        description="csv/tsv: the first line names the columns. Without a header the columns "
+        "are named by column_names, else '0', '1', ... in file order.",
+    )
+    column_names: tuple[str, ...] | None = Field(
+        None, description="Column names in file order for a csv/tsv file without header line."
+    )
+    hub_id: str | None = Field(
+        None,
+        description="Hugging Face dataset id (ORG/NAME) read from the local datasets cache "
+        "(HF_HOME; offline) instead of a file.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$",
+    )
+    hub_config: str | None = Field(None, description="Configuration (subset) of the Hub dataset.")
+    hub_split: str | None = Field(
+        None, description="Split of the Hub dataset to read (e.g. train, validation)."
+    )
+    text_column: str = Field(description="Column holding the input text in this file.")
+    label_column: str = Field(description="Column holding the label (class id or class name).")
+    max_samples: int | None = Field(
+        None, ge=1, description="Use a seeded random subset of this many rows (None: all rows)."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"data file not found: {path}")
+        return path
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SplitSpec:
+        if (self.path is None) == (self.hub_id is None):
+            raise ValueError("set exactly one of 'path' (a local file) and 'hub_id'")
+        if self.hub_id is not None:
+            if not self.hub_split:
+                raise ValueError(f"'hub_split' is required with hub_id {self.hub_id!r}")
+            return self
+        if self.format is None and self.path.suffix.lstrip(".").lower() not in DATA_FORMATS:
+            raise ValueError(
+                f"cannot tell the format of {self.path.name}: set 'format' to one of "
+                f"{', '.join(DATA_FORMATS)}"
+            )
+        if (not self.header or self.column_names) and self.resolved_format not in ("csv", "tsv"):
+            raise ValueError("'header' and 'column_names' apply to csv and tsv files only")
+        if self.column_names and self.header:
+            raise ValueError(
+                "'column_names' names the columns of a file without header: set header: false"
+            )
+        return self
+
+    @property
+    def resolved_format(self) -> str:
+        if self.hub_id is not None:
+            return "hub"
+        return self.format or self.path.suffix.lstrip(".").lower()
+
+    @property
+    def source(self) -> str:
+        """How messages name this split's data: the file name or hub_id[split]."""
+        return f"{self.hub_id}[{self.hub_split}]" if self.hub_id else self.path.name
+
+
+CheckSeverity = Literal["fail", "warn", "off"]
+PII_KINDS = ("email", "phone", "credit_card", "iban", "ip_address", "secret")
+
+
+class TextNormalization(Spec):
+    """Rewrites applied to every text before the checks, training and the fingerprint."""
+
+    unicode_form: Literal["NFC", "NFKC"] | None = Field(
+        None, description="Unicode normal form applied to every text (None: as written)."
+    )
+    lowercase: bool = Field(False, description="Lower-case every text.")
+    collapse_whitespace: bool = Field(
+        False, description="Replace every run of whitespace (tabs, newlines) by one space."
+    )
+
+
+class DataChecksSpec(Spec):
+    """Severity (fail / warn / off) and threshold of each data check; see docs/data-validation.md."""
+
+    column_types: CheckSeverity = Field(
+        "fail",
+        description="schema: a mapped column of the wrong type (warn: cast and go on). Missing "
+        "columns always fail: nothing can be prepared without them.",
+    )
+    empty_text: CheckSeverity = Field("fail", description="Empty or whitespace-only texts.")
+    labels: CheckSeverity = Field(
+        "fail", description="Labels that are no class name or id (warn/off: those rows dropped)."
+    )
+    label_set: CheckSeverity = Field(
+        "warn", description="Train and eval hold the same classes, every configured one."
+    )
+    class_balance: CheckSeverity = Field(
+        "warn", description="The rarest class of a split is below min_class_share."
+    )
+    min_class_share: float = Field(
+        0.05, ge=0, le=1, description="class_balance: smallest share allowed for a class."
+    )
+    duplicates: CheckSeverity = Field(
+        "warn", description="Rows repeating an earlier row's text and label exactly."
+    )
+    normalized_duplicates: CheckSeverity = Field(
+        "warn",
+        description="Rows repeating an earlier row's text and label once case, Unicode form, "
+        "punctuation and spacing are ignored (exact repeats not counted again).",
+    )
+    max_duplicate_share: float = Field(
+        0.0, ge=0, le=1, description="Share of a split's rows allowed to be duplicates."
+    )
+    conflicting_labels: CheckSeverity = Field(
+        "warn", description="The same (normalised) text with different labels in one split."
+    )
+    leakage: CheckSeverity = Field("fail", description="Eval texts found verbatim in train.")
+    normalized_leakage: CheckSeverity = Field(
+        "warn", description="Eval texts matching a train text only after normalisation."
+    )
+    max_leakage_share: float = Field(
+        0.0, ge=0, le=1, description="Share of eval rows allowed to overlap train."
+    )
+    token_lengths: CheckSeverity = Field(
+        "warn",
+        description="Share of texts longer than train.max_length tokens (the model's tokenizer).",
+    )
+    max_truncated_share: float = Field(
+        0.01, ge=0, le=1, description="token_lengths: share of texts allowed to be truncated."
+    )
+    report_lengths: tuple[int, ...] = Field(
+        (64, 128, 256, 512),
+        description="token_lengths: also report the share truncated at each of these lengths.",
+    )
+
+
+class PiiSpec(Spec):
+    """What personal data or secrets are looked for in the texts and what happens on a find."""
+
+    policy: Literal["fail", "redact", "warn", "off"] = Field(
+        "fail",
+        description="fail: stop the run; redact: replace each find by [KIND] in the prepared "
+        "data (recorded in the report); warn: report only; off: do not look.",
+    )
+    kinds: tuple[Literal[PII_KINDS], ...] = Field(  # type: ignore[valid-type]
+        PII_KINDS, description="What to look for."
+    )
+    phone_region: str = Field(
+        "US",
+        pattern=r"^[A-Z]{2}$",
+        description="Region (ISO 3166 code) of phone numbers written without +country code.",
+    )
+
+
+class DataSpec(Spec):
+    name: str = Field(description="Dataset name recorded in lineage (e.g. 'sst2').")
+    license: str | None = Field(
+        None, description="License the local data is published under (recorded in the audit)."
+    )
+    labels: tuple[str, ...] = Field(
+        min_length=2,
+        description="Class names in id order; integer labels in the files index this list.",
+    )
+    train: SplitSpec = Field(description="Training split and its column mapping.")
+    eval: SplitSpec = Field(description="Evaluation split and its column mapping.")
+    seed: int = Field(0, description="Seed of the subset sampling.")
+    normalize: TextNormalization = Field(
+        default_factory=TextNormalization,
+        description="Text normalisation (texts are always stripped of surrounding spaces).",
+    )
+    checks: DataChecksSpec = Field(
+        default_factory=DataChecksSpec, description="Data checks: severities and thresholds."
+    )
+    pii: PiiSpec = Field(default_factory=PiiSpec, description="PII and secrets policy.")
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("class names must be unique")
+        return labels

@@ -1,0 +1,8 @@
+"""Stage 3, data validation: load, map, check, fingerprint and save both splits.
+
+``prepare`` the stage (map columns and labels, run the checks, fingerprint, save the prepared
+``DatasetDict``); ``loading`` reads a split through ``datasets`` and maps its texts and labels;
+``checks`` one function per check, each a ``CheckResult`` with figure, threshold and rows;
+``report`` the results and the report they make; ``pii`` finds (and redacts) personal data and
+secrets; ``token_lengths`` what truncation with the audited model's tokenizer will cut off.
+"""

@@ -1,0 +1,135 @@
+"""Read one split through ``datasets``, and map its texts and labels to the common schema.
+
+Local files (csv / tsv / json / jsonl / parquet, with or without a header line) and Hub dataset
+ids go through ``datasets.load_dataset``; a Hub id is served offline from the local datasets
+cache (``HF_HOME``), exactly as after an online download. Each split loads on its own because
+splits may name their columns differently.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import unicodedata
+from pathlib import Path
+
+import datasets
+import pandas as pd
+from datasets import ClassLabel, Dataset, load_dataset
+from datasets.naming import camelcase_to_snakecase
+
+from tasks.core.config.data import SplitSpec, TextNormalization
+from tasks.core.errors import DataError
+
+
+def _load_hub(spec: SplitSpec) -> Dataset:
+    try:
+        return load_dataset(spec.hub_id, name=spec.hub_config, split=spec.hub_split)
+    except Exception as exc:  # ConnectionError offline, ValueError for an unknown split, ...
+        raise DataError(
+            f"{spec.source}: cannot load the Hub dataset from the local cache "
+            f"{datasets.config.HF_DATASETS_CACHE}: {exc}"
+        ) from exc
+
+
+def load_split(spec: SplitSpec) -> Dataset:
+    """The split's rows as they are in the source, columns untouched."""
+    if spec.hub_id is not None:
+        return _load_hub(spec)
+    fmt = spec.resolved_format
+    kwargs: dict = {}
+    if fmt in ("csv", "tsv"):
+        builder = "csv"
+        kwargs = {
+            "delimiter": "\t" if fmt == "tsv" else ",",
+            "quoting": csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
+            "keep_default_na": False,
+        }
+        if not spec.header:
+            kwargs["header"] = None
+            if spec.column_names:
+                kwargs["column_names"] = list(spec.column_names)
+    elif fmt in ("json", "jsonl"):
+        builder = "json"
+    else:
+        builder = "parquet"
+    try:
+        return load_dataset(builder, data_files=str(spec.path), split="train", **kwargs)
+    except Exception as exc:  # datasets raises many types for unreadable files
+        raise DataError(f"{spec.path}: cannot be read as {fmt}: {exc}") from exc
+
+
+def source_digest(spec: SplitSpec) -> str:
+    """What a cache key needs to notice a changed source: the file's bytes or the cache state."""
+    digest = hashlib.sha256()
+    if spec.path is not None:
+        with Path(spec.path).open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    namespace, _, name = (spec.hub_id or "").rpartition("/")
+    folder = "___".join(p for p in (namespace, camelcase_to_snakecase(name)) if p)
+    root = Path(datasets.config.HF_DATASETS_CACHE)
+    for path in sorted(root.glob(f"{folder}*/**/*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(
+                f"{path.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode()
+            )
+    return digest.hexdigest()
+
+
+def normalize_texts(values: pd.Series, spec: TextNormalization) -> pd.Series:
+    """Texts as trained on: None -> '', stripped, then the configured rewrites."""
+    texts = values.astype(object).where(values.notna(), "").astype(str)
+    if spec.unicode_form:
+        texts = texts.map(lambda t: unicodedata.normalize(spec.unicode_form, t))
+    if spec.collapse_whitespace:
+        texts = texts.str.replace(r"\s+", " ", regex=True)
+    if spec.lowercase:
+        texts = texts.str.lower()
+    return texts.str.strip()
+
+
+def comparison_keys(texts: pd.Series) -> pd.Series:
+    """The key near-duplicates and near-leakage compare: NFKC, case-folded, words only."""
+    keys = texts.map(lambda t: unicodedata.normalize("NFKC", t).casefold())
+    return keys.str.replace(r"[\W_]+", " ", regex=True).str.strip()
+
+
+def _label_id(value, index: dict[str, int], count: int) -> int | None:
+    if value is None or isinstance(value, bool) or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    if isinstance(value, int):
+        return value if 0 <= value < count else None
+    text = str(value).strip()
+    if text in index:
+        return index[text]
+    if text.lstrip("-").isdigit():
+        number = int(text)
+        return number if 0 <= number < count else None
+    return None
+
+
+def label_ids(values: pd.Series, names: list[str], feature=None) -> pd.Series:
+    """Class ids (nullable ints; NA where a value is no class) for ints, names or ClassLabel.
+
+    A ClassLabel column (Hub datasets) maps through its own names, so a source whose class
+    order differs from the config's still lands on the right ids.
+    """
+    index = {name: i for i, name in enumerate(names)}
+    values = values.astype(object)  # numpy scalars become Python ints, floats, bools
+    source = dict(enumerate(feature.names)) if isinstance(feature, ClassLabel) else {}
+    cache: dict = {}  # keyed by type too: True, 1 and 1.0 are equal dict keys
+    ids = []
+    for value in values:
+        key = (type(value), value)
+        if key not in cache:
+            named = value if isinstance(value, bool) or not source else source.get(value, value)
+            cache[key] = _label_id(named, index, len(names))
+        ids.append(cache[key])
+    return pd.Series(ids, index=values.index, dtype="Int64")

@@ -1,0 +1,7 @@
+"""Stage 5, evaluate and gate: score candidate, champion and base; decide by pure code.
+
+``scoring`` scores the models on one eval split (metrics, slices, golden cases); ``report`` the
+plain records of what was measured; ``gates`` the registration gate, a pure decision over a
+report and the configured gates; ``causal`` causal-LM scoring (loss, perplexity, a task
+metric); ``metrics/`` the project's metrics as local ``evaluate`` modules, loaded by path.
+"""

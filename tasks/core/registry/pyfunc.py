@@ -1,0 +1,53 @@
+"""The registered model: an MLflow pyfunc, text in, (label, score) out.
+
+Its artifacts are the adapter and the tokenizer; the base model is a reference (repo id +
+pinned revision) resolved through the Hugging Face cache at load time, so it loads offline
+from the local mirror and online from the Hub. (``mlflow.transformers`` can only reference a
+PEFT base by asking the Hub for its latest commit, which fails offline and would not pin what
+was audited.) cloudpickle records this class by its import path: moving it breaks every
+registered version, which is why ``tasks/core/registry/__init__.py`` keeps the old name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from tasks.core.home import Home
+
+PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.57", "peft>=0.17", "mlflow>=3.5", "pandas"]
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "text")]),
+    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+)
+
+
+class LoraClassifierModel(mlflow.pyfunc.PythonModel):
+    """pyfunc: text in, (label, score) out, from base repo@revision + the logged adapter."""
+
+    def load_context(self, context):
+        from tasks.core.training.modeling import load_classifier
+
+        # Inside a loraflow home, its mirror; elsewhere the standard Hugging Face cache.
+        cache = Home.from_env().hf_hub_cache if os.environ.get("LORAFLOW_HOME") else None
+        adapter = Path(context.artifacts["adapter"])
+        self.model, self.tokenizer, self.labels = load_classifier(adapter, cache)
+
+    def predict(self, context, model_input, params=None):
+        from tasks.core.training.modeling import predict_proba
+
+        if isinstance(model_input, pd.DataFrame):
+            column = "text" if "text" in model_input.columns else model_input.columns[0]
+            texts = model_input[column].astype(str).tolist()
+        else:
+            texts = [str(t) for t in model_input]
+        probs = predict_proba(self.model, self.tokenizer, texts, batch_size=64)
+        best = probs.argmax(axis=1)
+        return pd.DataFrame(
+            {"label": [self.labels[i] for i in best], "score": probs.max(axis=1).astype(float)}
+        )

@@ -1,0 +1,11 @@
+"""Stage 4, LoRA fine-tuning: resumable at any step, in one or several processes.
+
+``run`` trains (or resumes) into an MLflow run and uploads the adapter; ``loop`` the training
+loop itself, step by step; ``launcher`` runs it in a child process (torchrun across CPU cores,
+``accelerate launch`` across GPUs) and relays its progress; ``checkpoints`` the resumable
+state on disk and in the run's artifacts; ``batches`` length-grouped, dynamically padded or
+packed batches; ``sft`` prompt/response examples with the loss on the response; ``modeling``
+builds base + LoRA models from references (also used by evaluation and serving);
+``cpu_dropout`` a cheaper dropout for CPU; ``grad_sync`` one gradient exchange per step for
+CPU process groups; ``progress`` step events, batched MLflow metrics, the terminal bar, the plot.
+"""

@@ -1,0 +1,233 @@
+"""Run ``fine_tune`` in a child process and relay its progress to the parent (the Prefect task).
+
+Training in a child keeps the task alive when training dies: a CUDA OOM, a segfault in a
+kernel or the kernel's OOM killer ends the child, the task sees the exit status and raises,
+and Prefect's retry starts a new child that resumes from the last checkpoint. With more than
+one GPU the child is ``accelerate launch`` (one process per GPU, DDP). SIGTERM sent to the
+parent is forwarded, so the child checkpoints before it stops.
+
+Protocol, all files in the identity's job folder: ``job.json`` (what to train), ``events.jsonl``
+(one ``StepEvent`` per line, appended by rank 0), ``result.json`` or ``error.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tasks.core.config.train import LoraSpec, TrainSpec
+from tasks.core.errors import TrainingInputError, TrainingProcessFailed
+from tasks.core.home import REPO_ROOT
+from tasks.core.training.progress import StepEvent
+
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, as a shell reports it
+EXIT_BAD_INPUT = 2
+STOP_GRACE_S = 120  # time the child gets to write its SIGTERM checkpoint
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    repo_id: str
+    revision: str
+    prepared_path: str
+    labels: list[str]
+    lora: dict
+    train: dict
+    tracking_uri: str
+    run_id: str
+    work_dir: str
+    cache_dir: str | None
+    identity: str
+
+    @property
+    def folder(self) -> Path:
+        from tasks.core.training.run import job_dir
+
+        return job_dir(Path(self.work_dir), self.identity)
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+MIN_SHARE = 8  # examples of a micro-batch each CPU process should get, at least
+
+
+def cpu_processes(train: dict) -> int:
+    """How many single-threaded CPU processes train a job (see TrainSpec.cpu_processes)."""
+    if train.get("cpu_processes"):
+        return int(train["cpu_processes"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, int(train.get("batch_size", 1)) // MIN_SHARE))
+
+
+def command(job_file: Path, gpus: int, cpu_procs: int = 1) -> list[str]:
+    """The child's argv: plain Python, ``accelerate launch`` across GPUs, torchrun across cores."""
+    module = ["-m", "tasks.core.training.launcher", str(job_file)]
+    if gpus > 1:
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+        return [*launch, "--num_processes", str(gpus), *module]
+    if gpus == 0 and cpu_procs > 1:
+        run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        return [*run, "--nproc-per-node", str(cpu_procs), *module]
+    return [sys.executable, *module]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _tail(path: Path, offset: int, on_event: Callable[[StepEvent], None]) -> int:
+    """Hand every complete new line of ``path`` to ``on_event``; returns the new offset."""
+    if not path.exists():
+        return offset
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        chunk = handle.read()
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    for line in complete.splitlines():
+        on_event(StepEvent(**json.loads(line)))
+    return offset + len(complete)
+
+
+def launch(
+    job: TrainJob,
+    on_event: Callable[[StepEvent], None] = lambda event: None,
+    gpus: int | None = None,
+    poll_s: float = 0.25,
+):
+    """Train in a child process; returns its TrainResult or raises why it has none."""
+    from tasks.core.training.run import TrainResult
+
+    folder = job.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("events.jsonl", "result.json", "error.json"):
+        (folder / name).unlink(missing_ok=True)
+    job_file = folder / "job.json"
+    _write_json(job_file, asdict(job))
+    gpus = gpu_count() if gpus is None else gpus
+    procs = cpu_processes(job.train) if gpus == 0 else 1
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    if procs > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else procs
+        env["OMP_NUM_THREADS"] = str(max(1, cores // procs))
+    proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=env)
+    stopped = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+
+        def forward(signum, frame):
+            stopped.set()
+            proc.send_signal(signal.SIGTERM)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+    offset = 0
+    try:
+        while proc.poll() is None:
+            offset = _tail(folder / "events.jsonl", offset, on_event)
+            time.sleep(poll_s)
+        _tail(folder / "events.jsonl", offset, on_event)
+    finally:
+        if proc.poll() is None:  # the parent is failing (timeout, Ctrl-C): stop the child cleanly
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if stopped.is_set() and callable(previous):
+        previous(signal.SIGTERM, None)  # let the parent's own handler (Prefect's) run now
+    code = proc.returncode
+    if code == 0 and (folder / "result.json").is_file():
+        return TrainResult(**json.loads((folder / "result.json").read_text()))
+    error = {}
+    if (folder / "error.json").is_file():
+        error = json.loads((folder / "error.json").read_text())
+    if error.get("bad_input"):
+        raise TrainingInputError(error["message"])
+    why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    detail = f": {error['message']}" if error.get("message") else ""
+    raise TrainingProcessFailed(
+        f"training process {why}{detail}; a retry resumes from the last checkpoint"
+    )
+
+
+def run_job(job: TrainJob) -> int:
+    """The child's side: train, then write result.json or error.json; returns the exit status."""
+    from tasks.core.errors import Preempted
+    from tasks.core.tracking import client
+    from tasks.core.training.modeling import ModelRef
+    from tasks.core.training.run import fine_tune
+
+    folder = job.folder
+    main = os.environ.get("RANK", "0") == "0"
+    events = (folder / "events.jsonl").open("a") if main else None
+
+    def on_event(event: StepEvent) -> None:
+        if events is not None:
+            events.write(json.dumps(event.to_dict()) + "\n")
+            events.flush()
+
+    try:
+        result = fine_tune(
+            ModelRef(job.repo_id, job.revision),
+            job.prepared_path,
+            list(job.labels),
+            LoraSpec(**job.lora),
+            TrainSpec(**job.train),
+            client(job.tracking_uri),
+            job.run_id,
+            Path(job.work_dir),
+            Path(job.cache_dir) if job.cache_dir else None,
+            identity=job.identity,
+            on_event=on_event,
+        )
+    except Preempted as exc:
+        if main:
+            _write_json(folder / "error.json", {"message": str(exc), "preempted": True})
+        return EXIT_PREEMPTED
+    except TrainingInputError as exc:
+        if main:
+            _write_json(folder / "error.json", {"message": str(exc), "bad_input": True})
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        if main:
+            message = f"{type(exc).__name__}: {exc}"
+            _write_json(
+                folder / "error.json", {"message": message, "traceback": traceback.format_exc()}
+            )
+        raise
+    finally:
+        if events is not None:
+            events.close()
+    if main:
+        _write_json(folder / "result.json", asdict(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    job = TrainJob(**json.loads(Path(argv[0]).read_text()))
+    sys.exit(run_job(job))
+
+
+if __name__ == "__main__":
+    main()
