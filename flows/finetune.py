@@ -11,15 +11,14 @@ from prefect.runtime import flow_run
 from flows.promote import promote_stage
 from flows.train_deployment import train_stage
 from tasks.audit import audit_licenses
-from tasks.common import key
 from tasks.core.audit.licenses import dataset_licenses
 from tasks.core.config.loader import lineage, load_config
+from tasks.core.digests import key
 from tasks.core.home import Home
 from tasks.discover import discover_models
 from tasks.gate import evaluate_and_gate
-from tasks.promote import promote_model
 from tasks.register import register_model
-from tasks.train import train_adapter
+from tasks.train import TrainingInputs
 from tasks.validate import validate_data
 
 
@@ -66,18 +65,8 @@ def finetune(config_path: str, force: bool = False) -> dict:
         cfg.train.max_length,
         str(home.hf_hub_cache),
     )
-    trained = train_stage(  # in-process, or the fine-tune deployment on train.work_pool
-        stage(train_adapter),
-        model,
-        data,
-        cfg.lora,
-        cfg.train,
-        cfg.registry,
-        cfg.name,
-        tags,
-        audit,
-        home,
-    )
+    inputs = TrainingInputs(model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit)
+    trained = train_stage(inputs, home, force)  # in-process, or the deployment on train.work_pool
     outcome = stage(evaluate_and_gate)(
         trained,
         data,
@@ -106,7 +95,7 @@ def finetune(config_path: str, force: bool = False) -> dict:
         outcome, trained.adapter_artifact, cfg.registry, version_tags, home
     )
     promotion = promote_stage(
-        stage(promote_model), registration, key("decision", outcome.decision), cfg.canary, home
+        registration, key("decision", outcome.decision), cfg.canary, home, force
     )
     return {
         "experiment": cfg.name,

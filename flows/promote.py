@@ -23,6 +23,7 @@ from tasks.promote import (
     finish_canary,
     open_canary_run,
     plan_promotion,
+    promote_model,
     replay_source,
 )
 
@@ -68,11 +69,12 @@ def promotion(
 
 
 def promote_stage(
-    promote_task, registration: Registration, decision_ref: str, canary: CanarySpec, home: Home
+    registration: Registration, decision_ref: str, canary: CanarySpec, home: Home, force=False
 ) -> PromotionDecision:
     """The pipeline's last stage: the first champion directly, later versions by canary when
     the experiment names a canary policy (else they wait for `loraflow promote`)."""
-    decision = promote_task(registration, decision_ref, home, canary=canary.policy_file is not None)
+    task = promote_model.with_options(refresh_cache=True) if force else promote_model
+    decision = task(registration, decision_ref, home, canary=canary.policy_file is not None)
     if decision.action != "canary":
         return decision
     return promotion(

@@ -16,23 +16,18 @@ GPU host; the same flow works in a Docker or Kubernetes pool whose image holds t
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from prefect import flow
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from tasks.core.audit.licenses import AuditRecord
-from tasks.core.catalog.base import Candidate
-from tasks.core.config.experiment import RegistrySpec
-from tasks.core.config.train import LoraSpec, TrainSpec
-from tasks.core.data.report import DataReport
 from tasks.core.errors import TrainingStageFailed
 from tasks.core.home import REPO_ROOT, Home
 from tasks.core.tracking import client, ensure_experiment
-from tasks.core.training.run import TrainResult, latest_finished_run, result_from_run
-from tasks.train import train_adapter, training_identity
+from tasks.core.training.runs import TrainResult, latest_finished_run, result_from_run
+from tasks.train import TrainingInputs, train_adapter
 
 FLOW_NAME = "fine-tune"
 ENTRYPOINT = "flows/train_deployment.py:fine_tune_stage"
@@ -43,77 +38,43 @@ def deployment_name(pool: str) -> str:
     return f"{FLOW_NAME}/{pool}"
 
 
-@flow(name=FLOW_NAME, flow_run_name="fine-tune {model.repo_id} on {data.fingerprint:.12}")
-def fine_tune_stage(
-    model: Candidate,
-    data: DataReport,
-    lora: LoraSpec,
-    train: TrainSpec,
-    registry: RegistrySpec,
-    experiment_name: str,
-    lineage: dict[str, str],
-    audit: AuditRecord,
-    force: bool = False,
-) -> dict:
+@flow(
+    name=FLOW_NAME,
+    flow_run_name="fine-tune {inputs.model.repo_id} on {inputs.data.fingerprint:.12}",
+)
+def fine_tune_stage(inputs: TrainingInputs, force: bool = False) -> dict:
     """Fine-tune on this worker; the adapter lands in the MLflow run, the summary is returned."""
     home = Home.from_env().ensure()
-    stage = train_adapter.with_options(refresh_cache=True) if force else train_adapter
-    local = train.model_copy(update={"work_pool": None})  # this *is* the pool's worker
-    return asdict(stage(model, data, lora, local, registry, experiment_name, lineage, audit, home))
+    local = replace(inputs, train=inputs.train.model_copy(update={"work_pool": None}))
+    task = train_adapter.with_options(refresh_cache=True) if force else train_adapter
+    return asdict(task(local, home))  # ``local``: this *is* the pool's worker
 
 
-def stage_parameters(model, data, lora, train, registry, experiment_name, lineage, audit, force):
-    return {
-        "model": model,
-        "data": data,
-        "lora": lora,
-        "train": train,
-        "registry": registry,
-        "experiment_name": experiment_name,
-        "lineage": lineage,
-        "audit": audit,
-        "force": force,
-    }
-
-
-def train_stage(
-    task,
-    model: Candidate,
-    data: DataReport,
-    lora: LoraSpec,
-    train: TrainSpec,
-    registry: RegistrySpec,
-    experiment_name: str,
-    lineage: dict[str, str],
-    audit: AuditRecord,
-    home: Home,
-) -> TrainResult:
+def train_stage(inputs: TrainingInputs, home: Home, force: bool = False) -> TrainResult:
     """The training stage of the pipeline: in-process, or the deployment on ``train.work_pool``.
 
-    ``task`` is the ``fine-tune`` task as the pipeline configured it (``refresh_cache`` under
-    ``--force``); the deployment receives that choice as its ``force`` parameter.
+    ``force`` recomputes instead of reusing a cached training (``run --force``).
     """
-    if not train.work_pool:
-        return task(model, data, lora, train, registry, experiment_name, lineage, audit, home)
-    force = bool(getattr(task, "refresh_cache", False))
-    name = deployment_name(train.work_pool)
-    params = stage_parameters(
-        model, data, lora, train, registry, experiment_name, lineage, audit, force
-    )
+    pool = inputs.train.work_pool
+    if not pool:
+        task = train_adapter.with_options(refresh_cache=True) if force else train_adapter
+        return task(inputs, home)
+    name = deployment_name(pool)
+    params = {"inputs": inputs, "force": force}
     try:
         flow_run = run_deployment(name=name, parameters=params, as_subflow=True, timeout=None)
     except ObjectNotFound:
         raise TrainingStageFailed(
-            f"train.work_pool is {train.work_pool!r} but deployment {name!r} does not exist: "
-            f"run `python -m flows.train_deployment --pool {train.work_pool}` once"
+            f"train.work_pool is {pool!r} but deployment {name!r} does not exist: "
+            f"run `python -m flows.train_deployment --pool {pool}` once"
         ) from None
     if not flow_run.state or not flow_run.state.is_completed():
         state = flow_run.state.name if flow_run.state else "unknown"
         message = flow_run.state.message if flow_run.state else ""
         raise TrainingStageFailed(f"training deployment {name} ended {state}: {message}")
     mlc = client(home.tracking_uri)
-    experiment_id = ensure_experiment(mlc, registry.experiment, home.mlflow_artifacts)
-    identity = training_identity(model, data, lora, train, registry, home)
+    experiment_id = ensure_experiment(mlc, inputs.registry.experiment, home.mlflow_artifacts)
+    identity = inputs.identity(home)
     run = latest_finished_run(mlc, experiment_id, identity)
     if run is None:
         raise TrainingStageFailed(f"{name} completed but MLflow holds no finished run {identity}")

@@ -14,13 +14,14 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks.common import key, stage_options
+from tasks.common import stage_options
 from tasks.core.audit.licenses import AuditRecord, DatasetLicense, audit, to_markdown
 from tasks.core.audit.refusal import log_refusal
 from tasks.core.audit.supply_chain import gather_facts
 from tasks.core.catalog.base import Candidate
 from tasks.core.catalog.choose import catalog_named
 from tasks.core.config.audit import LicensePolicy, LicenseSpec
+from tasks.core.digests import key
 from tasks.core.discovery import Discovery
 from tasks.core.errors import LicenseDenied
 from tasks.core.home import Home

@@ -1,14 +1,8 @@
-"""What every Prefect task wrapper shares: retry policy and cache keys."""
+"""What every Prefect task wrapper shares: the retry policy of a cached, retried stage."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, is_dataclass
-from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel
 
 from tasks.core.errors import is_retryable
 
@@ -26,22 +20,6 @@ def retry_when_it_can_help(task, task_run, state) -> bool:
     except Exception as exc:
         return is_retryable(exc)
     return True
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def key(stage: str, *parts: Any) -> str:
-    """A cache key from references: section contents, shas, run ids, never live objects."""
-    payload = json.dumps([stage, *map(_plain, parts)], sort_keys=True, default=str)
-    return f"loraflow-{stage}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
 
 
 def stage_options(**extra: Any) -> dict[str, Any]:

@@ -8,10 +8,11 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks.common import key, stage_options
+from tasks.common import stage_options
 from tasks.core.catalog.choose import catalog_for
 from tasks.core.catalog.mirror import mirror_state
 from tasks.core.config.audit import DiscoverySpec
+from tasks.core.digests import key
 from tasks.core.discovery import Discovery, discover
 
 

@@ -19,13 +19,13 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import key, stage_options
+from tasks.common import stage_options
 from tasks.core.config.evaluation import EvalSpec, GateSpec
 from tasks.core.config.experiment import RegistrySpec
 from tasks.core.data.report import DataReport
-from tasks.core.digests import file_sha256
+from tasks.core.digests import file_sha256, key
 from tasks.core.errors import GateFailed
-from tasks.core.evaluation.gates import GateDecision, decide, to_markdown
+from tasks.core.evaluation.gates import GateDecision, decide_gates, to_markdown
 from tasks.core.evaluation.report import EvalReport
 from tasks.core.evaluation.scoring import (
     Classifier,
@@ -38,7 +38,7 @@ from tasks.core.home import Home
 from tasks.core.registry.lineage import MODEL_NAME_TAG
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
-from tasks.core.training.run import TrainResult
+from tasks.core.training.runs import TrainResult
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def evaluate_and_gate(
         champion_version=champion_version,
         base=base,
     )
-    decision = decide(report, gates, policy_version)
+    decision = decide_gates(report, gates, policy_version)
     record(mlc, trained.run_id, registry.model_name, report, decision)
     create_markdown_artifact(
         key="gate-decision",

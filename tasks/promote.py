@@ -21,8 +21,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from tasks.common import key, stage_options
+from tasks.common import stage_options
 from tasks.core.config.canary import CanaryPolicy
+from tasks.core.digests import key
 from tasks.core.errors import DataError, NothingToPromote
 from tasks.core.home import Home
 from tasks.core.promotion.canary import StepAnalysis, analyse, to_markdown
@@ -33,7 +34,7 @@ from tasks.core.promotion.canary_io import (
     rolled_back_reason,
     set_weight,
 )
-from tasks.core.promotion.decision import PromotionDecision, decide
+from tasks.core.promotion.decision import PromotionDecision, decide_promotion
 from tasks.core.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -75,7 +76,7 @@ def promote_model(
     ``canary``: a canary policy is configured, so a challenger goes to the promotion flow."""
     mlc = client(home.tracking_uri)
     name, version = registration.name, registration.version
-    decision = decide(
+    decision = decide_promotion(
         version,
         alias_version(mlc, name, CHAMPION),
         canary=canary,
@@ -103,7 +104,7 @@ def plan_promotion(model_name: str, version: str | None, home: Home) -> Promotio
         mlc.get_model_version(model_name, candidate)
     except MlflowException:
         raise NothingToPromote(f"{model_name}: no version {candidate!r}") from None
-    decision = decide(
+    decision = decide_promotion(
         candidate,
         alias_version(mlc, model_name, CHAMPION),
         canary=True,
@@ -265,7 +266,11 @@ def _record_step(mlc, run_id: str, model_name: str, analysis: StepAnalysis, repl
     )
 
 
-@task(name="canary-decision", task_run_name="decide v{decision.candidate}", cache_policy=NONE)
+@task(
+    name="canary-decision",
+    task_run_name="decide v{decision.candidate}",
+    cache_policy=NONE,
+)
 def finish_canary(
     model_name: str,
     decision: PromotionDecision,

@@ -16,8 +16,9 @@ import yaml
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import key, stage_options
+from tasks.common import stage_options
 from tasks.core.config.experiment import RegistrySpec
+from tasks.core.digests import key
 from tasks.core.home import Home
 from tasks.core.registry import model_card
 from tasks.core.registry.versions import Registration, register

@@ -10,6 +10,7 @@ runs in a child process (``tasks.core.training.launcher``) unless ``train.launch
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from mlflow.entities import Param
 from prefect import get_run_logger, task
@@ -20,22 +21,24 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
-from tasks.common import key, stage_options
+from tasks.common import stage_options
 from tasks.core.audit.licenses import AuditRecord
 from tasks.core.catalog.base import Candidate
 from tasks.core.config.experiment import RegistrySpec
 from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.data.report import DataReport
+from tasks.core.digests import key
 from tasks.core.home import Home
 from tasks.core.tracking import client, ensure_experiment
-from tasks.core.training.launcher import TrainJob, launch
+from tasks.core.training.launcher import launch
 from tasks.core.training.modeling import ModelRef
 from tasks.core.training.progress import StepEvent, TerminalProgress
-from tasks.core.training.run import (
+from tasks.core.training.run import fine_tune
+from tasks.core.training.runs import (
     IDENTITY_TAG,
+    TrainJob,
     TrainResult,
     find_run,
-    fine_tune,
     result_from_run,
     training_params,
 )
@@ -43,35 +46,58 @@ from tasks.core.training.run import (
 PROGRESS_EVERY_S = 2.0
 
 
-def training_identity(
-    model: Candidate,
-    data: DataReport,
-    lora: LoraSpec,
-    train: TrainSpec,
-    registry: RegistrySpec,
-    home: Home,
-) -> str:
-    """What is trained, where it is recorded: the cache key and the key a retry resumes by."""
-    return key(
-        "train",
-        model.ref,
-        data.fingerprint,
-        lora,
-        train.identity(),
-        registry.experiment,
-        home.tracking_uri,
-    )
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What the fine-tune stage trains and records: references and config sections only.
+
+    One object, so the pipeline, the deployment on a work pool and the task pass the same
+    thing (Prefect serialises it as the deployment's one parameter).
+    """
+
+    model: Candidate
+    data: DataReport
+    lora: LoraSpec
+    train: TrainSpec
+    registry: RegistrySpec
+    experiment_name: str
+    lineage: dict[str, str]
+    audit: AuditRecord
+
+    @property
+    def base(self) -> ModelRef:
+        return ModelRef(self.model.repo_id, self.model.revision)
+
+    def identity(self, home: Home) -> str:
+        """What is trained, where it is recorded: the cache key and the key a retry resumes by."""
+        return key(
+            "train",
+            self.model.ref,
+            self.data.fingerprint,
+            self.lora,
+            self.train.identity(),
+            self.registry.experiment,
+            home.tracking_uri,
+        )
+
+    def job(self, run_id: str, home: Home) -> TrainJob:
+        """The training process's job: references, config sections as plain data."""
+        return TrainJob(
+            repo_id=self.model.repo_id,
+            revision=self.model.revision,
+            prepared_path=self.data.prepared_path,
+            labels=list(self.data.label_names),
+            lora=self.lora.model_dump(mode="json"),
+            train=self.train.model_dump(mode="json"),
+            tracking_uri=home.tracking_uri,
+            run_id=run_id,
+            work_dir=str(home.work_dir),
+            cache_dir=str(home.hf_hub_cache),
+            identity=self.identity(home),
+        )
 
 
 def _cache_key(context, params) -> str:
-    return training_identity(
-        params["model"],
-        params["data"],
-        params["lora"],
-        params["train"],
-        params["registry"],
-        params["home"],
-    )
+    return params["inputs"].identity(params["home"])
 
 
 class ProgressReporter:
@@ -112,18 +138,19 @@ class ProgressReporter:
         self.bar.close()
 
 
-def _record_inputs(mlc, run_id, ref, data, lora, train, audit, lineage) -> None:
+def _record_inputs(mlc, run_id: str, inputs: TrainingInputs) -> None:
     """Params and input records of the run (idempotent: a resumed run logs the same again)."""
-    params = training_params(ref, lora, train, data.fingerprint)
+    data, audit = inputs.data, inputs.audit
+    params = training_params(inputs.base, inputs.lora, inputs.train, data.fingerprint)
     mlc.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-    mlc.log_text(run_id, lineage.get("resolved_config", ""), "config/resolved.yaml")
+    mlc.log_text(run_id, inputs.lineage.get("resolved_config", ""), "config/resolved.yaml")
     mlc.log_dict(run_id, audit.to_dict(), "audit/license.json")
     mlc.log_dict(run_id, audit.discovery_table(), "discovery/candidates.json")
     mlc.log_dict(run_id, data.to_dict(), "data/validation.json")
     mlc.log_text(run_id, data.to_html(), "data/validation.html")
 
 
-def _open_run(mlc, experiment_id, identity, experiment_name, ref, data, audit, lineage):
+def _open_run(mlc, experiment_id: str, inputs: TrainingInputs, identity: str):
     """(run id, finished run or None): the run this attempt continues, or a new one."""
     flow_run_id = str(flow_run.get_id() or "")
     found = find_run(mlc, experiment_id, identity, flow_run_id)
@@ -133,84 +160,46 @@ def _open_run(mlc, experiment_id, identity, experiment_name, ref, data, audit, l
         mlc.update_run(found.info.run_id, status="RUNNING")
         mlc.set_tag(found.info.run_id, "prefect.flow_run_id", flow_run_id)  # who finishes it
         return found.info.run_id, None
+    ref, data = inputs.base, inputs.data
     tags = {
-        "loraflow.experiment": experiment_name,
+        "loraflow.experiment": inputs.experiment_name,
         IDENTITY_TAG: identity,
         "base_repo_id": ref.repo_id,
         "base_revision": ref.revision,
         "dataset_sha256": data.fingerprint,
-        "license_verdict": audit.verdict,
+        "license_verdict": inputs.audit.verdict,
         "validation_verdict": data.verdict,
         "prefect.flow_run_id": flow_run_id,
-        **{k: v for k, v in lineage.items() if k != "resolved_config"},
+        **{k: v for k, v in inputs.lineage.items() if k != "resolved_config"},
     }
-    run = mlc.create_run(
-        experiment_id, run_name=f"{experiment_name}-{data.fingerprint[:8]}", tags=tags
-    )
-    run_id = run.info.run_id
-    return run_id, None
+    name = f"{inputs.experiment_name}-{data.fingerprint[:8]}"
+    return mlc.create_run(experiment_id, run_name=name, tags=tags).info.run_id, None
 
 
 @task(
     name="fine-tune",
-    task_run_name="fine-tune {model.repo_id} on {data.fingerprint:.12}",
+    task_run_name="fine-tune {inputs.model.repo_id} on {inputs.data.fingerprint:.12}",
     timeout_seconds=6 * 3600,
     cache_key_fn=_cache_key,
     **stage_options(),
 )
-def train_adapter(
-    model: Candidate,
-    data: DataReport,
-    lora: LoraSpec,
-    train: TrainSpec,
-    registry: RegistrySpec,
-    experiment_name: str,
-    lineage: dict[str, str],
-    audit: AuditRecord,
-    home: Home,
-) -> TrainResult:
+def train_adapter(inputs: TrainingInputs, home: Home) -> TrainResult:
     logger = get_run_logger()
     mlc = client(home.tracking_uri)
-    experiment_id = ensure_experiment(mlc, registry.experiment, home.mlflow_artifacts)
-    ref = ModelRef(model.repo_id, model.revision)
-    identity = training_identity(model, data, lora, train, registry, home)
-    run_id, finished = _open_run(
-        mlc, experiment_id, identity, experiment_name, ref, data, audit, lineage
-    )
+    experiment_id = ensure_experiment(mlc, inputs.registry.experiment, home.mlflow_artifacts)
+    identity = inputs.identity(home)
+    run_id, finished = _open_run(mlc, experiment_id, inputs, identity)
     if finished is not None:
         logger.info("training already finished in MLflow run %s (an earlier attempt)", run_id)
         return result_from_run(finished)
+    ref = inputs.base
     reporter = ProgressReporter(f"fine-tune {ref.repo_id}", logger)
     try:
-        _record_inputs(mlc, run_id, ref, data, lora, train, audit, lineage)
-        if train.launcher == "in-process":
-            result = fine_tune(
-                ref,
-                data.prepared_path,
-                list(data.label_names),
-                lora,
-                train,
-                mlc,
-                run_id,
-                home.work_dir,
-                home.hf_hub_cache,
-                identity=identity,
-                on_event=reporter,
-            )
+        _record_inputs(mlc, run_id, inputs)
+        job = inputs.job(run_id, home)
+        if inputs.train.launcher == "in-process":
+            result = fine_tune(job, on_event=reporter, mlc=mlc)
         else:
-            job = TrainJob(
-                repo_id=ref.repo_id,
-                revision=ref.revision,
-                prepared_path=data.prepared_path,
-                labels=list(data.label_names),
-                lora=lora.model_dump(mode="json"),
-                train=train.model_dump(mode="json"),
-                tracking_uri=home.tracking_uri,
-                run_id=run_id,
-                work_dir=str(home.work_dir),
-                cache_dir=str(home.hf_hub_cache),
-                identity=identity,
-            )
             result = launch(job, on_event=reporter)
     except BaseException:  # bad input (no retry, exit 2) or a failure a retry resumes
         mlc.set_terminated(run_id, "FAILED")
@@ -218,6 +207,7 @@ def train_adapter(
     finally:
         reporter.close()
     mlc.set_terminated(run_id, "FINISHED")
+    lora = inputs.lora
     resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
     create_markdown_artifact(
         key="training",

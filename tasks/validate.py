@@ -7,11 +7,12 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks.common import key, stage_options
+from tasks.common import stage_options
 from tasks.core.config.data import DataSpec
 from tasks.core.data.loading import source_digest
 from tasks.core.data.prepare import prepare
 from tasks.core.data.report import DataReport, failure_message
+from tasks.core.digests import key
 from tasks.core.errors import DataValidationFailed
 
 

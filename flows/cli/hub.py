@@ -108,7 +108,9 @@ def audit_command(
         rules, rules_sha = load_policy(policy), file_sha256(policy)
     catalog = catalog_for(home.hf_hub_cache)
     candidate = catalog.resolve(repo_id, revision or None)
-    record = audit(candidate, gather_facts(catalog, candidate), datasets, rules, rules_sha, approvals)
+    record = audit(
+        candidate, gather_facts(catalog, candidate), datasets, rules, rules_sha, approvals
+    )
     if as_json:
         print(json.dumps(record.to_dict(), indent=2))
     else:

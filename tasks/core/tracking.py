@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 
@@ -26,21 +25,3 @@ def ensure_experiment(mlc: MlflowClient, name: str, artifact_root: Path) -> str:
         return experiment.experiment_id
     location = (Path(artifact_root) / name).resolve().as_uri()
     return mlc.create_experiment(name, artifact_location=location)
-
-
-class MetricBuffer:
-    """Collects per-step metrics and writes them in batches (one SQL round trip per flush)."""
-
-    def __init__(self, mlc: MlflowClient, run_id: str, flush_every: int = 200):
-        self.mlc, self.run_id, self.flush_every = mlc, run_id, flush_every
-        self.pending: list[Metric] = []
-
-    def add(self, key: str, value: float, step: int, timestamp_ms: int) -> None:
-        self.pending.append(Metric(key, float(value), timestamp_ms, step))
-        if len(self.pending) >= self.flush_every:
-            self.flush()
-
-    def flush(self) -> None:
-        for start in range(0, len(self.pending), 1000):  # MLflow's per-batch limit
-            self.mlc.log_batch(self.run_id, metrics=self.pending[start : start + 1000])
-        self.pending = []

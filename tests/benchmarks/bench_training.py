@@ -174,8 +174,9 @@ def run_engine(revision: str, prepared: str, work: Path, seed: int) -> dict:
     from tasks.core.config.train import LoraSpec, TrainSpec
     from tasks.core.home import Home
     from tasks.core.tracking import client, ensure_experiment
-    from tasks.core.training.launcher import TrainJob, cpu_processes, gpu_count, launch
+    from tasks.core.training.launcher import cpu_processes, gpu_count, launch
     from tasks.core.training.modeling import load_classifier
+    from tasks.core.training.runs import TrainJob
 
     home = Home.from_env()
     mlc = client(home.tracking_uri)
@@ -326,8 +327,9 @@ def causal_lm(args) -> str:
 
     from tasks.core.config.train import LoraSpec, TrainSpec
     from tasks.core.training.batches import make_collator
-    from tasks.core.training.loop import train_loop
+    from tasks.core.training.loop import Split, train_loop
     from tasks.core.training.modeling import CAUSAL_LM, add_lora
+    from tasks.core.training.setup import make_accelerator
 
     cuda = torch.cuda.is_available()
     shape = (
@@ -369,11 +371,11 @@ def causal_lm(args) -> str:
     )
     result = train_loop(
         model,
-        data,
-        [len(r["input_ids"]) for r in rows],
+        Split(data, [len(r["input_ids"]) for r in rows]),
         make_collator(CAUSAL_LM, None, packing=True),
         spec,
         CAUSAL_LM,
+        make_accelerator(spec),
     )
     tokens_per_s = result.tokens / result.runtime_s
     flops_per_token = 4 * n_base + 6 * n_lora

@@ -9,7 +9,7 @@ from prefect import flow
 from tasks.core.config.evaluation import GateSpec
 from tasks.core.config.experiment import RegistrySpec
 from tasks.core.config.train import LoraSpec
-from tasks.core.evaluation.gates import decide
+from tasks.core.evaluation.gates import decide_gates
 from tasks.core.evaluation.report import EvalReport, ModelScores
 from tasks.core.tracking import client, ensure_experiment
 from tasks.gate import EvalOutcome
@@ -46,7 +46,7 @@ def trained_run(home, revision) -> str:
 
 def outcome_for(run_id: str) -> EvalOutcome:
     report = EvalReport(tuple(LABELS), ModelScores("candidate", run_id, {"accuracy": 0.9}))
-    decision = decide(report, GateSpec(absolute={"accuracy": 0.5}))
+    decision = decide_gates(report, GateSpec(absolute={"accuracy": 0.5}))
     return EvalOutcome(run_id, report.candidate.metrics, decision, report)
 
 

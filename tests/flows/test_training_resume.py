@@ -22,7 +22,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from flows.finetune import finetune
 from tasks.core.tracking import client
 from tasks.core.training.checkpoints import list_checkpoints
-from tasks.core.training.run import IDENTITY_TAG
+from tasks.core.training.runs import IDENTITY_TAG
 from tests.flows.conftest import write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

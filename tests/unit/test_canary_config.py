@@ -82,7 +82,7 @@ PROMOTION_CASES = [
 
 @pytest.mark.parametrize(("versions", "options", "action"), PROMOTION_CASES)
 def test_promotion_plan(versions, options, action):
-    decision = promotion.decide(*versions, **options)
+    decision = promotion.decide_promotion(*versions, **options)
     assert decision.action == action
     if options.get("rolled_back"):
         assert options["rolled_back"] in decision.reason

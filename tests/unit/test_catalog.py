@@ -24,9 +24,9 @@ from tasks.core.catalog.base import CatalogQuery
 from tasks.core.catalog.choose import catalog_for, catalog_named
 from tasks.core.catalog.hub import EXPAND, HubCatalog, candidate_from_info, list_models_kwargs
 from tasks.core.catalog.mirror import MirrorCatalog, import_folder
-from tasks.core.digests import file_sha256
 from tasks.core.config.audit import DiscoverySpec
 from tasks.core.config.loader import load_policy
+from tasks.core.digests import file_sha256
 from tasks.core.discovery import discover
 from tasks.core.errors import CatalogError
 

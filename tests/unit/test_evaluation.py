@@ -10,7 +10,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from tasks.core.config.evaluation import EvalSpec, GateSpec, SliceSpec
 from tasks.core.config.train import LoraSpec
 from tasks.core.errors import ConfigError
-from tasks.core.evaluation.gates import decide
+from tasks.core.evaluation.gates import decide_gates
 from tasks.core.evaluation.scoring import (
     Classifier,
     _length_bucket,
@@ -157,7 +157,7 @@ def test_candidate_champion_and_base_on_one_split(home, adapter, prepared, tmp_p
     assert [s.key for s in report.slices] == ["label_0", "label_1"]
     (case,) = report.golden
     assert case.expected == "positive" and case.old_label in LABELS
-    decision = decide(report, gates)
+    decision = decide_gates(report, gates)
     assert [g.gate for g in decision.gates][:2] == [
         "non_inferiority_accuracy",
         "non_inferiority_macro_f1",
@@ -171,4 +171,4 @@ def test_candidate_champion_and_base_on_one_split(home, adapter, prepared, tmp_p
         candidate, prepared, EvalSpec(), GateSpec(), 16, champion=other, champion_version="1"
     )
     assert report.champion is None and "not comparable" in report.champion_note
-    assert not decide(report, GateSpec()).passed
+    assert not decide_gates(report, GateSpec()).passed

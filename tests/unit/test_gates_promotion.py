@@ -106,7 +106,7 @@ ABSOLUTE_CASES = [
 
 @pytest.mark.parametrize(("metrics", "minimum", "maximum", "passed", "failures"), ABSOLUTE_CASES)
 def test_absolute_gates(metrics, minimum, maximum, passed, failures):
-    decision = gates.decide(report(metrics), spec(absolute=minimum, maximum=maximum))
+    decision = gates.decide_gates(report(metrics), spec(absolute=minimum, maximum=maximum))
     assert decision.passed is passed
     assert decision.label == ("pass" if passed else "fail")
     assert decision.failures() == failures
@@ -184,7 +184,9 @@ NON_INFERIORITY_CASES = [
 )
 def test_non_inferiority(champion, version, note, margin, statuses, failures):
     rule = {"metrics": ["accuracy", "macro_f1"], "margin": margin}
-    decision = gates.decide(report(CANDIDATE, champion, version, note), spec(non_inferiority=rule))
+    decision = gates.decide_gates(
+        report(CANDIDATE, champion, version, note), spec(non_inferiority=rule)
+    )
     assert [g.gate for g in decision.gates] == [
         "non_inferiority_accuracy",
         "non_inferiority_macro_f1",
@@ -199,7 +201,7 @@ def test_non_inferiority(champion, version, note, margin, statuses, failures):
 
 
 def test_non_inferiority_switched_off_ignores_a_worse_candidate():
-    decision = gates.decide(report(CANDIDATE, {"accuracy": 0.99}, "1"), spec())
+    decision = gates.decide_gates(report(CANDIDATE, {"accuracy": 0.99}, "1"), spec())
     assert decision.passed and decision.gates == ()
 
 
@@ -215,7 +217,7 @@ BASE_CASES = [
 def test_base_model_gain(min_gain, base, statuses, passed):
     scores = ModelScores("base", "org/base@abc", base) if base is not None else None
     rule = {"score": True, "min_gain": min_gain}
-    decision = gates.decide(report(CANDIDATE, base=scores), spec(base_model=rule))
+    decision = gates.decide_gates(report(CANDIDATE, base=scores), spec(base_model=rule))
     assert [g.status for g in decision.gates] == statuses
     assert decision.passed is passed
     if statuses:
@@ -274,7 +276,9 @@ def test_golden_examples(tmp_path, cases, min_rate, status, figure, changed):
     golden = tmp_path / "golden.jsonl"
     golden.write_text('{"text": "x", "label": "positive"}\n')
     rep = report(CANDIDATE, golden=tuple(cases))
-    decision = gates.decide(rep, spec(golden={"path": str(golden), "min_pass_rate": min_rate}))
+    decision = gates.decide_gates(
+        rep, spec(golden={"path": str(golden), "min_pass_rate": min_rate})
+    )
     (gate,) = decision.gates
     assert (gate.gate, gate.status, gate.figure, gate.threshold) == (
         "golden",
@@ -357,7 +361,7 @@ SLICE_CASES = [
 @pytest.mark.parametrize(("figures", "expected"), SLICE_CASES)
 def test_slice_minimums(figures, expected):
     slices = tuple(SliceFigure(name, bucket, "accuracy", n, f) for name, bucket, n, f in figures)
-    decision = gates.decide(report(CANDIDATE, slices=slices), spec(slices=SLICE_RULES))
+    decision = gates.decide_gates(report(CANDIDATE, slices=slices), spec(slices=SLICE_RULES))
     assert {g.gate: g.status for g in decision.gates} == expected
     assert decision.passed is ("fail" not in expected.values())
     for gate in decision.gates:
@@ -384,7 +388,7 @@ def test_every_gate_in_fixed_order_with_policy_version(tmp_path):
         golden=(case(1, "positive", "positive", old="positive"),),
         slices=(SliceFigure("label", "0", "accuracy", 50, 0.9),),
     )
-    decision = gates.decide(rep, rules, policy_version="2026.11-1")
+    decision = gates.decide_gates(rep, rules, policy_version="2026.11-1")
     assert [g.gate for g in decision.gates] == [
         "min_accuracy",
         "max_ece",
@@ -398,7 +402,7 @@ def test_every_gate_in_fixed_order_with_policy_version(tmp_path):
 
 def test_gate_markdown():
     rep = report({"accuracy": 0.81234}, {"accuracy": 0.9}, "1")
-    decision = gates.decide(rep, spec(absolute={"accuracy": 0.8, "macro_f1": 0.8}))
+    decision = gates.decide_gates(rep, spec(absolute={"accuracy": 0.8, "macro_f1": 0.8}))
     text = gates.to_markdown(decision, rep)
     assert text.startswith("## Gate decision: **FAIL**")
     assert "| min_accuracy | 0.8123 | >= 0.8 | pass |  |" in text
@@ -407,7 +411,7 @@ def test_gate_markdown():
         "| candidate | `run-2` | 0.8123 |" in text
         and "| champion | `models:/m/1` | 0.9000 |" in text
     )
-    empty = gates.to_markdown(gates.decide(report({}), spec()))
+    empty = gates.to_markdown(gates.decide_gates(report({}), spec()))
     assert "**PASS**" in empty and "(no gates configured)" in empty
 
 
@@ -428,7 +432,7 @@ PROMOTION_CASES = [
 
 @pytest.mark.parametrize(("candidate", "champion", "action", "kept", "reason"), PROMOTION_CASES)
 def test_promotion_decision(candidate, champion, action, kept, reason):
-    decision = promotion.decide(candidate, champion)
+    decision = promotion.decide_promotion(candidate, champion)
     assert decision.action == action
     assert decision.candidate == candidate
     assert decision.champion == kept

@@ -8,7 +8,7 @@ import yaml
 from tasks.core.config.evaluation import GateSpec
 from tasks.core.config.experiment import RegistrySpec
 from tasks.core.errors import LineageError
-from tasks.core.evaluation.gates import decide
+from tasks.core.evaluation.gates import decide_gates
 from tasks.core.evaluation.report import EvalReport, ModelScores, SliceFigure
 from tasks.core.registry import model_card
 from tasks.core.registry.lineage import parse_ref
@@ -66,7 +66,7 @@ def card(registry: RegistrySpec, champion: bool) -> str:
         base=ModelScores("base", "org/base@aaa", {"accuracy": 0.5}),
         slices=(SliceFigure("length", "<10", "accuracy", 120, 0.77),),
     )
-    decision = decide(report, GateSpec(absolute={"accuracy": 0.8}), "2026.11-1")
+    decision = decide_gates(report, GateSpec(absolute={"accuracy": 0.8}), "2026.11-1")
     return model_card.render(
         "sst2",
         TAGS,

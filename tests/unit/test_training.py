@@ -12,7 +12,8 @@ from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.tracking import client, ensure_experiment
 from tasks.core.training.checkpoints import list_checkpoints
 from tasks.core.training.modeling import ModelRef
-from tasks.core.training.run import ADAPTER_ARTIFACT, fine_tune, job_dir
+from tasks.core.training.run import fine_tune
+from tasks.core.training.runs import ADAPTER_ARTIFACT, TrainJob, job_dir
 from tests.tiny import build_tiny_llama, sentiment_rows, sft_rows
 
 LABELS = ["negative", "positive"]
@@ -69,6 +70,15 @@ def new_run(home, name="training"):
     return mlc, mlc.create_run(experiment).info.run_id
 
 
+def job(ref, prepared, labels, lora, spec, run_id, home, identity, work_dir=None) -> TrainJob:
+    return TrainJob(
+        repo_id=ref.repo_id, revision=ref.revision, prepared_path=prepared, labels=list(labels),
+        lora=lora.model_dump(mode="json"), train=spec.model_dump(mode="json"),
+        tracking_uri=home.tracking_uri, run_id=run_id, work_dir=str(work_dir or home.work_dir),
+        cache_dir=str(home.hf_hub_cache), identity=identity,
+    )  # fmt: skip
+
+
 def history(mlc, run_id, name="train_loss"):
     return [(m.step, m.value) for m in mlc.get_metric_history(run_id, name)]
 
@@ -80,9 +90,9 @@ def test_classifier_trains_records_every_step_and_uploads_the_adapter(home, bert
     )
     events = []
     result = fine_tune(
-        bert, sentiment, LABELS, LoraSpec(r=4, alpha=8), spec, mlc, run_id, home.work_dir,
-        home.hf_hub_cache, identity="id-cls", on_event=events.append,
-    )  # fmt: skip
+        job(bert, sentiment, LABELS, LoraSpec(r=4, alpha=8), spec, run_id, home, "id-cls"),
+        on_event=events.append,
+    )
     assert result.steps == 12 and result.resumed_from_step == 0  # 48 rows / 8 x 2 epochs
     assert [step for step, _ in history(mlc, run_id)] == list(range(1, 13))
     assert [step for step, _ in history(mlc, run_id, "val_loss")] == [6, 12]
@@ -109,9 +119,8 @@ def test_resume_after_a_crash_continues_exactly_where_training_stopped(home, ber
 
     def train(run_id, identity, on_event=None):
         return fine_tune(
-            bert, sentiment, LABELS, lora, spec, mlc, run_id, home.work_dir, home.hf_hub_cache,
-            identity=identity, on_event=on_event,
-        )  # fmt: skip
+            job(bert, sentiment, LABELS, lora, spec, run_id, home, identity), on_event=on_event
+        )
 
     mlc, straight = new_run(home)
     train(straight, "straight")
@@ -151,11 +160,11 @@ def test_resume_on_another_worker_uses_the_copy_in_the_run_artifacts(home, bert,
         if event.step == 4:
             raise Interrupt
 
-    args = (bert, sentiment, LABELS, LoraSpec(r=4), spec, mlc, run_id)
+    args = (bert, sentiment, LABELS, LoraSpec(r=4), spec, run_id, home, "moved")
     with pytest.raises(Interrupt):
-        fine_tune(*args, home.work_dir, home.hf_hub_cache, identity="moved", on_event=crash)
+        fine_tune(job(*args), on_event=crash)
     other_worker = home.root / "other-worker"  # an empty work dir: only MLflow is shared
-    result = fine_tune(*args, other_worker, home.hf_hub_cache, identity="moved")
+    result = fine_tune(job(*args, work_dir=other_worker))
     assert result.resumed_from_step == 3 and result.steps == 6
     assert [s for s, _ in history(mlc, run_id)] == list(range(1, 7))
 
@@ -177,10 +186,8 @@ def test_causal_lm_sft_learns_the_responses(home, llama, pairs, packing):
         task="causal-lm", epochs=4, batch_size=8, learning_rate=0.02, logging_steps=6,
         max_length=32, packing=packing, checkpoint_steps=None, eval_steps=12,
     )  # fmt: skip
-    result = fine_tune(
-        llama, pairs, [], LoraSpec(r=8, alpha=16, dropout=0.0), spec, mlc, run_id,
-        home.work_dir, home.hf_hub_cache, identity=f"sft-{packing}",
-    )  # fmt: skip
+    lora = LoraSpec(r=8, alpha=16, dropout=0.0)
+    result = fine_tune(job(llama, pairs, [], lora, spec, run_id, home, f"sft-{packing}"))
     assert result.steps == 24
     run = mlc.get_run(run_id)
     assert run.data.params["lora.resolved_target_modules"] == "['q_proj', 'v_proj']"

@@ -14,6 +14,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from flows.train_deployment import deployment_name, train_stage
 from tasks.core.config.train import TrainSpec
 from tasks.core.errors import TrainingStageFailed
+from tasks.train import TrainingInputs
 from tests.flows.conftest import mirrored  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -22,24 +23,14 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 def test_a_pool_without_the_deployment_says_how_to_create_it(home):
     @flow
     def pipeline():
-        return train_stage(None, None, None, None, TrainSpec(work_pool="nowhere"), None, "x", {}, None, home)  # fmt: skip
+        pool = TrainSpec(work_pool="nowhere")
+        return train_stage(TrainingInputs(None, None, None, pool, None, "x", {}, None), home)
 
     with pytest.raises(
         TrainingStageFailed, match="python -m flows.train_deployment --pool nowhere"
     ):
         pipeline()
     assert deployment_name("gpu") == "fine-tune/gpu"
-
-
-def test_without_a_pool_the_task_runs_in_process(home):
-    calls = []
-
-    def task(*args):
-        calls.append(args)
-        return "trained"
-
-    assert train_stage(task, "m", "d", "l", TrainSpec(), "r", "e", {}, "a", home) == "trained"
-    assert calls == [("m", "d", "l", TrainSpec(), "r", "e", {}, "a", home)]
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.errors import TrainingProcessFailed
 from tasks.core.tracking import client, ensure_experiment
 from tasks.core.training.checkpoints import list_checkpoints, read_state
-from tasks.core.training.launcher import TrainJob, command, cpu_processes, launch
-from tasks.core.training.run import job_dir
+from tasks.core.training.launcher import command, cpu_processes, launch
+from tasks.core.training.runs import TrainJob, job_dir
 from tests.tiny import sentiment_rows
 
 

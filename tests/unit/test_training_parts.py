@@ -12,7 +12,8 @@ from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.errors import TrainingInputError
 from tasks.core.training import checkpoints
 from tasks.core.training.batches import epoch_batches, make_collator
-from tasks.core.training.loop import CAUSAL_FORWARD, mixed_precision, plan_steps
+from tasks.core.training.loop import CAUSAL_FORWARD, plan_steps
+from tasks.core.training.setup import mixed_precision
 from tasks.core.training.sft import IGNORE, encode_pair, tokenize_sft
 from tests.tiny import build_tiny_llama
 

@@ -23,8 +23,9 @@ from tasks.core.errors import TrainingProcessFailed
 from tasks.core.home import REPO_ROOT
 from tasks.core.tracking import client, ensure_experiment
 from tasks.core.training.checkpoints import list_checkpoints, read_state
-from tasks.core.training.launcher import TrainJob, launch
-from tasks.core.training.run import ADAPTER_ARTIFACT, fine_tune, job_dir
+from tasks.core.training.launcher import launch
+from tasks.core.training.run import fine_tune
+from tasks.core.training.runs import ADAPTER_ARTIFACT, TrainJob, job_dir
 from tests.tiny import build_tiny_bert, build_tiny_llama, sentiment_rows, sft_rows
 
 LABELS = ["negative", "positive"]
@@ -105,12 +106,8 @@ def test_two_processes_train_what_one_process_trains(home, models, tmp_path, tas
     assert result.steps == 8  # ceil(7 micro-batches / 2) x 2 epochs
 
     one = job(home, task, models[task], data, spec, "one")
-    from tasks.core.training.modeling import ModelRef
 
-    fine_tune(
-        ModelRef(one.repo_id, one.revision), data, list(one.labels), LoraSpec(**one.lora), spec,
-        client(home.tracking_uri), one.run_id, home.work_dir, home.hf_hub_cache, "one",
-    )  # fmt: skip
+    fine_tune(one)
     mlc = client(home.tracking_uri)
     assert mlc.get_run(two.run_id).data.params["train.resolved_precision"] == "no"
     assert curve(home, two.run_id) == pytest.approx(curve(home, one.run_id), rel=1e-4)

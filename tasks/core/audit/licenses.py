@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tasks.core.audit.supply_chain import Check, RepoFacts, judge_repo
+from tasks.core.audit.supply_chain import RepoCheck, RepoFacts, judge_repo
 from tasks.core.catalog.base import Candidate
 from tasks.core.catalog.license_ids import LicenseId, canonical, normalise
 from tasks.core.config.audit import Approval, LicensePolicy
@@ -52,7 +52,7 @@ class AuditRecord:
     policy_sha256: str
     intended_use: str
     subjects: tuple[SubjectVerdict, ...] = field(default_factory=tuple)
-    checks: tuple[Check, ...] = ()
+    checks: tuple[RepoCheck, ...] = ()
     model: str = ""  # repo@sha
     source: str = "mirror"
     card_excerpt: str = ""

@@ -68,7 +68,7 @@ class RepoFacts:
 
 
 @dataclass(frozen=True)
-class Check:
+class RepoCheck:
     """One supply-chain finding and what the policy makes of it."""
 
     check: str
@@ -152,26 +152,26 @@ def gather_facts(catalog, candidate: Candidate) -> RepoFacts:
     )
 
 
-def _weights(facts: RepoFacts, policy: SupplyChainPolicy) -> Check:
+def _weights(facts: RepoFacts, policy: SupplyChainPolicy) -> RepoCheck:
     weights = [f for f in facts.files if f.endswith(WEIGHT_SUFFIXES)]
     pickles = [f for f in weights if f.endswith(PICKLE_SUFFIXES)]
     others = [f for f in weights if f not in pickles]
     if not weights:
-        return Check("weights", "deny", "no weight files in the repo")
+        return RepoCheck("weights", "deny", "no weight files in the repo")
     if others and pickles:
-        return Check(
+        return RepoCheck(
             "weights",
             "allow",
             f"non-pickle weights present ({', '.join(others)}); pickle files "
             f"({', '.join(pickles)}) are not loaded",
         )
     if others:
-        return Check("weights", "allow", f"no pickle weights ({', '.join(others)})")
+        return RepoCheck("weights", "allow", f"no pickle weights ({', '.join(others)})")
     if policy.allow_pickle:
-        return Check(
+        return RepoCheck(
             "weights", "warn", f"weights only as pickle ({', '.join(pickles)}): allow_pickle is on"
         )
-    return Check(
+    return RepoCheck(
         "weights",
         "deny",
         f"weights only as pickle ({', '.join(pickles)}), which can run code when loaded; "
@@ -179,13 +179,15 @@ def _weights(facts: RepoFacts, policy: SupplyChainPolicy) -> Check:
     )
 
 
-def _integrity(facts: RepoFacts) -> Check:
+def _integrity(facts: RepoFacts) -> RepoCheck:
     bad = [h for h in facts.weight_hashes if not h.verified]
     if bad:
         detail = "; ".join(f"{h.path}: sha256 {h.sha256[:12]} != {h.expected[:12]}" for h in bad)
-        return Check("integrity", "deny", f"weight file content does not match its id ({detail})")
+        return RepoCheck(
+            "integrity", "deny", f"weight file content does not match its id ({detail})"
+        )
     checked = sum(1 for h in facts.weight_hashes if h.expected)
-    return Check(
+    return RepoCheck(
         "integrity",
         "allow",
         f"sha256 recorded for {len(facts.weight_hashes)} weight file(s), "
@@ -197,19 +199,19 @@ def on_allowlist(repo_id: str, allowlist: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(repo_id, pattern) for pattern in allowlist)
 
 
-def _remote_code(repo_id: str, facts: RepoFacts, policy: SupplyChainPolicy) -> Check:
+def _remote_code(repo_id: str, facts: RepoFacts, policy: SupplyChainPolicy) -> RepoCheck:
     code = [f for f in facts.files if f.endswith(".py")]
     parts = [f"auto_map in {name}: {', '.join(sorted(m))}" for name, m in facts.auto_map.items()]
     if code:
         parts.append(f"code files: {', '.join(code)}")
     if not parts:
-        return Check("remote-code", "allow", "no custom code (no auto_map, no *.py files)")
+        return RepoCheck("remote-code", "allow", "no custom code (no auto_map, no *.py files)")
     what = "; ".join(parts)
     if on_allowlist(repo_id, policy.remote_code_allowlist):
-        return Check(
+        return RepoCheck(
             "remote-code", "warn", f"custom code ({what}) accepted: on the remote-code allowlist"
         )
-    return Check(
+    return RepoCheck(
         "remote-code",
         "deny",
         f"custom code needs trust_remote_code ({what}); {repo_id} is not on "
@@ -217,17 +219,19 @@ def _remote_code(repo_id: str, facts: RepoFacts, policy: SupplyChainPolicy) -> C
     )
 
 
-def _secrets(facts: RepoFacts, policy: SupplyChainPolicy) -> Check:
+def _secrets(facts: RepoFacts, policy: SupplyChainPolicy) -> RepoCheck:
     if not facts.secrets:
-        return Check(
+        return RepoCheck(
             "secrets", "allow", f"nothing secret-like in {len(facts.scanned)} scanned file(s)"
         )
     found = "; ".join(f"{s.kind} in {s.file} line {s.line} ({s.redacted})" for s in facts.secrets)
     decision: Decision = "deny" if policy.secrets == "deny" else "warn"
-    return Check("secrets", decision, f"possible secret(s): {found}")
+    return RepoCheck("secrets", decision, f"possible secret(s): {found}")
 
 
-def judge_repo(candidate: Candidate, facts: RepoFacts, policy: SupplyChainPolicy) -> list[Check]:
+def judge_repo(
+    candidate: Candidate, facts: RepoFacts, policy: SupplyChainPolicy
+) -> list[RepoCheck]:
     """Every supply-chain check for one repo revision, in a fixed order."""
     checks = [
         _weights(facts, policy),
@@ -236,10 +240,12 @@ def judge_repo(candidate: Candidate, facts: RepoFacts, policy: SupplyChainPolicy
         _secrets(facts, policy),
     ]
     if facts.unreadable:
-        checks.append(Check("readable", "deny", f"could not read: {'; '.join(facts.unreadable)}"))
+        checks.append(
+            RepoCheck("readable", "deny", f"could not read: {'; '.join(facts.unreadable)}")
+        )
     if candidate.gated:
         checks.append(
-            Check(
+            RepoCheck(
                 "access",
                 "warn",
                 f"gated on the Hub ({candidate.gated} approval): keep the accepted terms on file",

@@ -23,7 +23,6 @@ CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}\b")
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-PHONE_HINT = re.compile(r"\+?\(?\d(?:[\d\s().-]){5,}\d")  # 7+ digits in a phone-like run
 # Secrets with a recognisable shape (the formats their issuers document), plus key = value.
 SECRET = re.compile(
     "|".join(

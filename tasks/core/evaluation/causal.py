@@ -9,24 +9,11 @@ training loss; perplexity is its exponential. The task metric (exact match or RO
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
 from tasks.core.evaluation import metrics as metric_modules
-from tasks.core.training.modeling import load_causal_lm, read_base_ref
 from tasks.core.training.sft import IGNORE, encode_pair
-
-
-def load_causal_adapter(adapter_dir: Path, cache_dir: Path | None = None):
-    """(model, tokenizer) of base repo@revision + the LoRA adapter in ``adapter_dir``."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    ref, _ = read_base_ref(adapter_dir)
-    base = load_causal_lm(ref, cache_dir)
-    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-    return model, AutoTokenizer.from_pretrained(str(adapter_dir))
 
 
 def _prompt_ids(tokenizer, prompt: str) -> list[int]:

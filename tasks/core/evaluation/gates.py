@@ -164,7 +164,7 @@ def _slices(report: EvalReport, spec: GateSpec) -> list[GateResult]:
     return rows
 
 
-def decide(report: EvalReport, spec: GateSpec, policy_version: str = "") -> GateDecision:
+def decide_gates(report: EvalReport, spec: GateSpec, policy_version: str = "") -> GateDecision:
     """Every configured gate, in a fixed order; the candidate passes when none fails."""
     results = (
         _absolute(report, spec)

@@ -43,7 +43,7 @@ class VersionFigures:
 
 
 @dataclass(frozen=True)
-class Check:
+class CanaryCheck:
     name: str
     passed: bool | None  # None: not judged (no data for an optional check)
     figure: float | None
@@ -68,11 +68,11 @@ class StepAnalysis:
     champion: VersionFigures
     compared: float  # challenger texts the champion also scored
     agreed: float
-    checks: tuple[Check, ...]
+    checks: tuple[CanaryCheck, ...]
     outcome: Outcome
 
     @property
-    def failed(self) -> list[Check]:
+    def failed(self) -> list[CanaryCheck]:
         return [c for c in self.checks if c.passed is False]
 
     @property
@@ -184,18 +184,18 @@ def _checks(
     agreed: float,
     spec: CanaryAnalysis,
     baseline: VersionFigures | None,
-) -> list[Check]:
+) -> list[CanaryCheck]:
     n = spec.min_requests
     checks = [
-        Check("challenger_requests", challenger.requests >= n, challenger.requests, f">= {n}")
+        CanaryCheck("challenger_requests", challenger.requests >= n, challenger.requests, f">= {n}")
     ]
     if percent < 100:
         checks.append(
-            Check("champion_requests", champion.requests >= n, champion.requests, f">= {n}")
+            CanaryCheck("champion_requests", champion.requests >= n, champion.requests, f">= {n}")
         )
     rate = challenger.error_rate
     checks.append(
-        Check(
+        CanaryCheck(
             "error_rate",
             None if rate is None else rate <= spec.max_error_rate,
             rate,
@@ -206,12 +206,14 @@ def _checks(
     reference = champion if champion.requests >= n else baseline
     mine, theirs = challenger.p95_ms, reference.p95_ms if reference else None
     if mine is None or theirs is None or theirs <= 0:
-        checks.append(Check("p95_latency_ratio", None, None, "", "no champion latency to compare"))
+        checks.append(
+            CanaryCheck("p95_latency_ratio", None, None, "", "no champion latency to compare")
+        )
     else:
         ratio = mine / theirs
         ok = ratio <= spec.max_p95_latency_ratio or mine - theirs < spec.p95_latency_tolerance_ms
         checks.append(
-            Check(
+            CanaryCheck(
                 "p95_latency_ratio",
                 ok,
                 ratio,
@@ -222,7 +224,7 @@ def _checks(
         )
     if spec.max_p95_latency_ms is not None:
         checks.append(
-            Check(
+            CanaryCheck(
                 "p95_latency_ms",
                 None if mine is None else mine <= spec.max_p95_latency_ms,
                 mine,
@@ -231,7 +233,7 @@ def _checks(
         )
     agreement = agreed / compared if compared else None
     checks.append(
-        Check(
+        CanaryCheck(
             "agreement",
             None if agreement is None else agreement >= spec.min_agreement,
             agreement,
@@ -247,7 +249,7 @@ def _checks(
         or reference.feedback < spec.min_feedback
     ):
         checks.append(
-            Check(
+            CanaryCheck(
                 "online_accuracy",
                 None,
                 challenger.online_accuracy,
@@ -258,7 +260,7 @@ def _checks(
     else:
         floor = theirs_acc - spec.max_accuracy_drop
         checks.append(
-            Check(
+            CanaryCheck(
                 "online_accuracy",
                 challenger.online_accuracy >= floor,
                 challenger.online_accuracy,

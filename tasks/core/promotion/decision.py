@@ -22,7 +22,7 @@ class PromotionDecision:
     reason: str
 
 
-def decide(
+def decide_promotion(
     candidate: str, champion: str | None, canary: bool = False, rolled_back: str = ""
 ) -> PromotionDecision:
     """``canary``: a canary policy applies; ``rolled_back``: why a canary rolled it back."""

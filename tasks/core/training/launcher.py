@@ -21,38 +21,17 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.errors import TrainingInputError, TrainingProcessFailed
 from tasks.core.home import REPO_ROOT
 from tasks.core.training.progress import StepEvent
+from tasks.core.training.runs import TrainJob, TrainResult
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, as a shell reports it
 EXIT_BAD_INPUT = 2
 STOP_GRACE_S = 120  # time the child gets to write its SIGTERM checkpoint
-
-
-@dataclass(frozen=True)
-class TrainJob:
-    repo_id: str
-    revision: str
-    prepared_path: str
-    labels: list[str]
-    lora: dict
-    train: dict
-    tracking_uri: str
-    run_id: str
-    work_dir: str
-    cache_dir: str | None
-    identity: str
-
-    @property
-    def folder(self) -> Path:
-        from tasks.core.training.run import job_dir
-
-        return job_dir(Path(self.work_dir), self.identity)
 
 
 def gpu_count() -> int:
@@ -110,8 +89,6 @@ def launch(
     poll_s: float = 0.25,
 ):
     """Train in a child process; returns its TrainResult or raises why it has none."""
-    from tasks.core.training.run import TrainResult
-
     folder = job.folder
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("events.jsonl", "result.json", "error.json"):
@@ -173,8 +150,6 @@ def launch(
 def run_job(job: TrainJob) -> int:
     """The child's side: train, then write result.json or error.json; returns the exit status."""
     from tasks.core.errors import Preempted
-    from tasks.core.tracking import client
-    from tasks.core.training.modeling import ModelRef
     from tasks.core.training.run import fine_tune
 
     folder = job.folder
@@ -187,19 +162,7 @@ def run_job(job: TrainJob) -> int:
             events.flush()
 
     try:
-        result = fine_tune(
-            ModelRef(job.repo_id, job.revision),
-            job.prepared_path,
-            list(job.labels),
-            LoraSpec(**job.lora),
-            TrainSpec(**job.train),
-            client(job.tracking_uri),
-            job.run_id,
-            Path(job.work_dir),
-            Path(job.cache_dir) if job.cache_dir else None,
-            identity=job.identity,
-            on_event=on_event,
-        )
+        result = fine_tune(job, on_event=on_event)
     except Preempted as exc:
         if main:
             _write_json(folder / "error.json", {"message": str(exc), "preempted": True})
@@ -218,9 +181,23 @@ def run_job(job: TrainJob) -> int:
     finally:
         if events is not None:
             events.close()
+        _leave_process_group()
     if main:
         _write_json(folder / "result.json", asdict(result))
     return 0
+
+
+def _leave_process_group() -> None:
+    """Tear down this rank's process group before the interpreter exits.
+
+    A rank that finishes first (rank 1 returns while rank 0 still uploads the adapter) and
+    exits with the group alive lets C++ destroy a running communication thread:
+    "terminate called without an active exception", SIGABRT, and torchrun fails the job.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> None:

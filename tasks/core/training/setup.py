@@ -1,0 +1,88 @@
+"""What a training process sets up before its loop: precision, accelerator, model, data.
+
+The precision decides how the base loads (bf16 weights for a frozen base on a bf16 GPU) and how
+the loop runs (autocast), so both are decided here, from the same ``TrainSpec``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
+
+from tasks.core.config.train import LoraSpec, TrainSpec
+from tasks.core.errors import TrainingInputError
+from tasks.core.training.modeling import (
+    CAUSAL_LM,
+    ModelRef,
+    add_lora,
+    infer_target_modules,
+    load_base,
+    load_causal_lm,
+    quantization_config,
+)
+from tasks.core.training.sft import tokenize_sft
+
+
+def mixed_precision(spec: TrainSpec) -> str:
+    """Accelerate's mixed-precision mode for the configured precision on this machine."""
+    cuda = torch.cuda.is_available()
+    if spec.precision == "auto":
+        if not cuda:
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if spec.precision == "fp16" and not cuda:
+        raise TrainingInputError("train.precision: fp16 needs a CUDA GPU; use bf16 or fp32")
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[spec.precision]
+
+
+def make_accelerator(spec: TrainSpec) -> Accelerator:
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for what runs outside autocast
+        torch.backends.cudnn.allow_tf32 = True
+    # A collective that cannot complete (a peer died or hangs) fails after this long, so the
+    # task fails and its retry resumes from the last checkpoint instead of waiting forever.
+    group = InitProcessGroupKwargs(timeout=timedelta(seconds=spec.collective_timeout_s))
+    return Accelerator(
+        mixed_precision=mixed_precision(spec),
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[group],
+    )
+
+
+def tokenized(task: str, split, tokenizer, max_length: int):
+    """(model-input columns, lengths) of one prepared split."""
+    if task == CAUSAL_LM:
+        data = tokenize_sft(split, tokenizer, max_length)
+    else:
+        data = split.map(
+            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+            batched=True,
+            remove_columns=[c for c in split.column_names if c != "label"],
+        )
+        data = data.map(
+            lambda batch: {"length": [len(x) for x in batch["input_ids"]]}, batched=True
+        )
+    lengths = data["length"]
+    return data.remove_columns("length"), lengths
+
+
+def load_model(ref: ModelRef, labels: list[str], lora: LoraSpec, train: TrainSpec, cache_dir):
+    kwargs = {}
+    quantized = quantization_config(lora)
+    if quantized is not None:
+        kwargs["quantization_config"] = quantized
+    elif mixed_precision(train) == "bf16" and torch.cuda.is_available():
+        kwargs["dtype"] = torch.bfloat16  # frozen base in bf16; trainable weights stay fp32
+    if train.task == CAUSAL_LM:
+        base = load_causal_lm(ref, cache_dir, **kwargs)
+    else:
+        base = load_base(ref, labels, cache_dir, **kwargs)
+    targets = list(lora.target_modules or []) or infer_target_modules(base)
+    model = add_lora(base, lora, train.task, train.gradient_checkpointing)
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model, targets
