@@ -240,6 +240,75 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+# -- scheduler health (the pure reading of the log: tasks.core.ops.scheduler_health) ------
+
+
+def server_health(state: stack.StackState):
+    """What the running Prefect server of ``state`` logged since it started; None if none runs."""
+    from tasks.core.ops import scheduler_health
+
+    server = next((p for p in state.processes if p.name == "prefect-server"), None)
+    if server is None or alive(server) is None:
+        return None
+    return scheduler_health.scan_file(server.log)
+
+
+def _upcoming_runs(api: str) -> int | None:
+    """How many future runs the server's scheduler has created (None if the API won't say)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.types._datetime import now
+
+    upcoming = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        tags=FlowRunFilterTags(all_=["auto-scheduled"]),
+        expected_start_time=FlowRunFilterExpectedStartTime(after_=now("UTC")),
+    )
+    try:
+        with prefect_client(api) as client:
+            return client.count_flow_runs(flow_run_filter=upcoming)
+    except Exception:  # status still reports what the log says
+        return None
+
+
+def scheduler_report(home: Home, upcoming: bool = True) -> list[str]:
+    """Lines on the scheduler of the stack ``loraflow up`` runs on this home ([] if none runs):
+    ok (with the runs it created ahead), or FAILING with the last error from the server log."""
+    state = stack.read_state(home)
+    health = server_health(state) if state else None
+    if health is None:
+        return []
+    ahead = _upcoming_runs(state.urls.prefect_api) if upcoming else None
+    return [health.scheduler_line(ahead)] + [line for line in [health.other_line()] if line]
+
+
+class SchedulerWatch:
+    """Warns on stderr when the stack's scheduler fails: at the first failure, then at most
+    every ``repeat`` s while failures go on; reads the server log at most every ``every`` s."""
+
+    def __init__(self, home: Home, every: float = 10.0, repeat: float = 600.0):
+        self.home, self.every, self.repeat = home, every, repeat
+        self.failed, self.next_read, self.next_warning = 0, 0.0, 0.0
+
+    def check(self) -> None:
+        if time.monotonic() < self.next_read:
+            return
+        self.next_read = time.monotonic() + self.every
+        state = stack.read_state(self.home)
+        health = server_health(state) if state else None
+        failed = len(health.scheduler_errors) if health else 0
+        if failed > self.failed and time.monotonic() >= self.next_warning:
+            self.failed, self.next_warning = failed, time.monotonic() + self.repeat
+            warning = Text.assemble(("warning:", "bold yellow"), " ", health.scheduler_line())
+            err.print(warning, soft_wrap=True)
+
+
 # -- commands -------------------------------------------------------------------------------
 
 
@@ -287,11 +356,14 @@ def up(
         tail = f"\n{_log_tail(exc.log)}" if exc.log else ""
         raise _fail(f"{exc}{tail}", exc.code) from None
     _print_status(state, detach)
+    scheduler = SchedulerWatch(home)
+    scheduler.check()  # a stack whose scheduler already fails says so at once
     if detach:
         return
     try:
         while all(alive(p) for p in state.processes):
             time.sleep(1)
+            scheduler.check()
         dead = [p for p in state.processes if not alive(p)]
         err.print(f"{dead[0].name} stopped unexpectedly; log {dead[0].log}", highlight=False)
         raise typer.Exit(1)
