@@ -243,32 +243,24 @@ def _terminate(signum, frame):
 # -- scheduler health (the pure reading of the log: tasks.core.ops.scheduler_health) ------
 
 
-def server_health(state: stack.StackState):
+def server_health(state: stack.StackState | None):
     """What the running Prefect server of ``state`` logged since it started; None if none runs."""
-    from tasks.core.ops import scheduler_health
+    from tasks.core.ops.scheduler_health import scan_file
 
-    server = next((p for p in state.processes if p.name == "prefect-server"), None)
-    if server is None or alive(server) is None:
-        return None
-    return scheduler_health.scan_file(server.log)
+    servers = [p for p in (state.processes if state else ()) if p.name == "prefect-server"]
+    return scan_file(servers[0].log) if servers and alive(servers[0]) else None
 
 
 def _upcoming_runs(api: str) -> int | None:
     """How many future runs the server's scheduler has created (None if the API won't say)."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterExpectedStartTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
+    from prefect.client.schemas import filters as f
     from prefect.client.schemas.objects import StateType
     from prefect.types._datetime import now
 
-    upcoming = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-        tags=FlowRunFilterTags(all_=["auto-scheduled"]),
-        expected_start_time=FlowRunFilterExpectedStartTime(after_=now("UTC")),
+    upcoming = f.FlowRunFilter(
+        state=f.FlowRunFilterState(type=f.FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        tags=f.FlowRunFilterTags(all_=["auto-scheduled"]),
+        expected_start_time=f.FlowRunFilterExpectedStartTime(after_=now("UTC")),
     )
     try:
         with prefect_client(api) as client:
@@ -277,34 +269,31 @@ def _upcoming_runs(api: str) -> int | None:
         return None
 
 
-def scheduler_report(home: Home, upcoming: bool = True) -> list[str]:
+def scheduler_report(home: Home) -> list[str]:
     """Lines on the scheduler of the stack ``loraflow up`` runs on this home ([] if none runs):
     ok (with the runs it created ahead), or FAILING with the last error from the server log."""
     state = stack.read_state(home)
-    health = server_health(state) if state else None
+    health = server_health(state)
     if health is None:
         return []
-    ahead = _upcoming_runs(state.urls.prefect_api) if upcoming else None
-    return [health.scheduler_line(ahead)] + [line for line in [health.other_line()] if line]
+    lines = [health.scheduler_line(_upcoming_runs(state.urls.prefect_api)), health.other_line()]
+    return [line for line in lines if line]
 
 
 class SchedulerWatch:
-    """Warns on stderr when the stack's scheduler fails: at the first failure, then at most
-    every ``repeat`` s while failures go on; reads the server log at most every ``every`` s."""
+    """Warns on stderr when the stack's scheduler fails; reads the server log every 10 s."""
 
-    def __init__(self, home: Home, every: float = 10.0, repeat: float = 600.0):
-        self.home, self.every, self.repeat = home, every, repeat
-        self.failed, self.next_read, self.next_warning = 0, 0.0, 0.0
+    def __init__(self, home: Home):
+        from tasks.core.ops.scheduler_health import FailureAlarm
+
+        self.home, self.alarm, self.next_read = home, FailureAlarm(), 0.0
 
     def check(self) -> None:
         if time.monotonic() < self.next_read:
             return
-        self.next_read = time.monotonic() + self.every
-        state = stack.read_state(self.home)
-        health = server_health(state) if state else None
-        failed = len(health.scheduler_errors) if health else 0
-        if failed > self.failed and time.monotonic() >= self.next_warning:
-            self.failed, self.next_warning = failed, time.monotonic() + self.repeat
+        self.next_read = time.monotonic() + 10
+        health = server_health(stack.read_state(self.home))
+        if health and self.alarm.update(len(health.scheduler_errors), time.monotonic()):
             warning = Text.assemble(("warning:", "bold yellow"), " ", health.scheduler_line())
             err.print(warning, soft_wrap=True)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.core.ops import scheduler_health
-from tasks.core.ops.scheduler_health import ServiceError, scan, scan_file
+from tasks.core.ops.scheduler_health import FailureAlarm, ServiceError, scan, scan_file
 
 DATA = Path(__file__).parent / "data"
 FAILING = (DATA / "prefect-3.8.8-server-sqlalchemy-2.1.9.log").read_text()
@@ -104,3 +104,12 @@ def test_a_huge_log_is_read_from_its_end(tmp_path, monkeypatch):
     log = tmp_path / "prefect-server.log"
     log.write_text("x" * 5000 + "\n" + FAILING)
     assert len(scan_file(log).scheduler_errors) == 2
+
+
+def test_the_alarm_warns_at_the_first_failure_then_at_most_every_repeat_seconds():
+    alarm = FailureAlarm(repeat=600)
+    assert [alarm.update(0, t) for t in (0, 10)] == [False, False]  # healthy: silent
+    assert alarm.update(1, 20)  # the first failure
+    assert [alarm.update(n, t) for n, t in ((2, 80), (11, 619))] == [False, False]
+    assert alarm.update(12, 620)  # still failing ten minutes later
+    assert not alarm.update(12, 5000)  # nothing new since: silent

@@ -96,6 +96,21 @@ class ServerHealth:
         )
 
 
+class FailureAlarm:
+    """When to warn about a failing scheduler: at its first failure, then at most every
+    ``repeat`` seconds while new failures keep coming (a failing cycle repeats every minute)."""
+
+    def __init__(self, repeat: float = 600.0):
+        self.repeat, self.failed, self.quiet_until = repeat, 0, float("-inf")
+
+    def update(self, failed: int, now: float) -> bool:
+        """``failed``: the failures counted so far; ``now``: a monotonic time. True: warn."""
+        if failed <= self.failed or now < self.quiet_until:
+            return False
+        self.failed, self.quiet_until = failed, now + self.repeat
+        return True
+
+
 def since_last_start(text: str) -> str:
     """The part of an appended log written by the server that started last."""
     at = text.rfind(START_MARKER)
