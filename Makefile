@@ -1,17 +1,25 @@
 # Two entry points for a fresh machine (see README): `make quickstart` and `make test`.
-# Both create .venv on first use; re-running skips the install while pyproject.toml is unchanged.
+# Both create .venv on first use, installing exactly the versions of requirements.lock; re-running
+# skips the install while pyproject.toml and the lock are unchanged. `make lock` refreshes the lock.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 PYTEST_ARGS ?=
 
-.PHONY: quickstart test test-slow lint format clean
+.PHONY: quickstart test test-slow lint format clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(VENV)/bin/python -m pip install --quiet -c $(LOCK) --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -c $(LOCK) -e ".[dev]"
+	$(VENV)/bin/python -m pip check
 	touch $(STAMP)
+
+# Re-resolve every dependency of pyproject.toml (all extras) from scratch into requirements.lock,
+# with the newest pip in a throwaway venv; review the printed changes, run `make test`, commit.
+lock:
+	$(PYTHON) infra/lock.py
 
 quickstart: $(STAMP)
 	$(VENV)/bin/loraflow quickstart

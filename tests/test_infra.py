@@ -123,8 +123,6 @@ def test_compose_has_the_stack_services_and_ports():
 
 
 def test_compose_images_are_built_from_the_dockerfiles_once_and_reused():
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    [torch_pin] = [d for d in pyproject["project"]["dependencies"] if d.startswith("torch==")]
     built = {}
     for name, service in SERVICES.items():
         if "build" in service:
@@ -136,9 +134,7 @@ def test_compose_images_are_built_from_the_dockerfiles_once_and_reused():
             assert image.startswith(f"loraflow-{flavour}:"), (name, image)
             assert image not in built, f"{image} is built twice"
             built[image] = dockerfile
-            text = dockerfile.read_text()
-            assert f"ARG TORCH_VERSION={torch_pin.removeprefix('torch==')}" in text
-            assert 'pip install -e . "psycopg2-binary' in text
+            assert_installs_from_the_lock(dockerfile)
     assert {d.name for d in built.values()} == {"Dockerfile.cpu", "Dockerfile.cuda"}
     for name, service in SERVICES.items():
         image = resolve(service["image"])
@@ -148,6 +144,28 @@ def test_compose_images_are_built_from_the_dockerfiles_once_and_reused():
             assert ":" in image and not image.endswith(":latest"), f"{name}: pin {image}"
     [cuda] = [image for image, dockerfile in built.items() if dockerfile.name.endswith("cuda")]
     assert K8S_TEMPLATE["variables"]["properties"]["image"]["default"] == cuda
+
+
+def assert_installs_from_the_lock(dockerfile) -> None:
+    """Every ``pip install`` of the image is constrained by requirements.lock (torch included),
+    the lock is copied in before the first one, and the project goes in with its extras."""
+    text = dockerfile.read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    installs = [line for line in lines if re.search(r"\bpip install\b", line)]
+    assert installs, dockerfile
+    for line in installs:
+        assert "-c requirements.lock" in line, f"{dockerfile.name}: unlocked install: {line}"
+    assert text.index("COPY requirements.lock ./") < text.index("RUN pip install")
+    flavour = dockerfile.suffix.lstrip(".")
+    [torch] = re.findall(r"^RUN pip install -c requirements\.lock .*\btorch$", text, re.M)
+    # The CPU image takes the CPU build from PyTorch's index; the CUDA image PyPI's CUDA build.
+    assert ("download.pytorch.org/whl/cpu" in torch) == (flavour == "cpu"), torch
+    extras = {"cpu": '".[s3]"', "cuda": '".[gpu,s3]"'}[flavour]
+    assert f"RUN pip install -c requirements.lock -e {extras}" in text
+    assert "ARG TORCH_VERSION" not in text  # the lock is the one place torch's version lives
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    for extra in ("s3", "gpu"):
+        assert extra in pyproject["project"]["optional-dependencies"]
 
 
 def test_compose_wires_postgres_minio_workers_and_the_service():

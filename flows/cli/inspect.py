@@ -53,6 +53,10 @@ def status(
                 highlight=False,
                 soft_wrap=True,
             )
+    from flows.cli.stack import scheduler_report
+
+    for line in scheduler_report(home):  # only while a stack from `loraflow up` runs
+        console.print(line, highlight=False, soft_wrap=True)
     if home.mlflow_db.exists() or not home.tracking_uri.startswith("sqlite"):
         for model in client(home.tracking_uri).search_registered_models():
             aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items()))

@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.output import console, err
+from flows.cli.output import console, err, warning_line
 from tasks.core.errors import EXIT_BAD_INPUT, BadInput, StackError
 from tasks.core.home import REPO_ROOT, Home, apply_env
 from tasks.core.ops import stack
@@ -221,6 +221,63 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+# -- scheduler health (the pure reading of the log: tasks.core.ops.scheduler_health) ------
+
+
+def server_health(state: stack.StackState | None):
+    """What the running Prefect server of ``state`` logged since it started; None if none runs."""
+    from tasks.core.ops.scheduler_health import scan_file
+
+    servers = [p for p in (state.processes if state else ()) if p.name == "prefect-server"]
+    return scan_file(servers[0].log) if servers and alive(servers[0]) else None
+
+
+def _upcoming_runs(api: str) -> int | None:
+    """How many future runs the server's scheduler has created (None if the API won't say)."""
+    from prefect.client.schemas import filters as f
+    from prefect.client.schemas.objects import StateType
+    from prefect.types._datetime import now
+
+    upcoming = f.FlowRunFilter(
+        state=f.FlowRunFilterState(type=f.FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        tags=f.FlowRunFilterTags(all_=["auto-scheduled"]),
+        expected_start_time=f.FlowRunFilterExpectedStartTime(after_=now("UTC")),
+    )
+    try:
+        with prefect_client(api) as client:
+            return client.count_flow_runs(flow_run_filter=upcoming)
+    except Exception:  # status still reports what the log says
+        return None
+
+
+def scheduler_report(home: Home) -> list[str]:
+    """Lines on the scheduler of the stack ``loraflow up`` runs on this home ([] if none runs):
+    ok (with the runs it created ahead), or FAILING with the last error from the server log."""
+    state = stack.read_state(home)
+    health = server_health(state)
+    if health is None:
+        return []
+    lines = [health.scheduler_line(_upcoming_runs(state.urls.prefect_api)), health.other_line()]
+    return [line for line in lines if line]
+
+
+class SchedulerWatch:
+    """Warns on stderr when the stack's scheduler fails; reads the server log every 10 s."""
+
+    def __init__(self, home: Home):
+        from tasks.core.ops.scheduler_health import FailureAlarm
+
+        self.home, self.alarm, self.next_read = home, FailureAlarm(), 0.0
+
+    def check(self) -> None:
+        if time.monotonic() < self.next_read:
+            return
+        self.next_read = time.monotonic() + 10
+        health = server_health(stack.read_state(self.home))
+        if health and self.alarm.update(len(health.scheduler_errors), time.monotonic()):
+            warning_line(health.scheduler_line())
+
+
 # -- commands -------------------------------------------------------------------------------
 
 
@@ -264,11 +321,14 @@ def up(
         pools=pools, timeout=timeout,
     )  # fmt: skip
     _print_status(state, detach)
+    scheduler = SchedulerWatch(home)
+    scheduler.check()  # a stack whose scheduler already fails says so at once
     if detach:
         return
     try:
         while all(alive(p) for p in state.processes):
             time.sleep(1)
+            scheduler.check()
         dead = [p for p in state.processes if not alive(p)]
         err.print(f"{dead[0].name} stopped unexpectedly; log {dead[0].log}", highlight=False)
         raise typer.Exit(1)

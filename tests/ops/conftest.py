@@ -32,6 +32,7 @@ from tests.flows.conftest import TINY_REPO, mirrored, write_config  # noqa: F401
 
 BIN = Path(sys.executable).parent
 CRON = "0 3 * * 1"
+SCHEDULER_LOOP_SECONDS = 2
 
 
 def _interrupt(signum, frame):
@@ -94,6 +95,9 @@ def stack_env(home: Home, **extra: str) -> dict[str, str]:
         MLFLOW_TRACKING_URI=f"sqlite:///{home.mlflow_db}",
         MLFLOW_REGISTRY_URI=f"sqlite:///{home.mlflow_db}",
         PREFECT_WORKER_QUERY_SECONDS="1",  # pick up runs at once, not every 10 s
+        # The server's scheduler service every 2 s instead of 60 s: tests/ops/test_scheduler.py
+        # waits for the runs it creates.
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=str(SCHEDULER_LOOP_SECONDS),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -1,5 +1,7 @@
-"""Operations: the local stack (``loraflow up``) and deployments, planned without Prefect.
+"""Operations: the local stack (``loraflow up``), its deployments and its health.
 
 ``stack`` ports, process command lines, URLs, the state file, and the deployment (schedule,
-triggers, work pool) built from an experiment config.
+triggers, work pool) built from an experiment config; ``scheduler_health`` reads a Prefect
+server's log for failing background services (the scheduler above all), so ``loraflow up``
+and ``loraflow status`` report them.
 """
