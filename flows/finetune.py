@@ -10,16 +10,14 @@ from prefect.runtime import flow_run
 
 from flows.promote import promote_stage
 from flows.train_deployment import train_stage
-from tasks.audit import audit_licenses
-from tasks.core.audit.licenses import dataset_licenses
+from flows.validate_data import audited_model_and_data
+from tasks.common import refreshed
 from tasks.core.config.loader import lineage, load_config
 from tasks.core.digests import key
 from tasks.core.home import Home
-from tasks.discover import discover_models
 from tasks.gate import evaluate_and_gate
 from tasks.register import register_model
 from tasks.train import TrainingInputs
-from tasks.validate import validate_data
 
 
 def _run_name() -> str:
@@ -44,30 +42,10 @@ def finetune(config_path: str, force: bool = False) -> dict:
     cfg, home = loaded.config, Home.from_env().ensure()
     tags = lineage(loaded)
 
-    def stage(task):
-        return task.with_options(refresh_cache=True) if force else task
-
-    discovery = stage(discover_models)(cfg.discovery, str(home.hf_hub_cache))
-    model, audit = stage(audit_licenses)(
-        discovery,
-        cfg.license,
-        loaded.license_policy,
-        loaded.license_policy_sha256,
-        dataset_licenses(cfg.data),
-        cfg.registry.experiment,
-        home,
-        {**tags, "loraflow.experiment": cfg.name},
-    )
-    data = stage(validate_data)(
-        cfg.data,
-        str(home.work_dir / "prepared"),
-        model,
-        cfg.train.max_length,
-        str(home.hf_hub_cache),
-    )
+    model, audit, data = audited_model_and_data(loaded, home, tags, force)
     inputs = TrainingInputs(model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit)
     trained = train_stage(inputs, home, force)  # in-process, or the deployment on train.work_pool
-    outcome = stage(evaluate_and_gate)(
+    outcome = refreshed(evaluate_and_gate, force)(
         trained,
         data,
         cfg.eval,
@@ -91,7 +69,7 @@ def finetune(config_path: str, force: bool = False) -> dict:
         "prefect.flow_run_id": str(flow_run.get_id() or ""),
         **{k: v for k, v in tags.items() if k != "resolved_config"},
     }
-    registration = stage(register_model)(
+    registration = refreshed(register_model, force)(
         outcome, trained.adapter_artifact, cfg.registry, version_tags, home
     )
     promotion = promote_stage(

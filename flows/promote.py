@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from tasks.common import refreshed
 from tasks.core.config.canary import CanarySpec
 from tasks.core.config.loader import load_canary_policy
 from tasks.core.errors import CanaryRolledBack
@@ -73,8 +74,9 @@ def promote_stage(
 ) -> PromotionDecision:
     """The pipeline's last stage: the first champion directly, later versions by canary when
     the experiment names a canary policy (else they wait for `loraflow promote`)."""
-    task = promote_model.with_options(refresh_cache=True) if force else promote_model
-    decision = task(registration, decision_ref, home, canary=canary.policy_file is not None)
+    decision = refreshed(promote_model, force)(
+        registration, decision_ref, home, canary=canary.policy_file is not None
+    )
     if decision.action != "canary":
         return decision
     return promotion(

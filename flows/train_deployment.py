@@ -23,6 +23,7 @@ from prefect import flow
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
+from tasks.common import refreshed
 from tasks.core.errors import TrainingStageFailed
 from tasks.core.home import REPO_ROOT, Home
 from tasks.core.tracking import client, ensure_experiment
@@ -46,8 +47,9 @@ def fine_tune_stage(inputs: TrainingInputs, force: bool = False) -> dict:
     """Fine-tune on this worker; the adapter lands in the MLflow run, the summary is returned."""
     home = Home.from_env().ensure()
     local = replace(inputs, train=inputs.train.model_copy(update={"work_pool": None}))
-    task = train_adapter.with_options(refresh_cache=True) if force else train_adapter
-    return asdict(task(local, home))  # ``local``: this *is* the pool's worker
+    return asdict(
+        refreshed(train_adapter, force)(local, home)
+    )  # ``local``: this *is* the pool's worker
 
 
 def train_stage(inputs: TrainingInputs, home: Home, force: bool = False) -> TrainResult:
@@ -57,8 +59,7 @@ def train_stage(inputs: TrainingInputs, home: Home, force: bool = False) -> Trai
     """
     pool = inputs.train.work_pool
     if not pool:
-        task = train_adapter.with_options(refresh_cache=True) if force else train_adapter
-        return task(inputs, home)
+        return refreshed(train_adapter, force)(inputs, home)
     name = deployment_name(pool)
     params = {"inputs": inputs, "force": force}
     try:

@@ -10,26 +10,20 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.audit import audit_licenses
+from tasks.common import refreshed
 from tasks.core.audit.licenses import dataset_licenses
-from tasks.core.config.loader import lineage, load_config
+from tasks.core.config.loader import LoadedConfig, lineage, load_config
 from tasks.core.data.report import DataReport
 from tasks.core.home import Home
 from tasks.discover import discover_models
 from tasks.validate import validate_data
 
 
-@flow(name="validate-data")
-def validate_data_only(config_path: str, force: bool = False) -> DataReport:
-    """Discover -> audit -> validate; raises DataValidationFailed (with the report) on failure."""
-    loaded = load_config(config_path)
-    cfg, home = loaded.config, Home.from_env().ensure()
-    tags = lineage(loaded)
-
-    def stage(task):
-        return task.with_options(refresh_cache=True) if force else task
-
-    discovery = stage(discover_models)(cfg.discovery, str(home.hf_hub_cache))
-    model, _ = stage(audit_licenses)(
+def audited_model_and_data(loaded: LoadedConfig, home: Home, tags: dict, force: bool):
+    """Discover -> audit -> validate: (model, audit record, data report), as both flows run it."""
+    cfg = loaded.config
+    discovery = refreshed(discover_models, force)(cfg.discovery, str(home.hf_hub_cache))
+    model, audit = refreshed(audit_licenses, force)(
         discovery,
         cfg.license,
         loaded.license_policy,
@@ -39,10 +33,19 @@ def validate_data_only(config_path: str, force: bool = False) -> DataReport:
         home,
         {**tags, "loraflow.experiment": cfg.name},
     )
-    return stage(validate_data)(
+    data = refreshed(validate_data, force)(
         cfg.data,
         str(home.work_dir / "prepared"),
         model,
         cfg.train.max_length,
         str(home.hf_hub_cache),
     )
+    return model, audit, data
+
+
+@flow(name="validate-data")
+def validate_data_only(config_path: str, force: bool = False) -> DataReport:
+    """Discover -> audit -> validate; raises DataValidationFailed (with the report) on failure."""
+    loaded = load_config(config_path)
+    home = Home.from_env().ensure()
+    return audited_model_and_data(loaded, home, lineage(loaded), force)[2]

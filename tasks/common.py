@@ -30,3 +30,8 @@ def stage_options(**extra: Any) -> dict[str, Any]:
         "persist_result": True,
         **extra,
     }
+
+
+def refreshed(task, force: bool):
+    """``task``, recomputing instead of reusing its cached result when ``force`` is set."""
+    return task.with_options(refresh_cache=True) if force else task

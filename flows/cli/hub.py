@@ -63,12 +63,12 @@ def discover_command(
 ) -> None:
     """Print the ranked candidates of a config's discovery section; run nothing else."""
     home = apply_env()
-    from flows.cli.pipeline import load
     from flows.cli.views import discovery_table
     from tasks.core.catalog.choose import catalog_for
+    from tasks.core.config.loader import load_config
     from tasks.core.discovery import discover
 
-    cfg = load(config).config
+    cfg = load_config(config).config
     console.print(discovery_table(discover(cfg.discovery, catalog_for(home.hf_hub_cache))))
 
 
@@ -87,12 +87,11 @@ def audit_command(
     import json
 
     home = apply_env()
-    from flows.cli.pipeline import load
     from flows.cli.views import verdict_table
     from tasks.core.audit.licenses import audit, dataset_licenses
     from tasks.core.audit.supply_chain import gather_facts
     from tasks.core.catalog.choose import catalog_for
-    from tasks.core.config.loader import load_policy
+    from tasks.core.config.loader import load_config, load_policy
     from tasks.core.digests import file_sha256
 
     repo_id, _, revision = ref.partition("@")
@@ -100,7 +99,7 @@ def audit_command(
         raise BadInput(f"{ref!r}: name a model as ORG/NAME or ORG/NAME@REVISION")
     approvals, datasets = (), ()
     if config is not None:
-        loaded = load(config)
+        loaded = load_config(config)
         rules, rules_sha = loaded.license_policy, loaded.license_policy_sha256
         approvals = loaded.config.license.approvals
         datasets = dataset_licenses(loaded.config.data)

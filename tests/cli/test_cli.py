@@ -148,3 +148,25 @@ def test_hub_import_and_list(home, tiny_bert_dir):
     assert TINY_REPO in listing.stdout and "license=apache-2.0" in listing.stdout
     bad = loraflow("hub", "import", tiny_bert_dir, "--repo-id", "no-slash")
     assert bad.returncode == 2 and "ORG/NAME" in bad.stderr
+
+
+def test_serve_on_a_taken_port_exits_2_with_one_line(home, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = loraflow("serve", "any-model", "--port", str(port))
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result) == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use; use --port"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("ref", ["ORG/", "/name", "just-a-name", "a/b/c"])
+def test_audit_of_a_malformed_repo_id_exits_2(home, ref):
+    result = loraflow("audit", ref)
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result) == [f"error: {ref!r}: name a model as ORG/NAME or ORG/NAME@REVISION"]

@@ -106,3 +106,37 @@ def test_failing_check_stops_before_training_and_registers_nothing(home, mirrore
     experiment = mlc.get_experiment_by_name("tests").experiment_id
     trained = [r for r in mlc.search_runs([experiment]) if "lora.r" in r.data.params]
     assert [r.info.run_id for r in trained] == [run_id]
+
+
+def test_a_cached_result_pickled_by_the_previous_layout_is_recomputed(home, mirrored, tmp_path):
+    """Results cached before the regroup name classes by their old paths (``tasks.core.data``
+    was a module): the re-run must recompute that stage, never crash on the old pickle."""
+    import base64
+
+    from prefect.settings import get_current_settings
+
+    config = write_config(tmp_path)
+    first = validate_data_only(config_path=str(config), return_state=True)
+    assert first.is_completed(), first.message
+    storage = Path(get_current_settings().results.local_storage_path)
+    new, old = b"tasks.core.data.report", b"tasks.core.data_report"  # same length: valid pickle
+    rewritten = 0
+    for path in storage.rglob("*"):
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text())
+            payload = base64.b64decode(record["result"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            continue
+        if new in payload:
+            record["result"] = base64.b64encode(payload.replace(new, old)).decode()
+            path.write_text(json.dumps(record))
+            rewritten += 1
+    assert rewritten >= 1  # the validate-data result, as the old layout would have pickled it
+
+    again = validate_data_only(config_path=str(config), return_state=True)
+    assert again.is_completed(), again.message
+    report = again.result()
+    assert type(report).__module__ == "tasks.core.data.report"
+    assert report.fingerprint == first.result().fingerprint

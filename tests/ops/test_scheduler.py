@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 from cronsim import CronSim
-from flows.stack import prefect_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterDeploymentId,
@@ -26,6 +25,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 
+from flows.cli.stack import prefect_client
 from tasks.core.ops import scheduler_health
 from tests.ops.conftest import BIN, CRON, SCHEDULER_LOOP_SECONDS, run, wait_for
 

@@ -89,7 +89,7 @@ def test_promotion_plan(versions, options, action):
 
 
 def test_docs_hold_the_current_policy_reference():
-    from tasks.core.config.canary import policy_reference
+    from tasks.core.config.reference import policy_reference
 
     doc = (REPO_ROOT / "docs/canary.md").read_text()
     block = doc.split("<!-- policy-reference -->\n")[1].split("<!-- /policy-reference -->")[0]

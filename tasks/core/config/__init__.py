@@ -1,7 +1,8 @@
 """The experiment's configuration: validated once, each stage handed its own section.
 
 ``spec`` the frozen base of every schema model; ``experiment`` the experiment file's schema
-(data and registry sections, and the whole ``ExperimentConfig``); ``audit`` the discovery and
+(the registry section and the whole ``ExperimentConfig``); ``data`` the data section (splits,
+column mapping, normalisation, checks, PII); ``audit`` the discovery and
 license sections and the license policy file; ``train`` the LoRA and training sections;
 ``evaluation`` the eval and gate sections and the gate policy file; ``canary`` the canary
 section and its policy file; ``schedule`` when and where a deployed experiment retrains;

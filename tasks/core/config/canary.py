@@ -197,11 +197,3 @@ class CanaryPolicy(Spec):
         if steps[-1] != 100:
             raise ValueError(f"the last step must be 100 (full traffic); got {steps[-1]}")
         return steps
-
-
-def policy_reference() -> str:
-    """The canary policy's keys as a Markdown table (docs/canary.md holds it; a test compares)."""
-    from tasks.core.config.reference import _rows
-
-    header = "| key | type | default | meaning |\n|---|---|---|---|"
-    return "\n".join([header, *_rows(CanaryPolicy)]) + "\n"

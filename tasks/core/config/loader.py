@@ -23,6 +23,7 @@ from tasks.core.config.audit import LicensePolicy
 from tasks.core.config.canary import CanaryPolicy
 from tasks.core.config.evaluation import GatePolicy
 from tasks.core.config.experiment import ExperimentConfig
+from tasks.core.digests import file_sha256
 from tasks.core.errors import ConfigError
 
 # Keys whose values are paths, resolved against the directory of the file that sets them.
@@ -48,6 +49,7 @@ class LoadedConfig:
     gate_policy: GatePolicy | None = None  # the defaults ``gates:`` overrides, when it names one
     gate_policy_sha256: str = ""
     canary_policy: CanaryPolicy | None = None  # when ``canary.policy_file`` names one
+    files: tuple[Path, ...] = ()  # every file read: the layers and the policies
 
     @property
     def sha256(self) -> str:
@@ -209,32 +211,60 @@ def _gate_policy_path(layers: list[tuple[Path, dict[str, Any]]]) -> Path | None:
     return Path(found) if isinstance(found, str) and Path(found).is_file() else None
 
 
+# Loaded configs of this process by path, each with the (mtime, size) of every file it read:
+# the CLI (fail fast), the flow run's name and the flow body all ask for the same config, and
+# get the one object validated once; an edited file is read again.
+_LOADED: dict[Path, tuple[tuple, LoadedConfig]] = {}
+
+
+def _stamp(files: tuple[Path, ...]) -> tuple:
+    stamps = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            return ()
+        stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     """Validate an experiment file and the policies it references; raise ConfigError if invalid.
 
     The gate policy's ``gates`` are the bottom layer under the experiment's ``gates:``, so the
     validated config holds the effective gates and errors name the file that set each key.
+    Validated once per process while none of the files it read changes.
     """
-    layers = load_layers(Path(path))
+    resolved = Path(path).resolve()
+    cached = _LOADED.get(resolved)
+    if cached is not None and cached[0] and cached[0] == _stamp(cached[1].files):
+        return cached[1]
+    loaded = _load_config(resolved)
+    _LOADED[resolved] = (_stamp(loaded.files), loaded)
+    return loaded
+
+
+def _load_config(path: Path) -> LoadedConfig:
+    layers = load_layers(path)
     gate_policy_path = _gate_policy_path(layers)
     gate_policy, defaults = None, []
     if gate_policy_path:
-        gate_policy = load_gate_policy(gate_policy_path)
-        defaults = [(gate_policy_path, {"gates": _gate_policy_layer(gate_policy_path)["gates"]})]
+        gate_layer = _gate_policy_layer(gate_policy_path)
+        gate_policy = validate_layers(GatePolicy, [(gate_policy_path, gate_layer)])
+        defaults = [(gate_policy_path, {"gates": gate_layer["gates"]})]
     config = validate_layers(ExperimentConfig, defaults + layers)
     policy_path = config.license.policy_file
+    canary_path = config.canary.policy_file
+    policies = tuple(p for p in (policy_path, gate_policy_path, canary_path) if p)
     return LoadedConfig(
         config=config,
         license_policy=load_policy(policy_path),
-        license_policy_sha256=hashlib.sha256(policy_path.read_bytes()).hexdigest(),
+        license_policy_sha256=file_sha256(policy_path),
         sources=tuple(p for p, _ in layers),
         gate_policy=gate_policy,
-        gate_policy_sha256=(
-            hashlib.sha256(gate_policy_path.read_bytes()).hexdigest() if gate_policy_path else ""
-        ),
-        canary_policy=(
-            load_canary_policy(config.canary.policy_file) if config.canary.policy_file else None
-        ),
+        gate_policy_sha256=file_sha256(gate_policy_path) if gate_policy_path else "",
+        canary_policy=load_canary_policy(canary_path) if canary_path else None,
+        files=tuple(p for p, _ in layers) + tuple(Path(p) for p in policies),
     )
 
 

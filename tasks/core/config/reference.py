@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from tasks.core.config.audit import Approval, LicensePolicy
+from tasks.core.config.canary import CanaryPolicy
 from tasks.core.config.evaluation import GatePolicy, SliceSpec
 from tasks.core.config.experiment import ExperimentConfig
 
@@ -77,3 +78,9 @@ def render() -> str:
             "",
         ]
     )
+
+
+def policy_reference() -> str:
+    """The canary policy's keys as a Markdown table (docs/canary.md holds it; a test compares)."""
+    header = "| key | type | default | meaning |\n|---|---|---|---|"
+    return "\n".join([header, *_rows(CanaryPolicy)]) + "\n"

@@ -3,7 +3,9 @@
 Every configured gate yields one row (figure, threshold, pass / fail / skip), in a fixed
 order: minimums, maximums, non-inferiority to the champion, gain over the base model, golden
 examples, slices. A candidate is registered only when no row fails. The registry and MLflow
-I/O that record the decision live elsewhere (ZenML's promote step keeps the same split).
+I/O that record the decision live in ``tasks/gate.py``, so the decision is unit-tested
+without a registry (ZenML's e2e example compares and promotes inside one step; here they are
+kept apart on purpose).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Stage 4, LoRA fine-tuning: resumable at any step, in one or several processes.
 
-``run`` trains (or resumes) into an MLflow run and uploads the adapter; ``loop`` the training
-loop itself, step by step; ``launcher`` runs it in a child process (torchrun across CPU cores,
+``run`` trains (or resumes) into an MLflow run and uploads the adapter; ``runs`` what a
+training run is outside its process (the job, the result, finding the MLflow run again);
+``setup`` what a process sets up first (precision, accelerator, model, tokenized splits);
+``loop`` the training loop itself, step by step; ``launcher`` runs it in a child process (torchrun across CPU cores,
 ``accelerate launch`` across GPUs) and relays its progress; ``checkpoints`` the resumable
 state on disk and in the run's artifacts; ``batches`` length-grouped, dynamically padded or
 packed batches; ``sft`` prompt/response examples with the loss on the response; ``modeling``

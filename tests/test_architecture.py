@@ -1,0 +1,103 @@
+"""The tree reads as the pipeline: stage packages, no import loop, one error hierarchy."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_imports import MODULES
+
+CORE = REPO / "tasks/core"
+SHARED_MODULES = {"discovery", "digests", "errors", "home", "tracking"}
+STAGE_PACKAGES = {
+    "audit", "catalog", "config", "data", "evaluation", "ops", "promotion", "registry",
+    "serving", "training",
+}  # fmt: skip
+
+
+def test_tasks_core_holds_stage_packages_and_a_handful_of_shared_modules():
+    modules = {p.stem for p in CORE.glob("*.py") if p.name != "__init__.py"}
+    packages = {p.name for p in CORE.iterdir() if (p / "__init__.py").is_file()}
+    assert modules == SHARED_MODULES
+    assert packages == STAGE_PACKAGES
+    for package in packages:  # each names what its modules hold
+        doc = ast.get_docstring(ast.parse((CORE / package / "__init__.py").read_text())) or ""
+        stems = {p.stem for p in (CORE / package).glob("*.py") if p.name != "__init__.py"}
+        missing = [stem for stem in stems if f"``{stem}``" not in doc]
+        assert not missing, f"tasks/core/{package}/__init__.py does not name {missing}"
+
+
+def imports_of(module: str) -> set[str]:
+    """Every project module ``module`` imports, at module level or inside functions."""
+    path = REPO / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = REPO / module.replace(".", "/") / "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                found.add(candidate if candidate in ALL else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m in ALL and m != module}
+
+
+ALL = set(MODULES) | {
+    ".".join(p.relative_to(REPO).parent.parts)
+    for package in ("flows", "tasks")
+    for p in (REPO / package).rglob("__init__.py")
+}
+
+
+def test_no_import_loop_between_modules():
+    graph = {module: imports_of(module) for module in ALL}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                loop = path[path.index(target) :] + [target] if target in path else [target]
+                pytest.fail(f"import loop: {' -> '.join(loop)}")
+            if target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+@pytest.mark.parametrize("package", sorted(STAGE_PACKAGES))
+def test_each_stage_package_imports_alone(package):
+    """A fresh interpreter imports the package and its modules in file order: no hidden order."""
+    modules = sorted(m for m in MODULES if m.startswith(f"tasks.core.{package}."))
+    code = f"import importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_error_class_derives_from_the_one_base():
+    import importlib
+
+    from tasks.core.errors import LoraflowError
+
+    strays = []
+    for module in MODULES:
+        for name, obj in vars(importlib.import_module(module)).items():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == module
+                and not issubclass(obj, LoraflowError)
+            ):
+                strays.append(f"{module}.{name}")
+    assert strays == []
