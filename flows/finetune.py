@@ -15,6 +15,7 @@ from tasks.common import refreshed
 from tasks.core.config.loader import lineage, load_config
 from tasks.core.digests import key
 from tasks.core.home import Home
+from tasks.core.ops.processes import register_process
 from tasks.gate import evaluate_and_gate
 from tasks.register import register_model
 from tasks.train import TrainingInputs
@@ -40,6 +41,7 @@ def finetune(config_path: str, force: bool = False) -> dict:
     """
     loaded = load_config(config_path)
     cfg, home = loaded.config, Home.from_env().ensure()
+    register_process(home, "finetune", str(flow_run.get_id() or ""))
     tags = lineage(loaded)
 
     model, audit, data = audited_model_and_data(loaded, home, tags, force)
@@ -54,6 +56,7 @@ def finetune(config_path: str, force: bool = False) -> dict:
         cfg.train.max_length,
         home,
         loaded.gate_policy_version,
+        {"config_sha256": tags["config_sha256"], "resolved_config": tags["resolved_config"]},
     )
     version_tags = {
         "base_repo_id": model.repo_id,
@@ -80,6 +83,7 @@ def finetune(config_path: str, force: bool = False) -> dict:
         "model": f"{model.repo_id}@{model.revision}",
         "dataset_sha256": data.fingerprint,
         "run_id": trained.run_id,
+        "evaluation_record": outcome.record_run_id,
         "metrics": {
             k: round(v, 4) for k, v in outcome.metrics.items() if k in ("accuracy", "macro_f1")
         },

@@ -2,22 +2,23 @@
 
 The champion (``models:/NAME@champion``) is loaded exactly as it is served and scored on this
 run's eval split in this run, so non-inferiority compares like with like. Whatever the
-outcome, the run keeps every figure, the report and the decision (JSON + tags); a failing
-gate then raises GateFailed (no retry, CLI exit 3) and nothing is registered.
+outcome, the evaluation is a new record of the decision history (a run nested under the
+training run: every figure, the report, the decision, the config sha); the training run
+itself is not written to, so a re-evaluation never changes what a registered version points
+at. A failing gate then raises GateFailed (no retry, CLI exit 3) and nothing is registered.
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from tasks.common import stage_options
 from tasks.core.config.evaluation import EvalSpec, GateSpec
@@ -35,7 +36,7 @@ from tasks.core.evaluation.scoring import (
     evaluate_models,
 )
 from tasks.core.home import Home
-from tasks.core.registry.lineage import MODEL_NAME_TAG
+from tasks.core.registry.history import Decision, actor_pipeline, append
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
 from tasks.core.training.runs import TrainResult
@@ -43,10 +44,11 @@ from tasks.core.training.runs import TrainResult
 
 @dataclass(frozen=True)
 class EvalOutcome:
-    run_id: str
+    run_id: str  # the training run evaluated
     metrics: dict[str, float]
     decision: GateDecision
     report: EvalReport | None = None
+    record_run_id: str = ""  # the evaluation's record in the decision history
 
 
 def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
@@ -110,29 +112,57 @@ def _champion(mlc, name: str, run_id: str):
     return classifier, str(version.version)
 
 
-def record(mlc, run_id: str, model_name: str, report: EvalReport, decision: GateDecision) -> None:
-    """Figures, report, decision and confusion matrix into the run (also when a gate fails)."""
-    stamp = int(time.time() * 1000)
-    figures = [Metric(f"eval_{k}", v, stamp, 0) for k, v in report.candidate.metrics.items()]
+def figures(report: EvalReport) -> dict[str, float]:
+    """Every figure of an evaluation, named as metrics: candidate, champion, base, slices."""
+    out = {f"eval_{k}": v for k, v in report.candidate.metrics.items()}
     for other, prefix in ((report.champion, "champion_eval_"), (report.base, "base_eval_")):
         if other is not None:
-            figures += [Metric(prefix + k, v, stamp, 0) for k, v in other.metrics.items()]
-    figures += [Metric(f"slice_{s.key}", s.figure, stamp, 0) for s in report.slices]
-    tags = [
-        RunTag("gate_decision", decision.label),
-        RunTag(MODEL_NAME_TAG, model_name),
-        RunTag("gate_failures", "; ".join(decision.failures())[:5000]),
-        RunTag("champion_compared", report.champion_version or "none"),
-    ] + [RunTag(f"gate.{g.gate}", g.status) for g in decision.gates]
-    for start in range(0, len(figures), 1000):
-        mlc.log_batch(run_id, metrics=figures[start : start + 1000])
-    mlc.log_batch(run_id, tags=tags)
-    mlc.log_dict(run_id, report.to_dict(), "eval/report.json")
-    mlc.log_dict(run_id, decision.to_dict(), "gates/decision.json")
+            out |= {prefix + k: v for k, v in other.metrics.items()}
+    return out | {f"slice_{s.key}": s.figure for s in report.slices}
+
+
+def record(
+    mlc, trained_run_id: str, model_name: str, report: EvalReport, decision: GateDecision,
+    config: dict[str, str], record_key: str,
+) -> str:  # fmt: skip
+    """The evaluation as its own decision record (also when a gate fails); its run id.
+
+    ``config``: the sha256 and resolved YAML of the config that asked for this evaluation, so
+    a refusal names the config that refused (the training run holds the one that trained).
+    """
+    failures = decision.failures()
+    outcome = Decision(
+        kind="evaluation",
+        model=model_name,
+        outcome=decision.label,
+        reason="; ".join(failures) if failures else "every gate passed",
+        actor=actor_pipeline(),
+        train_run_id=trained_run_id,
+        config_sha256=config.get("config_sha256", ""),
+        figures=figures(report),
+        details={"gate_policy_version": decision.policy_version},
+        key=record_key,
+    )
+    extra = {
+        "gate_decision": decision.label,
+        "gate_failures": "; ".join(failures),
+        "champion_compared": report.champion_version or "none",
+    } | {f"gate.{g.gate}": g.status for g in decision.gates}
+    experiment_id = mlc.get_run(trained_run_id).info.experiment_id
     with tempfile.TemporaryDirectory() as tmp:
         png = confusion_png(report, Path(tmp) / "confusion_matrix.png")
-        if png is not None:
-            mlc.log_artifact(run_id, str(png), "eval")
+        return append(
+            mlc,
+            experiment_id,
+            outcome,
+            artifacts={
+                "eval/report.json": report.to_dict(),
+                "gates/decision.json": decision.to_dict(),
+                "config/resolved.yaml": config.get("resolved_config", ""),
+            },
+            files={"eval": png} if png is not None else None,
+            extra_tags=extra,
+        )
 
 
 @task(
@@ -151,8 +181,11 @@ def evaluate_and_gate(
     max_length: int,
     home: Home,
     policy_version: str = "",
+    config: dict[str, str] | None = None,
 ) -> EvalOutcome:
-    """Raise GateFailed (no retry) when a gate fails; the run keeps the figures and the decision."""
+    """Raise GateFailed (no retry) when a gate fails; the record keeps figures and decision."""
+    # One record per evaluation: a retry in this flow run finds it instead of writing another.
+    record_key = key("evaluation", _cache_key(None, locals()), str(flow_run.get_id() or ""))
     mlc = client(home.tracking_uri)
     adapter = fetch_adapter(home, trained.run_id, trained.adapter_artifact)
     candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache)
@@ -169,7 +202,9 @@ def evaluate_and_gate(
         base=base,
     )
     decision = decide_gates(report, gates, policy_version)
-    record(mlc, trained.run_id, registry.model_name, report, decision)
+    record_run_id = record(
+        mlc, trained.run_id, registry.model_name, report, decision, config or {}, record_key
+    )
     create_markdown_artifact(
         key="gate-decision",
         markdown=to_markdown(decision, report),
@@ -177,4 +212,4 @@ def evaluate_and_gate(
     )
     if not decision.passed:
         raise GateFailed(f"gate failed, nothing registered: {'; '.join(decision.failures())}")
-    return EvalOutcome(trained.run_id, report.candidate.metrics, decision, report)
+    return EvalOutcome(trained.run_id, report.candidate.metrics, decision, report, record_run_id)

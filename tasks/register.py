@@ -21,6 +21,8 @@ from tasks.core.config.experiment import RegistrySpec
 from tasks.core.digests import key
 from tasks.core.home import Home
 from tasks.core.registry import model_card
+from tasks.core.registry.history import Decision, actor_pipeline, append
+from tasks.core.registry.lineage import EVALUATION_TAG
 from tasks.core.registry.versions import Registration, register
 from tasks.core.tracking import client
 from tasks.gate import EvalOutcome, fetch_adapter
@@ -74,6 +76,7 @@ def version_tags(outcome: EvalOutcome, tags: dict[str, str]) -> dict[str, str]:
             compared["base.accuracy"] = f"{report.base.metrics['accuracy']:.4f}"
     return {
         **tags,
+        EVALUATION_TAG: outcome.record_run_id,
         "gate_decision": decision.label,
         "gate_policy_version": decision.policy_version or tags.get("gate_policy_version", ""),
         **gate_tags,
@@ -81,6 +84,28 @@ def version_tags(outcome: EvalOutcome, tags: dict[str, str]) -> dict[str, str]:
         **compared,
         "registered_by": getpass.getuser(),
     }
+
+
+def record_registration(
+    mlc, reg: Registration, outcome: EvalOutcome, config_sha256: str, card: Path
+) -> str:
+    """The registration as its own decision record (once per version and evaluation)."""
+    what = "registered as a new version" if reg.created else "already registered (kept)"
+    decision = Decision(
+        kind="registration",
+        model=reg.name,
+        outcome="registered" if reg.created else "kept",
+        reason=f"v{reg.version} {what} from evaluation {outcome.record_run_id or '?'}; "
+        "alias challenger",
+        actor=actor_pipeline(),
+        version=reg.version,
+        train_run_id=reg.run_id,
+        config_sha256=config_sha256,
+        details={"evaluation_run_id": outcome.record_run_id, "created": reg.created},
+        key=f"registration:{reg.run_id}:{outcome.record_run_id}",
+    )
+    experiment_id = mlc.get_run(reg.run_id).info.experiment_id
+    return append(mlc, experiment_id, decision, files={"model_card": card})
 
 
 @task(
@@ -115,8 +140,8 @@ def register_model(
     with tempfile.TemporaryDirectory() as tmp:
         card_path = Path(tmp) / "README.md"
         card_path.write_text(card)
-        mlc.log_artifact(outcome.run_id, str(card_path), "model_card")
         reg = register(mlc, registry.model_name, outcome.run_id, adapter, all_tags, card, card_path)
+        record_registration(mlc, reg, outcome, tags.get("config_sha256", ""), card_path)
     create_markdown_artifact(
         key="registration",
         markdown=(

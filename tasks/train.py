@@ -162,6 +162,7 @@ def _open_run(mlc, experiment_id: str, inputs: TrainingInputs, identity: str):
         return found.info.run_id, None
     ref, data = inputs.base, inputs.data
     tags = {
+        "loraflow.run_type": "training",
         "loraflow.experiment": inputs.experiment_name,
         IDENTITY_TAG: identity,
         "base_repo_id": ref.repo_id,

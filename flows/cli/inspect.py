@@ -32,8 +32,15 @@ def ui() -> None:
 def status(
     limit: Annotated[int, typer.Option(help="How many recent flow runs to show.")] = 5,
 ) -> None:
-    """Recent flow runs with their task states (Prefect) and registered models (MLflow)."""
+    """Recent flow runs with their task states (Prefect), registered models and live canaries.
+
+    Runs whose process died are marked Crashed / KILLED first (``reconcile``).
+    """
     home = apply_env()
+    from flows.cli.reconcile import reconcile
+
+    for line in reconcile(home):
+        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
@@ -65,6 +72,36 @@ def status(
                 f", aliases {aliases or '(none)'}",
                 highlight=False,
             )
+            line = canary_line(model)
+            if line:
+                console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def canary_line(model) -> str:
+    """The canary of a registered model as its lease says: active, expired or ended."""
+    import time
+
+    from tasks.core.promotion.lease import LEASE_TAG, LEGACY_WEIGHT_TAG, decode, routing
+
+    tags = model.tags or {}
+    lease = decode(tags.get(LEASE_TAG))
+    if lease is None:
+        legacy = tags.get(LEGACY_WEIGHT_TAG)
+        return (
+            f"canary: a bare {legacy} % weight left by an older loraflow (not obeyed)"
+            if legacy
+            else ""
+        )
+    now = routing(lease, time.time(), 0.0)
+    what = f"canary of v{lease.version} (step {lease.step}, run {lease.holder[:12]})"
+    if now.state == "active":
+        return f"{what}: ACTIVE at {lease.percent:g} %, lease expires in {now.seconds_left:.0f} s"
+    if now.state == "expired":
+        return (
+            f"{what}: EXPIRED {-now.seconds_left:.0f} s ago, 0 % to the challenger; "
+            f"`loraflow rollback {model.name}` records and clears it"
+        )
+    return f"{what}: ended, 0 % to the challenger ({lease.ended})"
 
 
 def registry_client():

@@ -48,7 +48,11 @@ def run(
     """Run the finetune pipeline for one experiment config."""
     home = apply_env()
     load(config)  # fail fast, before Prefect starts
+    from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
+
+    for line in reconcile(home):  # a run killed earlier is not shown running any more
+        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
     from tasks.core.training.run import peak_rss_mb
 
     started = time.time()

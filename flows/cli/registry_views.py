@@ -52,12 +52,42 @@ def models_table(name: str, rows: list[VersionRow]) -> Table:
 
 
 def refused_table(refused: list[RefusedRun]) -> Table:
-    table = Table(title="Candidates refused by the gates (run kept, no version)")
-    table.add_column("run")
-    table.add_column("started")
-    table.add_column("failing gates", style="red")
+    table = Table(title="Evaluations refused by the gates (record kept, no version)")
+    table.add_column("record")
+    table.add_column("training run")
+    table.add_column("at")
+    table.add_column("config sha256")
+    table.add_column("failing gates", style="red", overflow="fold")
     for run in refused:
-        table.add_row(run.run_id[:12], run.started, run.failures)
+        table.add_row(
+            run.run_id[:12],
+            run.train_run_id[:12],
+            run.at_short,
+            run.config_sha256[:12],
+            run.failures,
+        )
+    return table
+
+
+OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "promote": "green", "rollback": "bold red"}
+
+
+def decisions_table(lineage: Lineage) -> Table:
+    """Every decision about the version, oldest first: what, by whom, on which config, why."""
+    table = Table(title=f"Decisions about {lineage.name} v{lineage.version}, oldest first")
+    for column in ("at", "decision", "outcome", "by", "config sha256", "record"):
+        table.add_column(column)
+    table.add_column("why", overflow="fold", ratio=1)
+    for d in lineage.decisions:
+        table.add_row(
+            d.at[:19].replace("T", " "),
+            d.kind,
+            Text(d.outcome, style=OUTCOME_STYLE.get(d.outcome, "")),
+            d.actor,
+            d.config_sha256[:12] or "-",
+            d.run_id[:12],
+            d.reason,
+        )
     return table
 
 
@@ -85,7 +115,7 @@ def lineage_view(lineage: Lineage, show_config: bool = True) -> Group:
     chain.add_column("answer", overflow="fold")
     for what, answer in lineage.chain():
         chain.add_row(what, answer)
-    parts = [chain, gates_table(lineage)]
+    parts = [chain, gates_table(lineage), decisions_table(lineage)]
     if show_config and lineage.resolved_config:
         parts += [Text("resolved config", style="bold"), Syntax(lineage.resolved_config, "yaml")]
     return Group(*parts)

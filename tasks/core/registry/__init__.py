@@ -3,7 +3,8 @@
 ``pyfunc`` the registered model itself (an MLflow pyfunc: adapter and tokenizer as artifacts,
 the base as repo@revision); ``versions`` registry I/O: register once per run, read and move
 aliases; ``lineage`` the full chain behind a version, read back from MLflow alone;
-``model_card`` the version's card, generated from what the run recorded.
+``model_card`` the version's card, generated from what the run recorded; ``history`` the
+append-only decision history (each decision an MLflow run of its own).
 """
 
 # Models registered before the code was regrouped into packages were pickled (cloudpickle,

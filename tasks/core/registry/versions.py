@@ -127,19 +127,34 @@ def alias_version(mlc: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
-def apply_promotion(mlc: MlflowClient, name: str, decision: PromotionDecision, when: str) -> None:
-    """Move ``champion`` when the decision says so, and record the reason on the version.
+def apply_promotion(
+    mlc: MlflowClient,
+    name: str,
+    decision: PromotionDecision,
+    when: str,
+    by: str = "",
+    record: str = "",
+) -> None:
+    """Move ``champion`` when the decision says so; index the decision on the version.
 
     A ``noop`` (already champion, or rolled back before) writes nothing: the version's tags
-    keep the decision that made it champion or rolled it back, which is what an audit asks.
+    keep the decision that made it champion or rolled it back. The tags are an index: the
+    decision itself is the history record ``record``.
     """
     if decision.action == "noop":
         return
     if decision.action == "promote":
         mlc.set_registered_model_alias(name, CHAMPION, decision.candidate)
-    mlc.set_model_version_tag(name, decision.candidate, "promotion.action", decision.action)
-    mlc.set_model_version_tag(name, decision.candidate, "promotion.reason", decision.reason)
-    mlc.set_model_version_tag(name, decision.candidate, "promotion.at", when)
+    index = {
+        "promotion.action": decision.action,
+        "promotion.reason": decision.reason,
+        "promotion.at": when,
+        "promotion.by": by,
+        "promotion.record": record,
+    }
+    for tag, value in index.items():
+        if value:
+            mlc.set_model_version_tag(name, decision.candidate, tag, value)
 
 
 def delete_alias(mlc: MlflowClient, name: str, alias: str) -> bool:
