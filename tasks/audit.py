@@ -37,6 +37,7 @@ def _cache_key(context, params) -> str:
         params["spec"],
         params["policy_sha256"],
         params["datasets"],
+        params["home"].tracking_uri,  # a refusal is recorded in this store: never share it
     )
 
 
