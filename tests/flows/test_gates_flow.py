@@ -359,6 +359,7 @@ def test_comparison_notebook_runs(state):
         for o in cell.outputs
     )
     assert "champion v1" in outputs and "challenger v2" in outputs
+    assert "accuracy" in outputs and "macro_f1" in outputs  # the figures table is filled
     assert "disagreements" in outputs
     summary = yaml.safe_load(
         next(
