@@ -16,7 +16,6 @@ half-way leaves a FAILED or RUNNING run that readers skip.
 
 from __future__ import annotations
 
-import getpass
 import json
 import socket
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,8 @@ from pathlib import Path
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+
+from tasks.core.security import identity
 
 RUN_TYPE_TAG = "loraflow.run_type"
 RUN_TYPE = "decision"
@@ -46,23 +47,26 @@ KINDS = (
 
 
 def user() -> str:
-    """The operating-system user running this process (who, for a decision taken by hand)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a container user without a passwd entry
-        return "unknown"
+    """Who takes a decision: the authenticated MLflow user (the worker's or promoter's service
+    account, a named person) when talking to an authenticated server, else the OS user."""
+    return identity.current().name
 
 
+# Actors say which part of loraflow decided and, after the colon, the identity behind it.
 def actor_pipeline() -> str:
-    return "pipeline"
+    return f"pipeline:{user()}"
 
 
 def actor_cli() -> str:
     return f"cli:{user()}"
 
 
+def actor_canary() -> str:
+    return f"canary:{user()}"
+
+
 def actor_service() -> str:
-    return f"service:{socket.gethostname()}"
+    return f"service:{socket.gethostname()}:{user()}"
 
 
 @dataclass(frozen=True)
