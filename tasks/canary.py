@@ -43,7 +43,6 @@ from tasks.core.serving.telemetry import parse_snapshot
 from tasks.core.tracking import client, ensure_experiment
 
 
-
 def _now() -> str:
     from datetime import UTC, datetime
 

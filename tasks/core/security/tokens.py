@@ -54,6 +54,17 @@ class ServiceTokens:
     def open_scopes(self) -> list[str]:
         return [s for s in (PREDICT, FEEDBACK) if not self.required(s)]
 
+    def describe(self) -> str:
+        """One line on what needs a token (printed by ``loraflow serve``)."""
+        if not self.feedback:
+            return (
+                "none: /predict and /feedback are open to whoever reaches this address "
+                f"(embedded mode, loopback only; set {FEEDBACK_ENV} to require a token)"
+            )
+        closed = [f"/{s}" for s in (PREDICT, FEEDBACK) if s not in self.open_scopes()]
+        opened = "" if self.predict else f"; /predict open (set {PREDICT_ENV} to close it)"
+        return f"bearer token required for {', '.join(closed)}{opened}; probes and /metrics open"
+
 
 def bearer(header: str | None) -> str:
     """The token of an ``Authorization: Bearer ...`` header ('' when there is none)."""
