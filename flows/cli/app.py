@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from flows.cli import hub, inspect, pipeline, serving, stack
+from flows.cli import deploy, hub, inspect, pipeline, security, serving, stack
 from flows.cli.output import error_line
 from tasks.core.errors import LoraflowError, StackError
 
@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="loraflow: discover, audit, validate, fine-tune (LoRA), gate, register and promote.",
 )
-for group in (pipeline, hub, inspect, serving, stack):
+for group in (pipeline, hub, inspect, serving, stack, deploy, security):
     group.register(app)
 
 
