@@ -17,13 +17,20 @@ from prefect.cache_policies import NONE
 
 from tasks.common import stage_options
 from tasks.core.digests import key
-from tasks.core.errors import NothingToPromote
+from tasks.core.errors import NothingToPromote, PromotionForbidden
 from tasks.core.home import Home
 from tasks.core.promotion.canary_io import (
     rolled_back_reason,
 )
 from tasks.core.promotion.decision import PromotionDecision, decide_promotion
-from tasks.core.registry.history import Decision, actor_cli, actor_pipeline, append
+from tasks.core.registry.history import (
+    Decision,
+    actor_cli,
+    actor_pipeline,
+    append,
+    forbidden,
+    user,
+)
 from tasks.core.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -50,7 +57,9 @@ def _cache_key(context, params) -> str:
 
 def record_promotion(mlc, name: str, decision: PromotionDecision, actor: str) -> str | None:
     """Apply a promotion decision and record it (nothing for a ``noop``: the version keeps the
-    record of the decision that made it champion or rolled it back)."""
+    record of the decision that made it champion or rolled it back). The alias moves inside
+    the record's writing, so a registry that refuses the move (an identity without the
+    promoter role) leaves no record claiming it: ``PromotionForbidden``."""
     if decision.action == "noop":
         return None
     version = mlc.get_model_version(name, decision.candidate)
@@ -66,9 +75,29 @@ def record_promotion(mlc, name: str, decision: PromotionDecision, actor: str) ->
         details={"champion_before": decision.champion},
     )
     experiment_id = mlc.get_run(version.run_id).info.experiment_id
-    record_id = append(mlc, experiment_id, record)
+
+    def move() -> None:
+        if decision.action == "promote":
+            mlc.set_registered_model_alias(name, CHAMPION, decision.candidate)
+
+    try:
+        record_id = append(mlc, experiment_id, record, effect=move)
+    except MlflowException as exc:
+        if not forbidden(exc):
+            raise
+        raise PromotionForbidden(
+            f"{name}: the registry refused to make v{decision.candidate} {CHAMPION} for "
+            f"{user()} ({exc.message}); a promoter runs `loraflow promote {name}`"
+        ) from None
     apply_promotion(mlc, name, decision, _now(), by=record.actor, record=record_id)
     return record_id
+
+
+def awaiting_promoter(mlc, name: str, decision: PromotionDecision, why: str) -> PromotionDecision:
+    """The pipeline may not promote: record that the version waits for a promoter."""
+    waiting = PromotionDecision("awaiting-promoter", decision.candidate, decision.champion, why)
+    record_promotion(mlc, name, waiting, actor_pipeline())
+    return waiting
 
 
 @task(
@@ -91,7 +120,10 @@ def promote_model(
         canary=canary,
         rolled_back=rolled_back_reason(mlc, name, version),
     )
-    record_promotion(mlc, name, decision, actor_pipeline())
+    try:
+        record_promotion(mlc, name, decision, actor_pipeline())
+    except PromotionForbidden as refused:  # an authenticated stack: workers never move champion
+        decision = awaiting_promoter(mlc, name, decision, str(refused))
     create_markdown_artifact(
         key="promotion",
         markdown=f"## Promotion: **{decision.action}**\n\n{decision.reason}",

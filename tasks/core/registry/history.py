@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,8 +154,13 @@ def append(
     files: dict[str, Path] | None = None,
     extra_tags: dict[str, str] | None = None,
     parent_run_id: str | None = None,
+    effect: Callable[[], None] | None = None,
 ) -> str:
     """Write ``decision`` as a new finished run; return its id (the existing one for a key).
+
+    ``effect`` is what the decision does (moving an alias), run after the record is written
+    and before it is marked FINISHED: if the registry refuses it, the record ends FAILED
+    (readers skip it) and the refusal is raised, so no record claims what did not happen.
 
     ``artifacts`` maps artifact paths to JSON-able dicts or text; ``files`` to local files
     (artifact folder -> path); ``extra_tags`` are searchable facts of this record (written
@@ -184,6 +190,8 @@ def append(
                 mlc.log_dict(run_id, content, path)
         for folder, local in (files or {}).items():
             mlc.log_artifact(run_id, str(local), folder)
+        if effect is not None:
+            effect()
     except BaseException:
         mlc.set_terminated(run_id, "FAILED")  # half a record is no record: readers skip it
         raise
@@ -271,3 +279,9 @@ def index_tags(records: list[Record]) -> dict[str, str]:
     if last.kind.startswith("canary"):
         tags["canary.outcome"] = last.outcome
     return tags
+
+
+def forbidden(exc: Exception) -> bool:
+    """Did an authenticated MLflow server refuse the call for lack of permission (403)?"""
+    code = getattr(exc, "error_code", "")
+    return code == "PERMISSION_DENIED" or "error code 403" in str(exc)
