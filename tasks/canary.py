@@ -35,7 +35,7 @@ from tasks.core.promotion.canary_io import (
 )
 from tasks.core.promotion.decision import PromotionDecision
 from tasks.core.promotion.lease import LeaseKeeper, granted
-from tasks.core.registry.history import Decision, append
+from tasks.core.registry.history import append_about_version
 from tasks.core.registry.versions import CHAMPION, alias_version
 from tasks.core.serving.replay import load_examples, replay
 from tasks.core.serving.runner import scrape, wait_ready
@@ -53,10 +53,7 @@ def _now() -> str:
 
 def _record(mlc, model_name: str, version: str, run_id: str, **fields) -> str:
     """A canary decision about ``version``, nested under the canary run ``run_id``."""
-    train_run = mlc.get_model_version(model_name, version).run_id
-    decision = Decision(model=model_name, version=version, train_run_id=train_run, **fields)
-    experiment_id = mlc.get_run(run_id).info.experiment_id
-    return append(mlc, experiment_id, decision, parent_run_id=run_id)
+    return append_about_version(mlc, model_name, version, parent_run_id=run_id, **fields)
 
 
 @task(name="replay-data", task_run_name="replay data of v{version}", cache_policy=NONE)

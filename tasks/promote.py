@@ -23,7 +23,7 @@ from tasks.core.promotion.canary_io import (
     rolled_back_reason,
 )
 from tasks.core.promotion.decision import PromotionDecision, decide_promotion
-from tasks.core.registry.history import Decision, actor_cli, actor_pipeline, append
+from tasks.core.registry.history import actor_cli, actor_pipeline, append_about_version
 from tasks.core.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -53,21 +53,12 @@ def record_promotion(mlc, name: str, decision: PromotionDecision, actor: str) ->
     record of the decision that made it champion or rolled it back)."""
     if decision.action == "noop":
         return None
-    version = mlc.get_model_version(name, decision.candidate)
-    record = Decision(
-        kind="promotion",
-        model=name,
-        outcome=decision.action,
-        reason=decision.reason,
-        actor=actor or actor_cli(),
-        version=decision.candidate,
-        train_run_id=version.run_id,
-        config_sha256=version.tags.get("config_sha256", ""),
-        details={"champion_before": decision.champion},
-    )
-    experiment_id = mlc.get_run(version.run_id).info.experiment_id
-    record_id = append(mlc, experiment_id, record)
-    apply_promotion(mlc, name, decision, _now(), by=record.actor, record=record_id)
+    actor = actor or actor_cli()
+    record_id = append_about_version(
+        mlc, name, decision.candidate, kind="promotion", outcome=decision.action,
+        reason=decision.reason, actor=actor, details={"champion_before": decision.champion},
+    )  # fmt: skip
+    apply_promotion(mlc, name, decision, _now(), by=actor, record=record_id)
     return record_id
 
 

@@ -267,3 +267,15 @@ def index_tags(records: list[Record]) -> dict[str, str]:
     if last.kind.startswith("canary"):
         tags["canary.outcome"] = last.outcome
     return tags
+
+
+def append_about_version(
+    mlc: MlflowClient, name: str, version: str, parent_run_id: str | None = None, **fields
+) -> str:
+    """Record a decision about registered version ``name`` v``version``: filed with its
+    training run (experiment, nesting unless ``parent_run_id``), naming its config sha."""
+    model_version = mlc.get_model_version(name, version)
+    fields.setdefault("config_sha256", model_version.tags.get("config_sha256", ""))
+    decision = Decision(model=name, version=version, train_run_id=model_version.run_id, **fields)
+    experiment_id = mlc.get_run(model_version.run_id).info.experiment_id
+    return append(mlc, experiment_id, decision, parent_run_id=parent_run_id)
