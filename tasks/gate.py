@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from tasks.common import stage_options
 from tasks.core.config.evaluation import EvalSpec, GateSpec
 from tasks.core.config.experiment import RegistrySpec
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
 from tasks.core.digests import file_sha256, key
 from tasks.core.errors import GateFailed
@@ -47,6 +48,8 @@ class EvalOutcome:
     metrics: dict[str, float]
     decision: GateDecision
     report: EvalReport | None = None
+    # The preprocessing every evaluated text went through; registered with the model.
+    preprocessing: dict | None = None
 
 
 def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
@@ -76,6 +79,7 @@ def _cache_key(context, params) -> str:
         "evaluate",
         params["trained"].run_id,
         params["data"].fingerprint,
+        getattr(params["data"], "preprocessing", None) or None,
         params["spec"],
         gates,
         golden,
@@ -105,7 +109,12 @@ def _champion(mlc, name: str, run_id: str):
         return None, None
     version, model = found
     classifier = Classifier(
-        model.model, model.tokenizer, list(model.labels), f"models:/{name}/{version.version}"
+        model.model,
+        model.tokenizer,
+        list(model.labels),
+        f"models:/{name}/{version.version}",
+        getattr(model, "preprocess", None),  # the champion's own (None: registered before)
+        role="champion",
     )
     return classifier, str(version.version)
 
@@ -155,9 +164,13 @@ def evaluate_and_gate(
     """Raise GateFailed (no retry) when a gate fails; the run keeps the figures and the decision."""
     mlc = client(home.tracking_uri)
     adapter = fetch_adapter(home, trained.run_id, trained.adapter_artifact)
-    candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache)
+    recorded = getattr(data, "preprocessing", None) or None
+    preprocessing = Preprocessing.from_dict(recorded) if recorded else None
+    candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache, preprocessing)
     champion, champion_version = _champion(mlc, registry.model_name, trained.run_id)
-    base = base_classifier(adapter, home.hf_hub_cache) if gates.base_model.score else None
+    base = None
+    if gates.base_model.score:
+        base = base_classifier(adapter, home.hf_hub_cache, preprocessing)
     report = evaluate_models(
         candidate,
         data.prepared_path,
@@ -177,4 +190,4 @@ def evaluate_and_gate(
     )
     if not decision.passed:
         raise GateFailed(f"gate failed, nothing registered: {'; '.join(decision.failures())}")
-    return EvalOutcome(trained.run_id, report.candidate.metrics, decision, report)
+    return EvalOutcome(trained.run_id, report.candidate.metrics, decision, report, recorded)

@@ -25,7 +25,7 @@ def _cache_key(context, params) -> str:
     return key(
         "validate",
         spec,
-        [source_digest(spec.train), source_digest(spec.eval)],
+        [source_digest(source) for source in spec.splits.values()],
         params["out_root"],
         _model_ref(params.get("model")),
         params.get("max_length"),

@@ -57,6 +57,10 @@ class DataReport:
     prepared_path: str
     tokenizer: str = ""  # repo@revision whose tokenizer measured the token lengths
     max_length: int | None = None
+    # What the texts went through (Preprocessing.to_dict()): registered with the model.
+    preprocessing: dict = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # split -> file name or hub id
+    digests: dict[str, str] = field(default_factory=dict)  # split -> sha256 of its rows
 
     @property
     def failed(self) -> list[CheckResult]:
