@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
+from logging import INFO, WARNING
 from pathlib import Path
 
 import mlflow
@@ -19,14 +20,15 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.config.evaluation import EvalSpec, GateSpec
 from tasks.core.config.experiment import RegistrySpec
 from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
 from tasks.core.digests import file_sha256, key
 from tasks.core.errors import GateFailed
-from tasks.core.evaluation.gates import GateDecision, decide_gates, to_markdown
+from tasks.core.evaluation.gates import GateDecision, decide_gates, gate_lines, to_markdown
+from tasks.core.evaluation.progress import ScoringProgress
 from tasks.core.evaluation.report import EvalReport
 from tasks.core.evaluation.scoring import (
     Classifier,
@@ -144,6 +146,26 @@ def record(mlc, run_id: str, model_name: str, report: EvalReport, decision: Gate
             mlc.log_artifact(run_id, str(png), "eval")
 
 
+def log_scores(report: EvalReport, decision: GateDecision) -> None:
+    """Each model's headline figures, then the gate decision with every gate's row."""
+    for scores in (report.candidate, report.champion, report.base):
+        if scores is not None:
+            figures = ", ".join(
+                f"{k} {scores.metrics[k]:.4f}"
+                for k in ("accuracy", "macro_f1")
+                if k in scores.metrics
+            )
+            count = int(scores.metrics.get("examples", 0))
+            log_decision(
+                "evaluate", f"{scores.role} {scores.source[:40]}: {figures} on {count} texts"
+            )
+    counts = {s: sum(g.status == s for g in decision.gates) for s in ("pass", "fail", "skip")}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    level = INFO if decision.passed else WARNING
+    table = "".join(f"\n{line}" for line in gate_lines(decision))
+    log_decision("gates", f"{decision.label} ({summary or 'no gates'}){table}", level)
+
+
 @task(
     name="evaluate-gate",
     task_run_name="evaluate {trained.run_id:.8}",
@@ -171,23 +193,34 @@ def evaluate_and_gate(
     base = None
     if gates.base_model.score:
         base = base_classifier(adapter, home.hf_hub_cache, preprocessing)
-    report = evaluate_models(
-        candidate,
-        data.prepared_path,
-        spec,
-        gates,
-        max_length,
-        champion=champion,
-        champion_version=champion_version,
-        base=base,
-    )
+    progress = ScoringProgress()
+    for model in (candidate, champion, base):
+        if model is not None:
+            model.on_progress = progress
+    try:
+        report = evaluate_models(
+            candidate,
+            data.prepared_path,
+            spec,
+            gates,
+            max_length,
+            champion=champion,
+            champion_version=champion_version,
+            base=base,
+        )
+    finally:
+        progress.close()
     decision = decide_gates(report, gates, policy_version)
     record(mlc, trained.run_id, registry.model_name, report, decision)
+    log_scores(report, decision)
     create_markdown_artifact(
         key="gate-decision",
         markdown=to_markdown(decision, report),
         description=f"Gates for run {trained.run_id}",
     )
     if not decision.passed:
-        raise GateFailed(f"gate failed, nothing registered: {'; '.join(decision.failures())}")
+        raise GateFailed(
+            f"gate failed, nothing registered: {'; '.join(decision.failures())} "
+            f"(MLflow run {trained.run_id})"
+        )
     return EvalOutcome(trained.run_id, report.candidate.metrics, decision, report, recorded)

@@ -11,6 +11,7 @@ import json
 import tempfile
 import time
 from datetime import UTC, datetime
+from logging import INFO, WARNING
 from pathlib import Path
 
 import mlflow
@@ -21,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.config.canary import CanaryPolicy
 from tasks.core.digests import key
 from tasks.core.errors import DataError, NothingToPromote
@@ -83,6 +84,7 @@ def promote_model(
         rolled_back=rolled_back_reason(mlc, name, version),
     )
     apply_promotion(mlc, name, decision, _now())
+    log_decision("promote", f"{decision.action} v{version}: {decision.reason}")
     if decision.action != "noop":  # a re-check keeps the run's record of the real decision
         mlc.set_tag(registration.run_id, "promotion", f"{decision.action}: {decision.reason}")
     create_markdown_artifact(
@@ -232,6 +234,10 @@ def canary_step(
         step, policy.steps, before, after, decision.champion, decision.candidate, spec, history
     )
     _record_step(mlc, run_id, model_name, analysis, replayed)
+    level = WARNING if analysis.outcome == "rollback" else INFO
+    log_decision(
+        "canary", f"step {step} ({percent:g} %): {analysis.outcome}: {analysis.reason}", level
+    )
     return analysis
 
 
@@ -304,6 +310,8 @@ def finish_canary(
     if train_run:
         mlc.set_tag(train_run, "promotion", f"{final.action}: {reason}"[:5000])
     champion = alias_version(mlc, model_name, CHAMPION)
+    level = WARNING if final.action == "rollback" else INFO
+    log_decision("promote", f"{final.action}: {reason}; champion is v{champion}", level)
     create_markdown_artifact(
         key="promotion",
         markdown=f"## Promotion: **{final.action}**\n\n{reason}\n\nchampion is now v{champion}.",

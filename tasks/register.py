@@ -16,7 +16,7 @@ import yaml
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.config.experiment import RegistrySpec
 from tasks.core.data.preprocess import Preprocessing
 from tasks.core.digests import key
@@ -132,6 +132,16 @@ def register_model(
             mlc, registry.model_name, outcome.run_id, adapter, all_tags, description, card_path,
             extra,
         )  # fmt: skip
+    steps = (
+        Preprocessing.from_dict(outcome.preprocessing).describe()
+        if outcome.preprocessing
+        else "none recorded"
+    )
+    log_decision(
+        "register",
+        f"{reg.name} v{reg.version} ({'new' if reg.created else 'existing, idempotent'}), alias "
+        f"challenger; served with preprocessing: {steps}",
+    )
     create_markdown_artifact(
         key="registration",
         markdown=(

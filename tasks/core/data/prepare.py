@@ -195,7 +195,8 @@ def prepare(
         "tokenizer": tokenizer_name,
         "max_length": max_length if tokenizer else None,
         "preprocessing": Preprocessing.from_spec(spec).to_dict(),
-        "sources": {s: source.source for s, source in spec.splits.items()},
+        "sources": {s: source_uri(source) for s, source in spec.splits.items()},
+        "name": spec.name,
     }
     if any(c.verdict == "fail" for c in checks) or len(mapped) < len(SPLITS):
         return DataReport("", tuple(spec.labels), rows, tuple(checks), "", **meta)
@@ -207,6 +208,14 @@ def prepare(
     return DataReport(
         digest, tuple(spec.labels), rows, tuple(checks), str(path), digests=digests, **meta
     )
+
+
+def source_uri(spec: SplitSpec) -> str:
+    """Where a split's rows come from: the file's path, or ``hf://ORG/NAME?split=...``."""
+    if spec.hub_id is None:
+        return str(spec.path)
+    config = f"config={spec.hub_config}&" if spec.hub_config else ""
+    return f"hf://{spec.hub_id}?{config}split={spec.hub_split}"
 
 
 def load_prepared(path: str | Path) -> DatasetDict:

@@ -61,6 +61,7 @@ class DataReport:
     preprocessing: dict = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # split -> file name or hub id
     digests: dict[str, str] = field(default_factory=dict)  # split -> sha256 of its rows
+    name: str = ""  # the data section's name (lineage)
 
     @property
     def failed(self) -> list[CheckResult]:
