@@ -49,5 +49,10 @@ def log_decision(stage: str, message: str, level: int = logging.INFO) -> None:
     the UI shows and the CLI, which prints the first line only, leaves out.
     """
     from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
 
-    get_run_logger().log(level, f"{stage}: {message}", extra={STAGE_ATTR: stage})
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # a task function called directly (tests, notebooks)
+        logger = logging.getLogger(f"loraflow.{stage}")
+    logger.log(level, f"{stage}: {message}", extra={STAGE_ATTR: stage})

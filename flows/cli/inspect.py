@@ -101,7 +101,7 @@ def models_command(
     from tasks.core.registry.lineage import versions
 
     rows, refused = versions(mlc, name)
-    console.print(models_table(name, rows))
+    console.print(models_table(name, rows, console.width))
     if refused:
         console.print(refused_table(refused))
 

@@ -365,13 +365,11 @@ def check_pii(
             f"{', '.join(map(str, unconfirmed[:5]))}): add their region to phone_regions"
         )
         verdict = "fail" if verdict == "fail" else "warn"
-    if verdict == "fail":
-        detail += f"; {PII_HINT}"
     stats = {
         "kinds": dict(found.kinds),
         "redacted": policy == "redact" and bool(rows),
         "unconfirmed_phone_rows": len(unconfirmed),
     }
     return CheckResult(
-        "pii", split, len(rows), "0 rows", verdict, detail, examples(rows), "rows", stats
+        "pii", split, len(rows), "0 rows", verdict, detail, examples(rows), "rows", stats, PII_HINT
     )
