@@ -21,8 +21,10 @@ from rich.text import Text
 
 from tasks.common import STAGE_ATTR
 
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: a long line stays one line (the terminal wraps it), so captured output and
+# `grep` see whole lines; tables still fit the width.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 # Prefect's own lines about a run that failed: the error line already says why.
 FAILURE_ECHOES = (
     "Finished in state",
@@ -56,6 +58,13 @@ def details_line(message: str) -> None:
     err.print(Text.assemble(("details:", "dim"), " ", message), soft_wrap=True, highlight=False)
 
 
+def silence_warnings() -> None:
+    """No warning reaches the terminal: filters alone are not enough, as libraries re-enable
+    theirs inside ``warnings.catch_warnings()`` (MLflow shows UserWarnings "once")."""
+    warnings.simplefilter("ignore")
+    warnings.showwarning = lambda *args, **kwargs: None
+
+
 def verbose() -> bool:
     return _state["verbose"]
 
@@ -69,7 +78,8 @@ def quiet(verbose: bool = False) -> None:
     if verbose:
         return
     os.environ["PYTHONWARNINGS"] = "ignore"
-    warnings.simplefilter("ignore")
+    os.environ["LORAFLOW_QUIET"] = "1"  # the training processes silence warnings too
+    silence_warnings()
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
