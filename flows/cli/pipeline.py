@@ -115,12 +115,14 @@ def validate_data_command(
     ] = False,
 ) -> None:
     """Run only data validation (model resolved as in `run`); exit 2 when a check fails."""
-    apply_env()
-    load(config)
+    home = apply_env()
+    load(config, home)
     from flows.validate_data import validate_data_only
 
+    tame_prefect_console()
+    state = validate_data_only(config_path=str(config.resolve()), force=force, return_state=True)
     try:
-        report = validate_data_only(config_path=str(config.resolve()), force=force)
+        report = result_or_pointer(state, home)
     except DataValidationFailed as exc:
         if exc.report is not None:
             console.print(data_report_table(exc.report))

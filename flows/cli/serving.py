@@ -76,17 +76,22 @@ def promote_command(
     ] = None,
 ) -> None:
     """Run the promotion flow: canary the challenger against the champion; exit 3 on rollback."""
-    apply_env()
+    home = apply_env()
     _policy(policy)  # fail fast, before Prefect starts
+    from flows.cli.output import tame_prefect_console
+    from flows.cli.pipeline import result_or_pointer
     from flows.promote import promotion
 
-    decision = promotion(
+    tame_prefect_console()
+    state = promotion(
         model_name=name,
         version=version,
         policy_path=str(policy.resolve()),
         replay_path=str(data.resolve()) if data else None,
         service_url=service_url,
+        return_state=True,
     )
+    decision = result_or_pointer(state, home)  # a rollback: one line, exit 3, no traceback
     console.print(f"{decision.action}: {decision.reason}", highlight=False, soft_wrap=True)
 
 

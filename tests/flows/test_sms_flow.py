@@ -49,9 +49,13 @@ def sms_config(folder):
 
 
 def flow_logs(flow_run_id) -> list[str]:
+    """The flow run's log as the UI's Logs tab shows it (sent in the background: flushed)."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
     with get_client(sync_client=True) as prefect:
         logs = prefect.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=500
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
         )
     return [log.message for log in logs]
 
