@@ -5,6 +5,8 @@ The model card travels as an artifact of the model and as the version's descript
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +100,8 @@ def register(
             mlc.get_registered_model(name)
         except MlflowException:
             mlc.create_registered_model(name, description="LoRA fine-tunes managed by loraflow")
-        version, created = mlflow.register_model(model_uri, name, tags=tags), True
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "already exists"
+            version, created = mlflow.register_model(model_uri, name, tags=tags), True
     else:
         version, created = existing, False
         for tag, value in tags.items():
