@@ -197,11 +197,17 @@ def render(
         "",
         "## Lineage",
         "",
+        *_lineage(tags, base),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _lineage(tags: dict[str, str], base: str) -> list[str]:
+    return [
         f"- base `{base}`, tokenizer revision `{tags.get('tokenizer_revision', '')}`",
         f"- config sha256 `{tags.get('config_sha256', '')}` "
         f"(resolved: `runs:/{tags.get('train_run_id', '')}/config/resolved.yaml`)",
         f"- code commit `{tags.get('git_commit', '')}`, Prefect flow run "
         f"`{tags.get('prefect.flow_run_id', '')}`",
-        "",
     ]
-    return "\n".join(lines)
