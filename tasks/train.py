@@ -181,8 +181,7 @@ def _open_run(mlc, experiment_id: str, inputs: TrainingInputs, identity: str):
         **{k: v for k, v in inputs.lineage.items() if k != "resolved_config"},
     }
     name = f"{inputs.experiment_name}-{data.fingerprint[:8]}"
-    run_id = mlc.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-    return run_id, None
+    return mlc.create_run(experiment_id, run_name=name, tags=tags).info.run_id, None
 
 
 def _link_runs(mlc, run_id: str, experiment_id: str, home: Home) -> None:
@@ -218,10 +217,10 @@ def train_adapter(inputs: TrainingInputs, home: Home) -> TrainResult:
     experiment_id = ensure_experiment(mlc, inputs.registry.experiment, home.mlflow_artifacts)
     identity = inputs.identity(home)
     run_id, finished = _open_run(mlc, experiment_id, inputs, identity)
-    _link_runs(mlc, run_id, experiment_id, home)
-    if finished is not None:
+    if finished is not None:  # its links name the flow run that trained it
         log_decision("fine-tune", f"already finished in MLflow run {run_id} (an earlier attempt)")
         return result_from_run(finished)
+    _link_runs(mlc, run_id, experiment_id, home)
     ref = inputs.base
     reporter = ProgressReporter(f"fine-tune {ref.repo_id}", logger)
     try:

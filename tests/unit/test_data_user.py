@@ -133,8 +133,11 @@ def test_pii_report_says_how_to_go_on_and_which_region_is_missing(tmp_path):
     train = write_split(tmp_path / "train.tsv", rows)
     eval = write_split(tmp_path / "eval.tsv", EVAL)
     failed = prepare(spec_for(train, eval), tmp_path / "a")
-    detail = check(failed, "pii").detail
-    assert check(failed, "pii").verdict == "fail" and "data.pii.policy: redact" in detail
+    line = check(failed, "pii").line()
+    assert (
+        check(failed, "pii").verdict == "fail"
+        and "(rows 5); to go on: data.pii.policy: redact" in line
+    )
     us = prepare(spec_for(train, eval, pii=PiiSpec(phone_regions=("US",))), tmp_path / "b")
     assert check(us, "pii").verdict == "warn" and "add their region to phone_regions" in (
         check(us, "pii").detail
