@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from logging import INFO, WARNING
 from pathlib import Path
 
 import mlflow
@@ -21,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
+from tasks.common import log_decision
 from tasks.core.config.canary import CanaryPolicy
 from tasks.core.errors import CanaryEnded, DataError
 from tasks.core.home import Home
@@ -165,6 +167,10 @@ def canary_step(
         step, policy.steps, before, after, decision.champion, decision.candidate, spec, history
     )
     _record_step(mlc, run_id, model_name, analysis, replayed)
+    level = WARNING if analysis.outcome == "rollback" else INFO
+    log_decision(
+        "canary", f"step {step} ({percent:g} %): {analysis.outcome}: {analysis.reason}", level
+    )
     return analysis
 
 
@@ -269,6 +275,8 @@ def finish_canary(
     mlc.set_tag(run_id, "canary.outcome", final.action)
     mlc.set_terminated(run_id, "FINISHED")
     champion = alias_version(mlc, model_name, CHAMPION)
+    level = WARNING if final.action == "rollback" else INFO
+    log_decision("promote", f"{final.action}: {reason}; champion is v{champion}", level)
     create_markdown_artifact(
         key="promotion",
         markdown=f"## Promotion: **{final.action}**\n\n{reason}\n\nchampion is now v{champion}.",

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.digests import key
 from tasks.core.errors import NothingToPromote
 from tasks.core.home import Home
@@ -83,6 +83,7 @@ def promote_model(
         rolled_back=rolled_back_reason(mlc, name, version),
     )
     record_promotion(mlc, name, decision, actor_pipeline())
+    log_decision("promote", f"{decision.action} v{version}: {decision.reason}")
     create_markdown_artifact(
         key="promotion",
         markdown=f"## Promotion: **{decision.action}**\n\n{decision.reason}",
