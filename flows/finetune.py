@@ -13,7 +13,9 @@ from flows.train_deployment import train_stage
 from flows.validate_data import audited_model_and_data
 from tasks.common import refreshed
 from tasks.core.config.loader import lineage, load_config
+from tasks.core.config.preflight import check_model, preflight
 from tasks.core.digests import key
+from tasks.core.evaluation.gates import gate_lines
 from tasks.core.home import Home
 from tasks.core.ops.processes import register_process
 from tasks.gate import evaluate_and_gate
@@ -42,9 +44,11 @@ def finetune(config_path: str, force: bool = False) -> dict:
     loaded = load_config(config_path)
     cfg, home = loaded.config, Home.from_env().ensure()
     register_process(home, "finetune", str(flow_run.get_id() or ""))
+    preflight(loaded, home.hf_hub_cache)  # what would fail after training fails now
     tags = lineage(loaded)
 
     model, audit, data = audited_model_and_data(loaded, home, tags, force)
+    check_model(cfg.lora, model, home.hf_hub_cache)
     inputs = TrainingInputs(model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit)
     trained = train_stage(inputs, home, force)  # in-process, or the deployment on train.work_pool
     outcome = refreshed(evaluate_and_gate, force)(
@@ -84,9 +88,12 @@ def finetune(config_path: str, force: bool = False) -> dict:
         "dataset_sha256": data.fingerprint,
         "run_id": trained.run_id,
         "evaluation_record": outcome.record_run_id,
+        "training": f"{trained.steps} steps"
+        + (f", resumed from step {trained.resumed_from_step}" if trained.resumed_from_step else ""),
         "metrics": {
             k: round(v, 4) for k, v in outcome.metrics.items() if k in ("accuracy", "macro_f1")
         },
+        "gates": gate_lines(outcome.decision),
         "registered": f"{registration.name} v{registration.version}",
         "promotion": f"{promotion.action}: {promotion.reason}",
         "train_peak_rss_mb": round(trained.peak_rss_mb),

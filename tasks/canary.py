@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from logging import INFO, WARNING
 from pathlib import Path
 
 import mlflow
@@ -21,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
+from tasks.common import log_decision
 from tasks.core.config.canary import CanaryPolicy
 from tasks.core.errors import CanaryEnded, DataError
 from tasks.core.home import Home
@@ -35,7 +37,7 @@ from tasks.core.promotion.canary_io import (
 )
 from tasks.core.promotion.decision import PromotionDecision
 from tasks.core.promotion.lease import LeaseKeeper, granted
-from tasks.core.registry.history import Decision, actor_canary, append
+from tasks.core.registry.history import actor_canary, append_about_version
 from tasks.core.registry.versions import CHAMPION, alias_version
 from tasks.core.serving.replay import load_examples, replay
 from tasks.core.serving.runner import scrape, wait_ready
@@ -51,10 +53,7 @@ def _now() -> str:
 
 def _record(mlc, model_name: str, version: str, run_id: str, **fields) -> str:
     """A canary decision about ``version``, nested under the canary run ``run_id``."""
-    train_run = mlc.get_model_version(model_name, version).run_id
-    decision = Decision(model=model_name, version=version, train_run_id=train_run, **fields)
-    experiment_id = mlc.get_run(run_id).info.experiment_id
-    return append(mlc, experiment_id, decision, parent_run_id=run_id)
+    return append_about_version(mlc, model_name, version, parent_run_id=run_id, **fields)
 
 
 @task(name="replay-data", task_run_name="replay data of v{version}", cache_policy=NONE)
@@ -166,6 +165,10 @@ def canary_step(
         step, policy.steps, before, after, decision.champion, decision.candidate, spec, history
     )
     _record_step(mlc, run_id, model_name, analysis, replayed)
+    level = WARNING if analysis.outcome == "rollback" else INFO
+    log_decision(
+        "canary", f"step {step} ({percent:g} %): {analysis.outcome}: {analysis.reason}", level
+    )
     return analysis
 
 
@@ -270,6 +273,8 @@ def finish_canary(
     mlc.set_tag(run_id, "canary.outcome", final.action)
     mlc.set_terminated(run_id, "FINISHED")
     champion = alias_version(mlc, model_name, CHAMPION)
+    level = WARNING if final.action == "rollback" else INFO
+    log_decision("promote", f"{final.action}: {reason}; champion is v{champion}", level)
     create_markdown_artifact(
         key="promotion",
         markdown=f"## Promotion: **{final.action}**\n\n{reason}\n\nchampion is now v{champion}.",

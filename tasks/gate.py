@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from logging import INFO, WARNING
 from pathlib import Path
 
 import mlflow
@@ -20,13 +21,15 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.config.evaluation import EvalSpec, GateSpec
 from tasks.core.config.experiment import RegistrySpec
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
 from tasks.core.digests import file_sha256, key
 from tasks.core.errors import GateFailed
-from tasks.core.evaluation.gates import GateDecision, decide_gates, to_markdown
+from tasks.core.evaluation.gates import GateDecision, decide_gates, gate_lines, to_markdown
+from tasks.core.evaluation.progress import ScoringProgress
 from tasks.core.evaluation.report import EvalReport
 from tasks.core.evaluation.scoring import (
     Classifier,
@@ -49,6 +52,8 @@ class EvalOutcome:
     decision: GateDecision
     report: EvalReport | None = None
     record_run_id: str = ""  # the evaluation's record in the decision history
+    # The preprocessing every evaluated text went through; registered with the model.
+    preprocessing: dict | None = None
 
 
 def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
@@ -78,6 +83,7 @@ def _cache_key(context, params) -> str:
         "evaluate",
         params["trained"].run_id,
         params["data"].fingerprint,
+        getattr(params["data"], "preprocessing", None) or None,
         params["spec"],
         gates,
         golden,
@@ -107,7 +113,12 @@ def _champion(mlc, name: str, run_id: str):
         return None, None
     version, model = found
     classifier = Classifier(
-        model.model, model.tokenizer, list(model.labels), f"models:/{name}/{version.version}"
+        model.model,
+        model.tokenizer,
+        list(model.labels),
+        f"models:/{name}/{version.version}",
+        getattr(model, "preprocess", None),  # the champion's own (None: registered before)
+        role="champion",
     )
     return classifier, str(version.version)
 
@@ -165,6 +176,26 @@ def record(
         )
 
 
+def log_scores(report: EvalReport, decision: GateDecision) -> None:
+    """Each model's headline figures, then the gate decision with every gate's row."""
+    for scores in (report.candidate, report.champion, report.base):
+        if scores is not None:
+            figures = ", ".join(
+                f"{k} {scores.metrics[k]:.4f}"
+                for k in ("accuracy", "macro_f1")
+                if k in scores.metrics
+            )
+            count = int(scores.metrics.get("examples", 0))
+            log_decision(
+                "evaluate", f"{scores.role} {scores.source[:40]}: {figures} on {count} texts"
+            )
+    counts = {s: sum(g.status == s for g in decision.gates) for s in ("pass", "fail", "skip")}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    level = INFO if decision.passed else WARNING
+    table = "".join(f"\n{line}" for line in gate_lines(decision))
+    log_decision("gates", f"{decision.label} ({summary or 'no gates'}){table}", level)
+
+
 @task(
     name="evaluate-gate",
     task_run_name="evaluate {trained.run_id:.8}",
@@ -188,28 +219,45 @@ def evaluate_and_gate(
     record_key = key("evaluation", _cache_key(None, locals()), str(flow_run.get_id() or ""))
     mlc = client(home.tracking_uri)
     adapter = fetch_adapter(home, trained.run_id, trained.adapter_artifact)
-    candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache)
+    recorded = getattr(data, "preprocessing", None) or None
+    preprocessing = Preprocessing.from_dict(recorded) if recorded else None
+    candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache, preprocessing)
     champion, champion_version = _champion(mlc, registry.model_name, trained.run_id)
-    base = base_classifier(adapter, home.hf_hub_cache) if gates.base_model.score else None
-    report = evaluate_models(
-        candidate,
-        data.prepared_path,
-        spec,
-        gates,
-        max_length,
-        champion=champion,
-        champion_version=champion_version,
-        base=base,
-    )
+    base = None
+    if gates.base_model.score:
+        base = base_classifier(adapter, home.hf_hub_cache, preprocessing)
+    progress = ScoringProgress()
+    for model in (candidate, champion, base):
+        if model is not None:
+            model.on_progress = progress
+    try:
+        report = evaluate_models(
+            candidate,
+            data.prepared_path,
+            spec,
+            gates,
+            max_length,
+            champion=champion,
+            champion_version=champion_version,
+            base=base,
+        )
+    finally:
+        progress.close()
     decision = decide_gates(report, gates, policy_version)
     record_run_id = record(
         mlc, trained.run_id, registry.model_name, report, decision, config or {}, record_key
     )
+    log_scores(report, decision)
     create_markdown_artifact(
         key="gate-decision",
         markdown=to_markdown(decision, report),
         description=f"Gates for run {trained.run_id}",
     )
     if not decision.passed:
-        raise GateFailed(f"gate failed, nothing registered: {'; '.join(decision.failures())}")
-    return EvalOutcome(trained.run_id, report.candidate.metrics, decision, report, record_run_id)
+        raise GateFailed(
+            f"gate failed, nothing registered: {'; '.join(decision.failures())} "
+            f"(evaluation record {record_run_id}, MLflow run {trained.run_id})"
+        )
+    return EvalOutcome(
+        trained.run_id, report.candidate.metrics, decision, report, record_run_id, recorded
+    )

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.digests import key
 from tasks.core.errors import NothingToPromote, PromotionForbidden
 from tasks.core.home import Home
@@ -24,10 +24,9 @@ from tasks.core.promotion.canary_io import (
 )
 from tasks.core.promotion.decision import PromotionDecision, decide_promotion
 from tasks.core.registry.history import (
-    Decision,
     actor_cli,
     actor_pipeline,
-    append,
+    append_about_version,
     forbidden,
     user,
 )
@@ -62,26 +61,18 @@ def record_promotion(mlc, name: str, decision: PromotionDecision, actor: str) ->
     promoter role) leaves no record claiming it: ``PromotionForbidden``."""
     if decision.action == "noop":
         return None
-    version = mlc.get_model_version(name, decision.candidate)
-    record = Decision(
-        kind="promotion",
-        model=name,
-        outcome=decision.action,
-        reason=decision.reason,
-        actor=actor or actor_cli(),
-        version=decision.candidate,
-        train_run_id=version.run_id,
-        config_sha256=version.tags.get("config_sha256", ""),
-        details={"champion_before": decision.champion},
-    )
-    experiment_id = mlc.get_run(version.run_id).info.experiment_id
+    actor = actor or actor_cli()
 
     def move() -> None:
         if decision.action == "promote":
             mlc.set_registered_model_alias(name, CHAMPION, decision.candidate)
 
     try:
-        record_id = append(mlc, experiment_id, record, effect=move)
+        record_id = append_about_version(
+            mlc, name, decision.candidate, kind="promotion", outcome=decision.action,
+            reason=decision.reason, actor=actor, details={"champion_before": decision.champion},
+            effect=move,
+        )  # fmt: skip
     except MlflowException as exc:
         if not forbidden(exc):
             raise
@@ -89,7 +80,7 @@ def record_promotion(mlc, name: str, decision: PromotionDecision, actor: str) ->
             f"{name}: the registry refused to make v{decision.candidate} {CHAMPION} for "
             f"{user()} ({exc.message}); a promoter runs `loraflow promote {name}`"
         ) from None
-    apply_promotion(mlc, name, decision, _now(), by=record.actor, record=record_id)
+    apply_promotion(mlc, name, decision, _now(), by=actor, record=record_id)
     return record_id
 
 
@@ -124,6 +115,7 @@ def promote_model(
         record_promotion(mlc, name, decision, actor_pipeline())
     except PromotionForbidden as refused:  # an authenticated stack: workers never move champion
         decision = awaiting_promoter(mlc, name, decision, str(refused))
+    log_decision("promote", f"{decision.action} v{version}: {decision.reason}")
     create_markdown_artifact(
         key="promotion",
         markdown=f"## Promotion: **{decision.action}**\n\n{decision.reason}",

@@ -15,15 +15,18 @@ import yaml
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.config.experiment import RegistrySpec
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.digests import key
 from tasks.core.home import Home
 from tasks.core.registry import model_card
 from tasks.core.registry.history import Decision, actor_pipeline, append, user
 from tasks.core.registry.lineage import EVALUATION_TAG
+from tasks.core.registry.pyfunc import PREPROCESSING_ARTIFACT
 from tasks.core.registry.versions import Registration, register
 from tasks.core.tracking import client
+from tasks.core.training.modeling import drop_peft_template_card
 from tasks.gate import EvalOutcome, fetch_adapter
 
 # Recorded on the version, never keyed: a new commit or flow run alone must not re-register.
@@ -38,6 +41,7 @@ def _cache_key(context, params) -> str:
         "register",
         outcome.run_id,
         outcome.decision,
+        getattr(outcome, "preprocessing", None),
         params["registry"],
         tags,
         params["home"].tracking_uri,
@@ -136,18 +140,39 @@ def register_model(
             _run_record(outcome.run_id, "data/validation.json", yaml.safe_load),
             _run_record(outcome.run_id, "config/resolved.yaml", yaml.safe_load),
         )
+    drop_peft_template_card(adapter)  # adapters trained before it was dropped at save time
     with tempfile.TemporaryDirectory() as tmp:
         card_path = Path(tmp) / "README.md"
         card_path.write_text(card)
-        reg = register(mlc, registry.model_name, outcome.run_id, adapter, all_tags, card, card_path)
+        extra = {}
+        if getattr(outcome, "preprocessing", None):
+            path = Path(tmp) / f"{PREPROCESSING_ARTIFACT}.json"
+            extra[PREPROCESSING_ARTIFACT] = Preprocessing.from_dict(outcome.preprocessing).write(
+                path
+            )
+        description = model_card.without_front_matter(card)
+        reg = register(
+            mlc, registry.model_name, outcome.run_id, adapter, all_tags, description, card_path,
+            extra,
+        )  # fmt: skip
         record_registration(mlc, reg, outcome, tags.get("config_sha256", ""), card_path)
+    steps = (
+        Preprocessing.from_dict(outcome.preprocessing).describe()
+        if outcome.preprocessing
+        else "none recorded"
+    )
+    log_decision(
+        "register",
+        f"{reg.name} v{reg.version} ({'new' if reg.created else 'existing, idempotent'}), alias "
+        f"challenger; served with preprocessing: {steps}",
+    )
     create_markdown_artifact(
         key="registration",
         markdown=(
             f"## Registered `{reg.name}` version {reg.version}\n\n"
             f"{'new version' if reg.created else 'existing version for this run (idempotent)'}; "
             f"alias `challenger` -> v{reg.version}; MLflow run `{reg.run_id}`.\n\n"
-            f"Model card: `runs:/{reg.run_id}/model_card/README.md`"
+            f"Model card: in the version's registration record and the model's artifacts."
         ),
         description="Model registry",
     )

@@ -12,16 +12,30 @@ from tasks.core.errors import BadInput
 from tasks.core.home import Home, apply_env
 
 
-def print_ui_help(home: Home) -> None:
-    console.print(
-        "\nInspect this state:\n"
-        f"  Prefect UI: PREFECT_HOME={home.prefect_home} prefect server start"
-        "  -> http://127.0.0.1:4200\n"
-        f"  MLflow UI:  mlflow ui --backend-store-uri {home.tracking_uri} --port 5000"
-        "  -> http://127.0.0.1:5000",
-        highlight=False,
-        soft_wrap=True,
-    )
+def print_ui_help(home: Home, flow_run_id: str | None = None) -> None:
+    """Where to look: the running servers' pages, or how to start the UIs on this state."""
+    from tasks.core.ops.links import ui_links
+
+    links = ui_links(home)
+    lines = ["", "Inspect this state:"]
+    if links.prefect:
+        page = links.flow_run(flow_run_id) if flow_run_id else links.prefect
+        lines.append(f"  Prefect UI: {page}")
+    else:
+        lines.append(
+            f"  Prefect UI: PREFECT_HOME={home.prefect_home} prefect server start"
+            "  -> http://127.0.0.1:4200" + (f"/runs/flow-run/{flow_run_id}" if flow_run_id else "")
+        )
+    if links.mlflow:
+        lines.append(f"  MLflow UI:  {links.mlflow}")
+    else:
+        lines.append(
+            f"  MLflow UI:  mlflow ui --backend-store-uri {home.tracking_uri} --port 5000"
+            "  -> http://127.0.0.1:5000"
+        )
+    if links.from_stack:
+        lines.append("  (the stack started by `loraflow up` on this home)")
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 def ui() -> None:
@@ -126,7 +140,7 @@ def models_command(
     from tasks.core.registry.lineage import versions
 
     rows, refused = versions(mlc, name)
-    console.print(models_table(name, rows))
+    console.print(models_table(name, rows, console.width))
     if refused:
         console.print(refused_table(refused))
 

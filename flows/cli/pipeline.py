@@ -10,27 +10,35 @@ import typer
 from rich.text import Text
 
 from flows.cli.inspect import print_ui_help
-from flows.cli.output import console, error_line
-from tasks.core.errors import ConfigError, DataValidationFailed
-from tasks.core.home import QUICKSTART_CONFIG, apply_env
+from flows.cli.output import console, error_line, tame_prefect_console
+from tasks.core.errors import BadInput, DataValidationFailed
+from tasks.core.home import QUICKSTART_CONFIG, Home, apply_env
 
 
-def load(config: Path):
-    """The validated config (every error is one line, exit 2, before Prefect starts)."""
+def load(config: Path, home: Home | None = None):
+    """The validated config, checked against its data, golden file and (mirrored) model:
+    every error is one line, exit 2, before Prefect starts."""
     from tasks.core.config.loader import load_config
+    from tasks.core.config.preflight import preflight
 
-    return load_config(config)
+    loaded = load_config(config)
+    preflight(loaded, (home or Home.from_env()).hf_hub_cache)
+    return loaded
 
 
 def validate(configs: Annotated[list[Path], typer.Argument(help="YAML files to check.")]) -> None:
-    """Check config and policy files without running anything."""
+    """Check config and policy files without running anything; an experiment also against
+    its data files, golden file and (when mirrored) its model's layers."""
     from tasks.core.config.loader import validate_file
 
     failed = None
     for path in configs:
         try:
-            console.print(f"[green]ok[/] {path}: {validate_file(path)}", highlight=False)
-        except ConfigError as exc:
+            summary = validate_file(path)
+            if summary.startswith("experiment "):
+                load(path)
+            console.print(f"[green]ok[/] {path}: {summary}", highlight=False)
+        except BadInput as exc:
             error_line(str(exc))
             failed = exc
     if failed is not None:
@@ -47,25 +55,60 @@ def run(
 ) -> None:
     """Run the finetune pipeline for one experiment config."""
     home = apply_env()
-    load(config)  # fail fast, before Prefect starts
+    load(config, home)  # fail fast, before Prefect starts
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
-
-    for line in reconcile(home):  # a run killed earlier is not shown running any more
-        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
     from tasks.core.training.run import peak_rss_mb
 
+    tame_prefect_console()
+    for line in reconcile(home):  # a run killed earlier is not shown running any more
+        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
     started = time.time()
-    summary = finetune(config_path=str(config.resolve()), force=force)
+    state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
+    flow_run_id = str(state.state_details.flow_run_id)
+    summary = result_or_pointer(state, home)
     console.print(f"\n[bold green]pipeline finished[/] in {time.time() - started:.0f} s")
     training_mb = summary.pop("train_peak_rss_mb", 0)
     summary["peak memory"] = (
         f"pipeline process {peak_rss_mb():.0f} MB; training {training_mb:.0f} MB "
         "(all its processes together; 0 when cached)"
     )
+    gates = summary.pop("gates", [])
     for key, value in summary.items():
         console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
-    print_ui_help(home)
+    console.print("  gates:", highlight=False)
+    for line in gates:
+        console.print(f"    {line}", highlight=False, soft_wrap=True)
+    print_ui_help(home, flow_run_id)
+
+
+def result_or_pointer(state, home: Home):
+    """The flow's result; or its exception, carrying where the run's records are."""
+    if state.is_completed():
+        return state.result()
+    try:
+        state.result()
+    except Exception as exc:
+        exc.details = run_pointer(str(state.state_details.flow_run_id), home)
+        raise
+    raise RuntimeError(f"flow run ended {state.name}: {state.message}")
+
+
+def run_pointer(flow_run_id: str, home: Home) -> str:
+    """'Prefect flow run NAME <page>': where the stage logs, artifacts and MLflow ids are."""
+    from tasks.core.ops.links import ui_links
+
+    name = ""
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            name = f"'{client.read_flow_run(flow_run_id).name}' "
+    except Exception:  # the pointer is a courtesy; the id alone still finds the run
+        pass
+    page = ui_links(home).flow_run(flow_run_id)
+    where = page or f"{flow_run_id} (`loraflow ui` shows how to open it)"
+    return f"Prefect flow run {name}{where}; stage logs and artifacts there"
 
 
 def validate_data_command(
@@ -75,12 +118,14 @@ def validate_data_command(
     ] = False,
 ) -> None:
     """Run only data validation (model resolved as in `run`); exit 2 when a check fails."""
-    apply_env()
-    load(config)
+    home = apply_env()
+    load(config, home)
     from flows.validate_data import validate_data_only
 
+    tame_prefect_console()
+    state = validate_data_only(config_path=str(config.resolve()), force=force, return_state=True)
     try:
-        report = validate_data_only(config_path=str(config.resolve()), force=force)
+        report = result_or_pointer(state, home)
     except DataValidationFailed as exc:
         if exc.report is not None:
             console.print(data_report_table(exc.report))

@@ -101,6 +101,13 @@ def test_run_prints_summary_peak_memory_and_ui_commands(home, tmp_path, tiny_ber
     pipeline_mb, training_mb = (int(m) for m in re.findall(r"(\d+) MB", memory))
     assert 100 < pipeline_mb < 8000 and 100 < training_mb < 8000, memory
     assert f"sqlite:///{home.mlflow_db}" in out and "prefect server start" in out
+    # Every gate with its figure and threshold (issue 14), and no library noise around it.
+    assert "  gates:\n    min_accuracy " in out and ">= 0: pass" in out, out
+    assert "training: 12 steps" in out
+    noise = ("already exists", "Warning", "%|", "Traceback", "Finished in state")
+    assert not [n for n in noise if n in result.stdout + result.stderr], result.stderr[-3000:]
+    for stage in ("discover: pinned", "audit: allow", "validate: pass", "gates: pass"):
+        assert stage in result.stderr, result.stderr  # the stage decisions, one line each
     assert client(home.tracking_uri).get_registered_model("tiny-lora").aliases == {
         "challenger": 1,
         "champion": 1,

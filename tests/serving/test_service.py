@@ -275,3 +275,25 @@ def test_rollback_ends_a_live_canary_by_hand(home, registry):
     assert (abort.actor, abort.reason) == ("cli:carol", "ended by hand: latency alarm")
     assert read_lease(mlc, NAME).ended == "aborted: ended by hand: latency alarm"
     assert abort_live_canary(mlc, NAME, "again", "cli:carol") is None  # nothing live any more
+
+
+def test_feedback_outside_the_version_labels_is_refused_and_uses_up_nothing(home, registry):
+    with start(home) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        server.wait_ready(60)
+        pid = http.post("/predict", json={"text": "a good film"}).json()["predictions"][0]["id"]
+        typo = http.post("/feedback", json={"id": pid, "label": "postive"})
+        assert typo.status_code == 422 and typo.json()["reason"] == "unknown_label"
+        assert "allowed labels: negative, positive" in typo.json()["error"]
+        mixed = http.post(
+            "/feedback",
+            json={"items": [{"id": pid, "label": "positive"}, {"id": pid, "label": "spam"}]},
+        )
+        assert mixed.status_code == 422  # the whole batch, nothing counted
+        empty = http.post("/feedback", json={"items": []})
+        assert empty.status_code == 422 and empty.json()["reason"] == "empty_batch"
+        assert total(server.url, "loraflow_feedback_total") == 0
+        assert http.post("/feedback", json={"id": pid, "label": "positive"}).json() == {
+            "accepted": 1,
+            "unknown": [],
+        }
+        assert total(server.url, "loraflow_rejected_requests_total", reason="unknown_label") == 2

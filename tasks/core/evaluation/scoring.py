@@ -8,8 +8,8 @@ Models are loaded by the caller and handed in as ``Classifier``s; nothing here r
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +18,10 @@ import torch
 
 from tasks.core.config.evaluation import EvalSpec, GateSpec, SliceSpec
 from tasks.core.data.prepare import load_prepared
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.errors import ConfigError
 from tasks.core.evaluation import metrics as metric_modules
+from tasks.core.evaluation.golden import read_golden
 from tasks.core.evaluation.report import EvalReport, GoldenCase, ModelScores, SliceFigure
 from tasks.core.training.modeling import load_base, load_classifier, predict_proba, read_base_ref
 
@@ -28,26 +30,48 @@ BASE_SEED = 0  # the base model's classification head is freshly initialised: se
 
 @dataclass
 class Classifier:
-    """A loaded model and the class names it predicts; lives only inside one task."""
+    """A loaded model, the class names it predicts and the preprocessing it was trained with
+    (applied to every text first, as the registered model applies it); lives in one task."""
 
     model: object
     tokenizer: object
     labels: list[str]
     source: str
+    preprocess: Callable[[list[str]], list[str]] | None = None
+    on_progress: Callable[[str, int, int], None] | None = None  # (role, done, total)
+    role: str = "candidate"
 
     def predict(self, texts: list[str], batch_size: int, max_length: int):
         """(class probabilities, seconds taken)."""
         started = time.perf_counter()
-        probs = predict_proba(self.model, self.tokenizer, texts, batch_size, max_length)
+        if self.preprocess is not None:
+            texts = self.preprocess(texts)
+        progress = None
+        if self.on_progress is not None:
+            progress = lambda done: self.on_progress(self.role, done, len(texts))  # noqa: E731
+        probs = predict_proba(
+            self.model, self.tokenizer, texts, batch_size, max_length, on_batch=progress
+        )
         return probs, time.perf_counter() - started
 
 
-def adapter_classifier(adapter_dir: Path, source: str, cache_dir: Path | None) -> Classifier:
+def _apply(preprocessing: Preprocessing | None):
+    return preprocessing.apply if preprocessing is not None else None
+
+
+def adapter_classifier(
+    adapter_dir: Path,
+    source: str,
+    cache_dir: Path | None,
+    preprocessing: Preprocessing | None = None,
+) -> Classifier:
     model, tokenizer, labels = load_classifier(adapter_dir, cache_dir)
-    return Classifier(model, tokenizer, labels, source)
+    return Classifier(model, tokenizer, labels, source, _apply(preprocessing))
 
 
-def base_classifier(adapter_dir: Path, cache_dir: Path | None) -> Classifier:
+def base_classifier(
+    adapter_dir: Path, cache_dir: Path | None, preprocessing: Preprocessing | None = None
+) -> Classifier:
     """The adapter's base model alone (seeded head), with the adapter's tokenizer."""
     from transformers import AutoTokenizer
 
@@ -55,7 +79,8 @@ def base_classifier(adapter_dir: Path, cache_dir: Path | None) -> Classifier:
     torch.manual_seed(BASE_SEED)
     model = load_base(ref, labels, cache_dir)
     model.eval()
-    return Classifier(model, AutoTokenizer.from_pretrained(str(adapter_dir)), labels, str(ref))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    return Classifier(model, tokenizer, labels, str(ref), _apply(preprocessing), role="base")
 
 
 def score(
@@ -113,39 +138,6 @@ def slice_figures(
             )[rule.metric]
             figures.append(SliceFigure(rule.name, bucket, rule.metric, len(idx), float(value)))
     return tuple(figures)
-
-
-def _class_name(label, labels: list[str]) -> str | None:
-    if isinstance(label, str) and label.strip() in labels:
-        return label.strip()
-    if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
-        return labels[label]
-    return None
-
-
-def read_golden(path: Path, labels: list[str]) -> list[tuple[int, str, str]]:
-    """(line, text, expected class name) per JSONL line; a bad line is a config error."""
-    cases = []
-    for number, raw in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-            text, label = row["text"], row["label"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ConfigError(
-                f'{path}: line {number}: expected {{"text": ..., "label": ...}} ({exc})'
-            ) from None
-        name = _class_name(label, labels)
-        if name is None or not isinstance(text, str) or not text.strip():
-            raise ConfigError(
-                f"{path}: line {number}: label {label!r} is not one of {labels} or ids "
-                f"0..{len(labels) - 1}, or the text is empty"
-            )
-        cases.append((number, text, name))
-    if not cases:
-        raise ConfigError(f"{path}: no golden cases")
-    return cases
 
 
 def golden_cases(

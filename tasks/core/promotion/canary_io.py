@@ -164,25 +164,12 @@ def abort_record(
     key: str = "",
 ) -> str:
     """The abort of a canary as its own decision record (once per ``key``); its run id."""
-    from tasks.core.registry.history import Decision, append
+    from tasks.core.registry.history import append_about_version
 
-    try:
-        train_run = mlc.get_model_version(name, version).run_id
-        experiment_id = mlc.get_run(train_run).info.experiment_id
-    except MlflowException:  # the version is gone: file it with the canary run
-        train_run, experiment_id = None, mlc.get_run(holder).info.experiment_id
-    decision = Decision(
-        kind="canary-abort",
-        model=name,
-        outcome="aborted",
-        reason=why,
-        actor=actor,
-        version=version,
-        train_run_id=train_run,
-        details={"canary_run_id": holder},
-        key=key,
-    )
-    return append(mlc, experiment_id, decision, parent_run_id=holder or None)
+    return append_about_version(
+        mlc, name, version, parent_run_id=holder or None, kind="canary-abort",
+        outcome="aborted", reason=why, actor=actor, details={"canary_run_id": holder}, key=key,
+    )  # fmt: skip
 
 
 def expire_lease(

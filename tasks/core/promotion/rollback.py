@@ -17,7 +17,7 @@ from tasks.core.promotion.canary_io import (
     manual_rollback,
     read_lease,
 )
-from tasks.core.registry.history import Decision, append
+from tasks.core.registry.history import append_about_version
 
 
 def abort_live_canary(mlc: MlflowClient, name: str, reason: str, actor: str) -> str | None:
@@ -43,23 +43,14 @@ def rollback_champion(mlc: MlflowClient, name: str, reason: str, actor: str) -> 
     ):
         if version is None:
             continue
-        model_version = mlc.get_model_version(name, version)
-        decision = Decision(
-            kind=kind,
-            model=name,
-            outcome=outcome,
-            reason=f"{reason} ({what})",
-            actor=actor,
-            version=version,
-            train_run_id=model_version.run_id,
-            config_sha256=model_version.tags.get("config_sha256", ""),
+        why = f"{reason} ({what})"
+        record = append_about_version(
+            mlc, name, version, kind=kind, outcome=outcome, reason=why, actor=actor,
             details={"restored": restored, "demoted": demoted},
-        )
-        experiment_id = mlc.get_run(model_version.run_id).info.experiment_id
-        record = append(mlc, experiment_id, decision)
+        )  # fmt: skip
         index = {
             "promotion.action": outcome,
-            "promotion.reason": decision.reason,
+            "promotion.reason": why,
             "promotion.at": _now(),
             "promotion.by": actor,
             "promotion.record": record,

@@ -285,3 +285,21 @@ def forbidden(exc: Exception) -> bool:
     """Did an authenticated MLflow server refuse the call for lack of permission (403)?"""
     code = getattr(exc, "error_code", "")
     return code == "PERMISSION_DENIED" or "error code 403" in str(exc)
+
+
+def append_about_version(
+    mlc: MlflowClient,
+    name: str,
+    version: str,
+    parent_run_id: str | None = None,
+    effect: Callable[[], None] | None = None,
+    **fields,
+) -> str:
+    """Record a decision about registered version ``name`` v``version``: filed with its
+    training run (experiment, nesting unless ``parent_run_id``), naming its config sha;
+    ``effect`` as in ``append`` (run inside the record's writing)."""
+    model_version = mlc.get_model_version(name, version)
+    fields.setdefault("config_sha256", model_version.tags.get("config_sha256", ""))
+    decision = Decision(model=name, version=version, train_run_id=model_version.run_id, **fields)
+    experiment_id = mlc.get_run(model_version.run_id).info.experiment_id
+    return append(mlc, experiment_id, decision, parent_run_id=parent_run_id, effect=effect)

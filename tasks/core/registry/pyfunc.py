@@ -20,6 +20,7 @@ from mlflow.types import ColSpec, Schema
 
 from tasks.core.home import Home
 
+PREPROCESSING_ARTIFACT = "preprocessing"  # artifact key (and file stem) of the recorded steps
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.57", "peft>=0.17", "mlflow>=3.5", "pandas"]
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "text")]),
@@ -28,15 +29,30 @@ SIGNATURE = ModelSignature(
 
 
 class LoraClassifierModel(mlflow.pyfunc.PythonModel):
-    """pyfunc: text in, (label, score) out, from base repo@revision + the logged adapter."""
+    """pyfunc: text in, (label, score) out, from base repo@revision + the logged adapter.
+
+    A version registered with a ``preprocessing`` artifact (what the data stage did to every
+    training text: normalisation, PII redaction) applies it to each input first, through
+    the same ``Preprocessing.apply`` evaluation used; one registered without it (older
+    versions) passes texts through unchanged, as it always did.
+    """
 
     def load_context(self, context):
+        from tasks.core.data.preprocess import Preprocessing
         from tasks.core.training.modeling import load_classifier
 
         # Inside a loraflow home, its mirror; elsewhere the standard Hugging Face cache.
         cache = Home.from_env().hf_hub_cache if os.environ.get("LORAFLOW_HOME") else None
         adapter = Path(context.artifacts["adapter"])
         self.model, self.tokenizer, self.labels = load_classifier(adapter, cache)
+        recorded = (context.artifacts or {}).get(PREPROCESSING_ARTIFACT)
+        self.preprocessing = Preprocessing.read(recorded) if recorded else None
+
+    @property
+    def preprocess(self):
+        """The recorded preprocessing as a function of texts, or None (older versions)."""
+        preprocessing = getattr(self, "preprocessing", None)
+        return preprocessing.apply if preprocessing is not None else None
 
     def predict(self, context, model_input, params=None):
         from tasks.core.training.modeling import predict_proba
@@ -46,6 +62,8 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
             texts = model_input[column].astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
+        if self.preprocess is not None:
+            texts = self.preprocess(texts)
         probs = predict_proba(self.model, self.tokenizer, texts, batch_size=64)
         best = probs.argmax(axis=1)
         return pd.DataFrame(

@@ -5,6 +5,8 @@ The model card travels as an artifact of the model and as the version's descript
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,11 +72,13 @@ def register(
     tags: dict[str, str],
     card: str,
     card_path: Path | None = None,
+    extra_artifacts: dict[str, Path] | None = None,
 ) -> Registration:
     """Register the run's model once: a retry finds the existing version instead of adding one.
 
     Tags, description and the ``challenger`` alias are (re)applied on every call, so a retry
     that follows a failure half-way still converges on one complete version.
+    ``extra_artifacts`` travel with the model (the recorded preprocessing).
     """
     existing = version_for_run(mlc, name, run_id)
     if existing is None:
@@ -83,6 +87,7 @@ def register(
             artifacts = {"adapter": str(adapter_dir)}
             if card_path is not None:
                 artifacts["model_card"] = str(card_path)
+            artifacts |= {k: str(v) for k, v in (extra_artifacts or {}).items()}
             with mlflow.start_run(run_id=run_id):
                 model_uri = mlflow.pyfunc.log_model(
                     name=MODEL_ARTIFACT,
@@ -95,7 +100,8 @@ def register(
             mlc.get_registered_model(name)
         except MlflowException:
             mlc.create_registered_model(name, description="LoRA fine-tunes managed by loraflow")
-        version, created = mlflow.register_model(model_uri, name, tags=tags), True
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "already exists"
+            version, created = mlflow.register_model(model_uri, name, tags=tags), True
     else:
         version, created = existing, False
         for tag, value in tags.items():

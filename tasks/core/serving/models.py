@@ -82,6 +82,7 @@ def pyfunc_loader(name: str, version: str) -> PredictFn:
         out = model.predict(pd.DataFrame({"text": texts}))
         return list(zip(out["label"].astype(str), out["score"].astype(float), strict=True))
 
+    predict.labels = tuple(getattr(model.unwrap_python_model(), "labels", ()) or ())
     return predict
 
 
@@ -112,6 +113,9 @@ class ModelHolder:
         self.routing = Routing(spec.challenger_percent, "none")
         self._expired_seen: set[str] = set()
         self.load_errors: dict[str, str] = {}
+        # Class names of every version loaded so far (kept after a swap: feedback on an
+        # earlier prediction is checked against the version that made it).
+        self.labels: dict[str, tuple[str, ...]] = {}
         self._poller: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -192,6 +196,9 @@ class ModelHolder:
 
     async def _load(self, version: str) -> ServedModel:
         predict = await asyncio.to_thread(self.load, self.name, version)
+        labels = tuple(getattr(predict, "labels", ()) or ())
+        if labels:
+            self.labels[version] = labels
         batcher = MicroBatcher(
             predict,
             self.spec.max_batch_size,

@@ -222,6 +222,11 @@ def _leave_process_group() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if os.environ.get("LORAFLOW_QUIET"):  # started by the CLI without --verbose
+        import warnings
+
+        warnings.simplefilter("ignore")
+        warnings.showwarning = lambda *args, **kwargs: None
     job = TrainJob(**json.loads(Path(argv[0]).read_text()))
     sys.exit(run_job(job))
 

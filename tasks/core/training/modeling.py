@@ -149,6 +149,7 @@ def save_adapter(
     """Adapter weights, tokenizer and the base reference, in one folder that travels as-is."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
+    drop_peft_template_card(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / BASE_REF_FILE).write_text(
         json.dumps(
@@ -157,6 +158,14 @@ def save_adapter(
         )
     )
     return out_dir
+
+
+def drop_peft_template_card(adapter_dir: Path) -> None:
+    """Remove the blank model card PEFT writes beside an adapter ("Model Card for Model ID",
+    every field "[More Information Needed]"): the registered version ships loraflow's card."""
+    card = Path(adapter_dir) / "README.md"
+    if card.is_file() and "[More Information Needed]" in card.read_text(errors="replace"):
+        card.unlink()
 
 
 def read_base_ref(adapter_dir: Path) -> tuple[ModelRef, list[str]]:
@@ -175,8 +184,13 @@ def load_classifier(adapter_dir: Path, cache_dir: Path | None = None):
 
 
 @torch.inference_mode()
-def predict_proba(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128):
-    """Class probabilities; batches of similar length so padding stays small."""
+def predict_proba(
+    model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128, on_batch=None
+):
+    """Class probabilities; batches of similar length so padding stays small.
+
+    ``on_batch(done)`` is called after each batch with the number of texts scored so far.
+    """
     collator = DataCollatorWithPadding(tokenizer)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
@@ -187,4 +201,6 @@ def predict_proba(model, tokenizer, texts: list[str], batch_size: int = 64, max_
         batch = collator([{k: encoded[k][j] for k in encoded} for j in range(len(idx))])
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(order)))
     return probs
