@@ -267,7 +267,7 @@ def test_no_secret_appears_in_mlflow_prefect_or_any_command_line(auth_stack, mon
         "process listings": command_lines,
         "MLflow params/tags/artifacts": _mlflow_texts(s, monkeypatch),
         "Prefect parameters/logs/artifacts": _prefect_texts(s),
-        "loraflow promote's output": [s.promote_output],
+        "loraflow up and promote output": [s.output],
     }
     assert (
         len(where["MLflow params/tags/artifacts"]) > 50
