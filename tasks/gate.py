@@ -11,12 +11,13 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.common import stage_options
@@ -25,9 +26,11 @@ from tasks.core.config.experiment import RegistrySpec
 from tasks.core.data.report import DataReport
 from tasks.core.digests import file_sha256, key
 from tasks.core.errors import GateFailed
+from tasks.core.evaluation.base_cache import CachedBase
 from tasks.core.evaluation.gates import GateDecision, decide_gates, to_markdown
 from tasks.core.evaluation.report import EvalReport
 from tasks.core.evaluation.scoring import (
+    BASE_SEED,
     Classifier,
     adapter_classifier,
     base_classifier,
@@ -38,6 +41,7 @@ from tasks.core.home import Home
 from tasks.core.registry.lineage import MODEL_NAME_TAG
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
+from tasks.core.training.modeling import read_base_ref
 from tasks.core.training.runs import TrainResult
 
 
@@ -47,6 +51,8 @@ class EvalOutcome:
     metrics: dict[str, float]
     decision: GateDecision
     report: EvalReport | None = None
+    compute_s: float = 0.0  # loading and scoring the models (the CLI's overhead figure)
+    finished_at: float = 0.0  # epoch seconds: older than a pipeline run means cached
 
 
 def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
@@ -155,9 +161,14 @@ def evaluate_and_gate(
     """Raise GateFailed (no retry) when a gate fails; the run keeps the figures and the decision."""
     mlc = client(home.tracking_uri)
     adapter = fetch_adapter(home, trained.run_id, trained.adapter_artifact)
-    candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache)
+    started = time.perf_counter()
+    precision = eval_precision(spec)
+    candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache, precision.dtype)
     champion, champion_version = _champion(mlc, registry.model_name, trained.run_id)
-    base = base_classifier(adapter, home.hf_hub_cache) if gates.base_model.score else None
+    base = cached_base(adapter, home, precision) if gates.base_model.score else None
+    for model in (candidate, champion, base):
+        if model is not None:
+            model.dtype, model.on_progress = precision.dtype, ProgressLog(get_run_logger())
     report = evaluate_models(
         candidate,
         data.prepared_path,
@@ -168,8 +179,16 @@ def evaluate_and_gate(
         champion_version=champion_version,
         base=base,
     )
+    compute_s = time.perf_counter() - started
     decision = decide_gates(report, gates, policy_version)
     record(mlc, trained.run_id, registry.model_name, report, decision)
+    # Tags, not params: a re-evaluation of the run (a changed gate) may differ in both.
+    cached = str(bool(base is not None and base.hit))
+    mlc.log_batch(
+        trained.run_id,
+        tags=[RunTag(k, v) for k, v in precision.params("eval").items()]
+        + [RunTag("eval.base_scores_cached", cached)],
+    )
     create_markdown_artifact(
         key="gate-decision",
         markdown=to_markdown(decision, report),
@@ -177,4 +196,41 @@ def evaluate_and_gate(
     )
     if not decision.passed:
         raise GateFailed(f"gate failed, nothing registered: {'; '.join(decision.failures())}")
-    return EvalOutcome(trained.run_id, report.candidate.metrics, decision, report)
+    return EvalOutcome(
+        trained.run_id, report.candidate.metrics, decision, report, compute_s, time.time()
+    )
+
+
+def eval_precision(spec: EvalSpec):
+    """The evaluation batches' precision on this machine (bf16 autocast where it is native)."""
+    from tasks.core.training.precision import resolve
+
+    return resolve(spec.precision)
+
+
+def cached_base(adapter: Path, home: Home, precision) -> CachedBase:
+    """The base model's scorer, reading and filling the cache under the state home."""
+    ref, labels = read_base_ref(adapter)
+    return CachedBase(
+        load=partial(base_classifier, adapter, home.hf_hub_cache, precision.dtype),
+        root=home.work_dir / "eval-cache" / "base",
+        repo_id=ref.repo_id,
+        revision=ref.revision,
+        labels=labels,
+        seed=BASE_SEED,
+        precision=precision.mode,
+        source=str(ref),
+    )
+
+
+class ProgressLog:
+    """Logs each model's scoring progress at about every quarter (the stage's progress)."""
+
+    def __init__(self, logger):
+        self.logger, self.shown = logger, {}
+
+    def __call__(self, source: str, done: int, total: int) -> None:
+        quarter = 4 * done // max(total, 1)
+        if quarter > self.shown.get(source, 0):
+            self.shown[source] = quarter
+            self.logger.info("scoring %s: %d/%d examples", source, done, total)

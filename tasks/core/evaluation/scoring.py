@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,28 +28,46 @@ from tasks.core.training.modeling import load_base, load_classifier, predict_pro
 BASE_SEED = 0  # the base model's classification head is freshly initialised: seed it
 
 
+Progress = Callable[[str, int, int], None]  # (model source, texts done, texts)
+
+
 @dataclass
 class Classifier:
-    """A loaded model and the class names it predicts; lives only inside one task."""
+    """A loaded model and the class names it predicts; lives only inside one task.
+
+    ``dtype`` is the autocast dtype of its batches (bf16 where chosen, None: fp32);
+    ``on_progress`` hears how far a prediction got.
+    """
 
     model: object
     tokenizer: object
     labels: list[str]
     source: str
+    dtype: torch.dtype | None = None
+    on_progress: Progress | None = None
 
     def predict(self, texts: list[str], batch_size: int, max_length: int):
         """(class probabilities, seconds taken)."""
         started = time.perf_counter()
-        probs = predict_proba(self.model, self.tokenizer, texts, batch_size, max_length)
+        report = None
+        if self.on_progress is not None:
+            report = partial(self.on_progress, self.source)
+        probs = predict_proba(
+            self.model, self.tokenizer, texts, batch_size, max_length, self.dtype, report
+        )
         return probs, time.perf_counter() - started
 
 
-def adapter_classifier(adapter_dir: Path, source: str, cache_dir: Path | None) -> Classifier:
+def adapter_classifier(
+    adapter_dir: Path, source: str, cache_dir: Path | None, dtype: torch.dtype | None = None
+) -> Classifier:
     model, tokenizer, labels = load_classifier(adapter_dir, cache_dir)
-    return Classifier(model, tokenizer, labels, source)
+    return Classifier(model, tokenizer, labels, source, dtype)
 
 
-def base_classifier(adapter_dir: Path, cache_dir: Path | None) -> Classifier:
+def base_classifier(
+    adapter_dir: Path, cache_dir: Path | None, dtype: torch.dtype | None = None
+) -> Classifier:
     """The adapter's base model alone (seeded head), with the adapter's tokenizer."""
     from transformers import AutoTokenizer
 
@@ -55,7 +75,8 @@ def base_classifier(adapter_dir: Path, cache_dir: Path | None) -> Classifier:
     torch.manual_seed(BASE_SEED)
     model = load_base(ref, labels, cache_dir)
     model.eval()
-    return Classifier(model, AutoTokenizer.from_pretrained(str(adapter_dir)), labels, str(ref))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    return Classifier(model, tokenizer, labels, str(ref), dtype)
 
 
 def score(
@@ -224,6 +245,7 @@ def evaluate_models(
         slices=slice_figures(gates.slices, columns, predictions, references),
         golden=golden,
         confusion=tuple(tuple(row) for row in confusion),
+        predictions=tuple(predictions),
     )
 
 

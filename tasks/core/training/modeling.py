@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,16 +177,32 @@ def load_classifier(adapter_dir: Path, cache_dir: Path | None = None):
 
 
 @torch.inference_mode()
-def predict_proba(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128):
-    """Class probabilities; batches of similar length so padding stays small."""
+def predict_proba(
+    model,
+    tokenizer,
+    texts: list[str],
+    batch_size: int = 64,
+    max_length: int = 128,
+    dtype: torch.dtype | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+):
+    """Class probabilities, batched by token length as training batches are (each batch padded
+    to its longest text); ``dtype``: autocast dtype (bf16) or None for fp32; ``on_progress``
+    hears (texts done, texts) after every batch."""
     collator = DataCollatorWithPadding(tokenizer)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     device = next(model.parameters()).device
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+    )
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        encoded = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length)
-        batch = collator([{k: encoded[k][j] for k in encoded} for j in range(len(idx))])
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        batch = collator([{k: encoded[k][j] for k in encoded} for j in idx])
+        with autocast:
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        if on_progress is not None:
+            on_progress(min(start + batch_size, len(order)), len(order))
     return probs
