@@ -1,7 +1,9 @@
-"""The ``finetune`` flow: seven stages, wiring only. Each stage is a retried, cached task."""
+"""The ``finetune`` flow: seven stages (registration with its serving-form step), wiring only.
+Each stage is a retried, cached task."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tasks.core.digests import key
 from tasks.core.home import Home
 from tasks.gate import evaluate_and_gate
 from tasks.register import register_model
+from tasks.serving_form import build_serving_form
 from tasks.train import TrainingInputs
 
 
@@ -32,12 +35,18 @@ def _run_name() -> str:
     return f"{cfg.name}: {model} on {cfg.data.name} @ {when}"
 
 
+def fresh(seconds: float, finished_at: float, since: float) -> float:
+    """A stage's compute seconds if it ran in this flow run, 0 for a cached result."""
+    return seconds if finished_at >= since else 0.0
+
+
 @flow(name="finetune", flow_run_name=_run_name)
 def finetune(config_path: str, force: bool = False) -> dict:
     """Discover -> audit -> validate -> fine-tune -> evaluate/gate -> register -> promote.
 
     ``force`` recomputes every stage instead of reusing cached results.
     """
+    started = time.time()
     loaded = load_config(config_path)
     cfg, home = loaded.config, Home.from_env().ensure()
     tags = lineage(loaded)
@@ -72,6 +81,16 @@ def finetune(config_path: str, force: bool = False) -> dict:
     registration = refreshed(register_model, force)(
         outcome, trained.adapter_artifact, cfg.registry, version_tags, home
     )
+    served = refreshed(build_serving_form, force)(
+        registration,
+        outcome,
+        trained.adapter_artifact,
+        data,
+        cfg.eval,
+        cfg.gates,
+        cfg.train.max_length,
+        home,
+    )
     promotion = promote_stage(
         registration, key("decision", outcome.decision), cfg.canary, home, force
     )
@@ -85,5 +104,13 @@ def finetune(config_path: str, force: bool = False) -> dict:
         },
         "registered": f"{registration.name} v{registration.version}",
         "promotion": f"{promotion.action}: {promotion.reason}",
+        "serving form": served.chosen,
         "train_peak_rss_mb": round(trained.peak_rss_mb),
+        # Compute of this run's stages (0 when cached): the CLI subtracts it from the wall
+        # time to show the pipeline's own overhead.
+        "compute_s": {
+            "training": fresh(trained.runtime_s, trained.finished_at, started),
+            "evaluation": fresh(outcome.compute_s, outcome.finished_at, started)
+            + fresh(served.compute_s, served.finished_at, started),
+        },
     }

@@ -23,6 +23,7 @@ STAGES = {
     "fine-tune": "fine-tune",
     "evaluate": "evaluate-gate",
     "register": "register",
+    "serving": "serving-form",
     "promote": "promote",
 }
 
@@ -48,7 +49,7 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert state.is_completed(), state.message
     summary = state.result()
     states = task_states(state)
-    assert len(states) == 7 and set(states.values()) == {"Completed"}, states
+    assert len(states) == 8 and set(states.values()) == {"Completed"}, states
 
     runs = mlc.search_runs([mlc.get_experiment_by_name("tests").experiment_id])
     assert len(runs) == 1
@@ -70,6 +71,17 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert tags["license_verdict"] == "allow" and tags["gate_decision"] == "pass"
     model = mlc.get_registered_model("tiny-lora")
     assert model.aliases == {"challenger": 1, "champion": 1}
+    # The serving form's decision: on the version (what the service reads) and in the run.
+    form = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/serving_form/decision.json")
+    assert tags["serving_form"] == form["chosen"] and form["min_agreement"] == 0.99
+    assert tags["serving_form.passed"] == str(form["passed"]).lower()
+    assert form["forms"] and form["forms"][0]["form"] == "onnx-int8"  # the policy's order
+    assert form["forms"][0]["examples"] == run.data.metrics["eval_examples"]
+    run_tags = mlc.get_run(run.info.run_id).data.tags
+    assert run_tags["eval.resolved_precision"] == run.data.params["train.resolved_precision"]
+    assert run_tags["eval.base_scores_cached"] == "False"  # first evaluation on this base
+    assert set(summary["compute_s"]) == {"training", "evaluation"}
+    assert summary["compute_s"]["training"] > 0 and summary["compute_s"]["evaluation"] > 0
 
     # The registered model loads offline from the mirror and predicts class names.
     loaded = mlflow.pyfunc.load_model("models:/tiny-lora@champion")
@@ -92,7 +104,11 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert {changed[s] for s in ("discover", "audit-licenses", "validate-data", "fine-tune")} == {
         "Cached"
     }
-    assert {changed[s] for s in ("evaluate-gate", "register", "promote")} == {"Completed"}
+    assert {changed[s] for s in ("evaluate-gate", "register", "serving-form", "promote")} == {
+        "Completed"
+    }
+    reevaluated = mlc.get_run(run.info.run_id).data.tags
+    assert reevaluated["eval.base_scores_cached"] == "True"  # the base was scored once
     assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
     # The re-check (already champion: noop) keeps the record of why version 1 became champion.
     tags = mlc.get_model_version("tiny-lora", "1").tags

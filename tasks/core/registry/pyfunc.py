@@ -39,15 +39,27 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         self.model, self.tokenizer, self.labels = load_classifier(adapter, cache)
 
     def predict(self, context, model_input, params=None):
-        from tasks.core.training.modeling import predict_proba
-
         if isinstance(model_input, pd.DataFrame):
             column = "text" if "text" in model_input.columns else model_input.columns[0]
             texts = model_input[column].astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
-        probs = predict_proba(self.model, self.tokenizer, texts, batch_size=64)
+        probs = self.predict_proba(texts)
         best = probs.argmax(axis=1)
         return pd.DataFrame(
             {"label": [self.labels[i] for i in best], "score": probs.max(axis=1).astype(float)}
         )
+
+    def predict_proba(self, texts: list[str]):
+        """Class probabilities at the precision evaluation used (bf16 autocast where the
+        hardware has native bf16, ``precision: auto``): the exact model as it was evaluated."""
+        from tasks.core.training.modeling import predict_proba
+        from tasks.core.training.precision import resolve
+
+        dtype = resolve("auto").dtype
+        return predict_proba(self.model, self.tokenizer, texts, batch_size=64, dtype=dtype)
+
+    def predict_texts(self, texts: list[str]) -> list[tuple[str, float]]:
+        """(label, score) per text, without a DataFrame: the service's per-batch call."""
+        probs = self.predict_proba(texts)
+        return [(self.labels[i], float(probs[row, i])) for row, i in enumerate(probs.argmax(1))]
