@@ -46,22 +46,53 @@ def run(
     ] = False,
 ) -> None:
     """Run the finetune pipeline for one experiment config."""
+    started = time.time()
     home = apply_env()
     load(config)  # fail fast, before Prefect starts
+    server = use_running_server(home)
     from flows.finetune import finetune
     from tasks.core.training.run import peak_rss_mb
 
-    started = time.time()
     summary = finetune(config_path=str(config.resolve()), force=force)
-    console.print(f"\n[bold green]pipeline finished[/] in {time.time() - started:.0f} s")
+    wall = time.time() - started
+    console.print(f"\n[bold green]pipeline finished[/] in {wall:.0f} s")
     training_mb = summary.pop("train_peak_rss_mb", 0)
     summary["peak memory"] = (
         f"pipeline process {peak_rss_mb():.0f} MB; training {training_mb:.0f} MB "
         "(all its processes together; 0 when cached)"
     )
+    summary["time"] = time_line(wall, summary.pop("compute_s", {}))
+    summary["prefect"] = server or "temporary server (none running: `loraflow up` keeps one)"
     for key, value in summary.items():
         console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
     print_ui_help(home)
+
+
+def use_running_server(home) -> str | None:
+    """Point Prefect at the stack's server when one answers (no temporary server to start);
+    its API URL, or None. ``PREFECT_API_URL`` set by the user wins."""
+    import os
+
+    from tasks.core.ops.stack import api_url, server_answers
+
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    api = api_url(home)
+    if api and server_answers(api):
+        os.environ["PREFECT_API_URL"] = api
+        return api
+    return None
+
+
+def time_line(wall: float, compute: dict[str, float]) -> str:
+    """Wall time split into training compute, evaluation compute and the pipeline's overhead."""
+    training, evaluation = compute.get("training", 0.0), compute.get("evaluation", 0.0)
+    overhead = wall - training - evaluation
+    ratio = f"{evaluation / training:.2f}" if training > 0 else "n/a (training cached)"
+    return (
+        f"wall {wall:.1f} s = training {training:.1f} s + evaluation {evaluation:.1f} s + "
+        f"pipeline overhead {overhead:.1f} s; evaluation/training {ratio}"
+    )
 
 
 def validate_data_command(
@@ -70,13 +101,21 @@ def validate_data_command(
         bool, typer.Option("--force", help="Recompute; ignore cached results.")
     ] = False,
 ) -> None:
-    """Run only data validation (model resolved as in `run`); exit 2 when a check fails."""
-    apply_env()
-    load(config)
-    from flows.validate_data import validate_data_only
+    """Run only data validation (model resolved as in `run`); exit 2 when a check fails.
 
+    Without a running Prefect server (`loraflow up`) the checks run directly, with no
+    temporary server to start; with one, as the validate-data flow, visible in its UI."""
+    home = apply_env()
+    loaded = load(config)
     try:
-        report = validate_data_only(config_path=str(config.resolve()), force=force)
+        if use_running_server(home):
+            from flows.validate_data import validate_data_only
+
+            report = validate_data_only(config_path=str(config.resolve()), force=force)
+        else:
+            from flows.checks import validate_data_directly
+
+            report = validate_data_directly(loaded, home)
     except DataValidationFailed as exc:
         if exc.report is not None:
             console.print(data_report_table(exc.report))
