@@ -166,9 +166,12 @@ def evaluate_and_gate(
     candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache, precision.dtype)
     champion, champion_version = _champion(mlc, registry.model_name, trained.run_id)
     base = cached_base(adapter, home, precision) if gates.base_model.score else None
-    for model in (candidate, champion, base):
+    progress = ProgressLog(get_run_logger())
+    for model in (candidate, champion):
         if model is not None:
-            model.dtype, model.on_progress = precision.dtype, ProgressLog(get_run_logger())
+            model.dtype, model.on_progress = precision.dtype, progress
+    if base is not None:
+        base.on_progress = progress
     report = evaluate_models(
         candidate,
         data.prepared_path,

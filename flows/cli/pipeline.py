@@ -50,9 +50,14 @@ def run(
     home = apply_env()
     load(config)  # fail fast, before Prefect starts
     server = use_running_server(home)
+    # Without a running server Prefect starts a temporary one (seconds): start it now, while
+    # this process imports the pipeline's modules (seconds too), instead of after.
+    starting = None if server else start_temporary_server()
     from flows.finetune import finetune
     from tasks.core.training.run import peak_rss_mb
 
+    if starting is not None:
+        starting.join()
     summary = finetune(config_path=str(config.resolve()), force=force)
     wall = time.time() - started
     console.print(f"\n[bold green]pipeline finished[/] in {wall:.0f} s")
@@ -82,6 +87,27 @@ def use_running_server(home) -> str | None:
         os.environ["PREFECT_API_URL"] = api
         return api
     return None
+
+
+def start_temporary_server():
+    """Start Prefect's temporary server in a thread; join it before the first flow runs.
+
+    It is the same process-wide instance the flow's client would start (a failure here leaves
+    it stopped, and the client starts it again and reports the error)."""
+    import contextlib
+    import threading
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_ENABLED
+
+        if PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+            with contextlib.suppress(Exception):  # the flow's own start reports it
+                SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def time_line(wall: float, compute: dict[str, float]) -> str:

@@ -75,7 +75,7 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     form = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/serving_form/decision.json")
     assert tags["serving_form"] == form["chosen"] and form["min_agreement"] == 0.99
     assert tags["serving_form.passed"] == str(form["passed"]).lower()
-    assert form["forms"] and form["forms"][0]["form"] == "onnx-int8"  # the policy's order
+    assert form["forms"] and form["forms"][0]["form"] == "onnx-fp32"  # the policy's choice
     assert form["forms"][0]["examples"] == run.data.metrics["eval_examples"]
     run_tags = mlc.get_run(run.info.run_id).data.tags
     assert run_tags["eval.resolved_precision"] == run.data.params["train.resolved_precision"]

@@ -45,7 +45,8 @@ def test_a_form_passes_only_with_enough_agreement_and_accuracy():
 def test_the_first_passing_candidate_is_served_else_the_exact_model():
     fail = figures("onnx-int8", flipped=20)
     ok = figures("onnx-fp32", flipped=0)
-    decision = forms.decide_serving_form([ok, fail], SPEC, 0.9, 12.0, "2026.11-1")
+    both = ServingFormSpec(candidates=("onnx-int8", "onnx-fp32"))
+    decision = forms.decide_serving_form([ok, fail], both, 0.9, 12.0, "2026.11-1")
     assert (decision.chosen, decision.passed) == ("onnx-fp32", True)
     assert [f.form for f in decision.forms] == ["onnx-int8", "onnx-fp32"]  # configured order
     tags = decision.tags()

@@ -165,10 +165,10 @@ class ServingFormSpec(Spec):
         "serve` uses it when it passed. Sequence classification only.",
     )
     candidates: tuple[Literal[SERVING_FORMS], ...] = Field(  # type: ignore[valid-type]
-        SERVING_FORMS,
+        ("onnx-fp32",),
         description="Forms tried in this order; the first that passes is served. 'onnx-int8': "
-        "int8 weights (ONNX Runtime dynamic quantization, per channel); 'onnx-fp32': the "
-        "merged model in fp32. [] builds none.",
+        "int8 weights (ONNX Runtime dynamic quantization, per channel; fastest, least exact); "
+        "'onnx-fp32': the merged model in fp32. [] builds none.",
     )
     min_agreement: float = Field(
         0.99,

@@ -83,6 +83,7 @@ class CachedBase:
     seed: int
     precision: str
     source: str
+    on_progress: object = None  # handed to the loaded classifier on a miss
     hit: bool = field(default=False, init=False)
 
     def key(self, texts: list[str], max_length: int) -> str:
@@ -97,6 +98,8 @@ class CachedBase:
         self.hit = found is not None
         if found is not None:
             return found
-        probs, seconds = self.load().predict(texts, batch_size, max_length)
+        classifier = self.load()
+        classifier.on_progress = self.on_progress
+        probs, seconds = classifier.predict(texts, batch_size, max_length)
         write(self.root, key, probs, seconds)
         return probs, seconds

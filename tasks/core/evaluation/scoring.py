@@ -61,7 +61,8 @@ class Classifier:
 def adapter_classifier(
     adapter_dir: Path, source: str, cache_dir: Path | None, dtype: torch.dtype | None = None
 ) -> Classifier:
-    model, tokenizer, labels = load_classifier(adapter_dir, cache_dir)
+    # Merged: the registered model serves the same merged function (pyfunc.load_context).
+    model, tokenizer, labels = load_classifier(adapter_dir, cache_dir, merge=True)
     return Classifier(model, tokenizer, labels, source, dtype)
 
 

@@ -36,7 +36,8 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         # Inside a loraflow home, its mirror; elsewhere the standard Hugging Face cache.
         cache = Home.from_env().hf_hub_cache if os.environ.get("LORAFLOW_HOME") else None
         adapter = Path(context.artifacts["adapter"])
-        self.model, self.tokenizer, self.labels = load_classifier(adapter, cache)
+        # The LoRA folded into the base, as evaluation scored it: the same function, faster.
+        self.model, self.tokenizer, self.labels = load_classifier(adapter, cache, merge=True)
 
     def predict(self, context, model_input, params=None):
         if isinstance(model_input, pd.DataFrame):

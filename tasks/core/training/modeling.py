@@ -166,11 +166,18 @@ def read_base_ref(adapter_dir: Path) -> tuple[ModelRef, list[str]]:
     return ModelRef(data["repo_id"], data["revision"]), list(data["labels"])
 
 
-def load_classifier(adapter_dir: Path, cache_dir: Path | None = None):
-    """(model, tokenizer, labels) from an adapter folder written by ``save_adapter``."""
+def load_classifier(adapter_dir: Path, cache_dir: Path | None = None, merge: bool = False):
+    """(model, tokenizer, labels) from an adapter folder written by ``save_adapter``.
+
+    ``merge``: fold the LoRA into the base weights (W + scale * B A, exact in fp32), for
+    inference: the same function without the adapter's extra matmuls and dtype casts (under
+    bf16 autocast the unmerged PEFT layers cost ~1.5-1.8x the merged model on MiniLM).
+    """
     ref, labels = read_base_ref(adapter_dir)
     base = load_base(ref, labels, cache_dir)
     model = PeftModel.from_pretrained(base, str(adapter_dir))
+    if merge:
+        model = model.merge_and_unload()
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     return model, tokenizer, labels
