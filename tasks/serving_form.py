@@ -108,8 +108,9 @@ def _measure(adapter, outcome, data, spec, rule, max_length, home, work):
     exact = adapter_classifier(adapter, outcome.run_id, home.hf_hub_cache, precision.dtype)
     eval_data = load_prepared(data.prepared_path)["eval"]
     texts, references = list(eval_data["text"]), list(eval_data["label"])
-    predictions = list(outcome.report.predictions) if outcome.report is not None else []
-    if len(predictions) != len(texts):  # an evaluation cached before predictions were kept
+    # An evaluation cached before reports kept predictions has none: score the exact model.
+    predictions = list(getattr(outcome.report, "predictions", None) or ())
+    if len(predictions) != len(texts):
         probs, _ = exact.predict(texts, spec.batch_size, max_length)
         predictions = probs.argmax(1).tolist()
     split = forms.EvalSplit(texts, references, predictions)
