@@ -70,6 +70,8 @@ class OnnxClassifier:
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities, in batches of similar token length (padding stays small)."""
+        if not len(texts):
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
         lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True)["input_ids"]]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)

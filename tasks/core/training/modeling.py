@@ -196,10 +196,12 @@ def predict_proba(
     """Class probabilities, batched by token length as training batches are (each batch padded
     to its longest text); ``dtype``: autocast dtype (bf16) or None for fp32; ``on_progress``
     hears (texts done, texts) after every batch."""
+    probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    if not len(texts):
+        return probs
     collator = DataCollatorWithPadding(tokenizer)
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
-    probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     device = next(model.parameters()).device
     autocast = (
         torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
