@@ -301,3 +301,37 @@ def test_only_complete_checkpoints_count_and_old_ones_go(tmp_path):
         checkpoints.load_checkpoint(
             checkpoints.latest_checkpoint(tmp_path), other, optimizer, scheduler
         )
+
+
+def test_frozen_linears_stored_in_bf16_give_the_autocast_results_exactly():
+    import copy
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tasks.core.training.modeling import add_lora
+    from tasks.core.training.setup import frozen_linears_to_bf16
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=37,
+    )  # fmt: skip
+    plain = add_lora(BertForSequenceClassification(config), LoraSpec(r=4, dropout=0.0))
+    for name, param in plain.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.1)  # a LoRA branch that contributes
+    cast = copy.deepcopy(plain)
+    assert frozen_linears_to_bf16(cast) > 0
+    batch = {"input_ids": torch.randint(0, 30, (4, 9)), "labels": torch.tensor([0, 1, 1, 0])}
+    results = []
+    for model in (plain, cast):
+        model.eval()  # no dropout: both see the same computation
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.float().backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.item(), grads))
+        assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert results[0][0] == results[1][0]
+    for name, grad in results[0][1].items():
+        assert torch.equal(grad, results[1][1][name]), name
