@@ -55,15 +55,9 @@ def finetune(config_path: str, force: bool = False) -> dict:
     inputs = TrainingInputs(model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit)
     trained = train_stage(inputs, home, force)  # in-process, or the deployment on train.work_pool
     outcome = refreshed(evaluate_and_gate, force)(
-        trained,
-        data,
-        cfg.eval,
-        cfg.gates,
-        cfg.registry,
-        cfg.train.max_length,
-        home,
+        trained, data, cfg.eval, cfg.gates, cfg.registry, cfg.train.max_length, home,
         loaded.gate_policy_version,
-    )
+    )  # fmt: skip
     version_tags = {
         "base_repo_id": model.repo_id,
         "base_revision": model.revision,
@@ -82,15 +76,9 @@ def finetune(config_path: str, force: bool = False) -> dict:
         outcome, trained.adapter_artifact, cfg.registry, version_tags, home
     )
     served = refreshed(build_serving_form, force)(
-        registration,
-        outcome,
-        trained.adapter_artifact,
-        data,
-        cfg.eval,
-        cfg.gates,
-        cfg.train.max_length,
-        home,
-    )
+        registration, outcome, trained.adapter_artifact, data, cfg.eval, cfg.gates,
+        cfg.train.max_length, home,
+    )  # fmt: skip
     promotion = promote_stage(
         registration, key("decision", outcome.decision), cfg.canary, home, force
     )
@@ -106,11 +94,15 @@ def finetune(config_path: str, force: bool = False) -> dict:
         "promotion": f"{promotion.action}: {promotion.reason}",
         "serving form": served.chosen,
         "train_peak_rss_mb": round(trained.peak_rss_mb),
-        # Compute of this run's stages (0 when cached): the CLI subtracts it from the wall
-        # time to show the pipeline's own overhead.
-        "compute_s": {
-            "training": fresh(trained.runtime_s, trained.finished_at, started),
-            "evaluation": fresh(outcome.compute_s, outcome.finished_at, started)
-            + fresh(served.compute_s, served.finished_at, started),
-        },
+        "compute_s": compute_seconds(trained, outcome, served, started),
+    }
+
+
+def compute_seconds(trained, outcome, served, since: float) -> dict[str, float]:
+    """Compute of this run's stages (0 when cached): the CLI subtracts it from the wall time
+    to show the pipeline's own overhead."""
+    return {
+        "training": fresh(trained.runtime_s, trained.finished_at, since),
+        "evaluation": fresh(outcome.compute_s, outcome.finished_at, since)
+        + fresh(served.compute_s, served.finished_at, since),
     }

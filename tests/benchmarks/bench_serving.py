@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -194,6 +195,22 @@ def baseline_server(name: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+async def dynamic_batches(queue: asyncio.Queue, pool, infer, wait_s: float = 0.005) -> None:
+    """A plain dynamic batcher: the first text waits up to ``wait_s`` for others (<= 32)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        items = [await queue.get()]
+        deadline = loop.time() + wait_s
+        while len(items) < 32 and (left := deadline - loop.time()) > 0:
+            try:
+                items.append(await asyncio.wait_for(queue.get(), left))
+            except TimeoutError:
+                break
+        results = await loop.run_in_executor(pool, infer, [t for t, _ in items])
+        for (_, future), result in zip(items, results, strict=True):
+            future.set_result(result)
+
+
 def ort_server(name: str, port: int, workers: int) -> None:
     """Child process: the same model in ONNX Runtime behind FastAPI with a dynamic batcher."""
     import tempfile as temp
@@ -229,21 +246,7 @@ def ort_server(name: str, port: int, workers: int) -> None:
         ]
 
     queue: asyncio.Queue = asyncio.Queue()
-
-    async def batcher() -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            items = [await queue.get()]
-            deadline = loop.time() + 0.005
-            while len(items) < 32 and (left := deadline - loop.time()) > 0:
-                try:
-                    items.append(await asyncio.wait_for(queue.get(), left))
-                except TimeoutError:
-                    break
-            results = await loop.run_in_executor(pool, infer, [t for t, _ in items])
-            for (_, future), result in zip(items, results, strict=True):
-                future.set_result(result)
-
+    batcher = partial(dynamic_batches, queue, pool, infer)
     app = FastAPI()
 
     @app.on_event("startup")
