@@ -15,8 +15,11 @@ from flows.train_deployment import train_stage
 from flows.validate_data import audited_model_and_data
 from tasks.common import refreshed
 from tasks.core.config.loader import lineage, load_config
+from tasks.core.config.preflight import check_model, preflight
 from tasks.core.digests import key
+from tasks.core.evaluation.gates import gate_lines
 from tasks.core.home import Home
+from tasks.core.ops.processes import register_process
 from tasks.gate import evaluate_and_gate
 from tasks.register import register_model
 from tasks.serving_form import build_serving_form
@@ -49,14 +52,18 @@ def finetune(config_path: str, force: bool = False) -> dict:
     started = time.time()
     loaded = load_config(config_path)
     cfg, home = loaded.config, Home.from_env().ensure()
+    register_process(home, "finetune", str(flow_run.get_id() or ""))
+    preflight(loaded, home.hf_hub_cache)  # what would fail after training fails now
     tags = lineage(loaded)
 
     model, audit, data = audited_model_and_data(loaded, home, tags, force)
+    check_model(cfg.lora, model, home.hf_hub_cache)
     inputs = TrainingInputs(model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit)
     trained = train_stage(inputs, home, force)  # in-process, or the deployment on train.work_pool
     outcome = refreshed(evaluate_and_gate, force)(
         trained, data, cfg.eval, cfg.gates, cfg.registry, cfg.train.max_length, home,
         loaded.gate_policy_version,
+        {"config_sha256": tags["config_sha256"], "resolved_config": tags["resolved_config"]},
     )  # fmt: skip
     version_tags = {
         "base_repo_id": model.repo_id,
@@ -87,9 +94,13 @@ def finetune(config_path: str, force: bool = False) -> dict:
         "model": f"{model.repo_id}@{model.revision}",
         "dataset_sha256": data.fingerprint,
         "run_id": trained.run_id,
+        "evaluation_record": outcome.record_run_id,
+        "training": f"{trained.steps} steps"
+        + (f", resumed from step {trained.resumed_from_step}" if trained.resumed_from_step else ""),
         "metrics": {
             k: round(v, 4) for k, v in outcome.metrics.items() if k in ("accuracy", "macro_f1")
         },
+        "gates": gate_lines(outcome.decision),
         "registered": f"{registration.name} v{registration.version}",
         "promotion": f"{promotion.action}: {promotion.reason}",
         "serving form": served.chosen,

@@ -9,24 +9,27 @@ in-process on an ephemeral loopback port and replays held-out examples through i
 from __future__ import annotations
 
 from prefect import flow
+from prefect.runtime import flow_run
 
+from tasks.canary import (
+    abort_canary,
+    canary_step,
+    close_canary_run,
+    finish_canary,
+    open_canary_run,
+    replay_source,
+)
 from tasks.common import refreshed
 from tasks.core.config.canary import CanarySpec
 from tasks.core.config.loader import load_canary_policy
-from tasks.core.errors import CanaryRolledBack
+from tasks.core.errors import CanaryEnded, CanaryRolledBack
 from tasks.core.home import CANARY_POLICY, Home
+from tasks.core.ops.processes import register_process
 from tasks.core.promotion.decision import PromotionDecision
+from tasks.core.registry.history import actor_pipeline
 from tasks.core.registry.versions import Registration
 from tasks.core.serving.runner import loopback_service
-from tasks.promote import (
-    abort_canary,
-    canary_step,
-    finish_canary,
-    open_canary_run,
-    plan_promotion,
-    promote_model,
-    replay_source,
-)
+from tasks.promote import plan_promotion, promote_model
 
 
 @flow(name="promotion", flow_run_name="promote {model_name}")
@@ -36,12 +39,15 @@ def promotion(
     policy_path: str | None = None,
     replay_path: str | None = None,
     service_url: str | None = None,
+    actor: str = "",
 ) -> PromotionDecision:
     """Promote ``version`` (default: the ``challenger`` alias) of ``model_name`` through the
-    canary steps of ``policy_path`` (default: configs/policies/canary.yaml)."""
+    canary steps of ``policy_path`` (default: configs/policies/canary.yaml). ``actor``: who
+    asked (the pipeline, or the CLI's user), recorded with a direct promotion."""
     home = Home.from_env().ensure()
+    register_process(home, "promotion", str(flow_run.get_id() or ""))
     policy = load_canary_policy(policy_path or CANARY_POLICY)
-    decision = plan_promotion(model_name, version, home)
+    decision = plan_promotion(model_name, version, home, actor)
     if decision.action != "canary":
         return decision
     examples = (
@@ -60,6 +66,9 @@ def promotion(
                 history.append(analysis)
                 if analysis.outcome != "continue":
                     break
+    except CanaryEnded:
+        close_canary_run(run_id, home)  # ended by hand: the one who ended it recorded why
+        raise
     except Exception as exc:
         abort_canary(model_name, decision, f"{type(exc).__name__}: {exc}", run_id, home)
         raise
@@ -83,4 +92,5 @@ def promote_stage(
         model_name=registration.name,
         version=registration.version,
         policy_path=str(canary.policy_file),
+        actor=actor_pipeline(),
     )

@@ -8,6 +8,7 @@ registered.
 from __future__ import annotations
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from tasks.audit import audit_licenses
 from tasks.common import refreshed
@@ -15,6 +16,7 @@ from tasks.core.audit.licenses import dataset_licenses
 from tasks.core.config.loader import LoadedConfig, lineage, load_config
 from tasks.core.data.report import DataReport
 from tasks.core.home import Home
+from tasks.core.ops.processes import register_process
 from tasks.discover import discover_models
 from tasks.validate import validate_data
 
@@ -48,4 +50,5 @@ def validate_data_only(config_path: str, force: bool = False) -> DataReport:
     """Discover -> audit -> validate; raises DataValidationFailed (with the report) on failure."""
     loaded = load_config(config_path)
     home = Home.from_env().ensure()
+    register_process(home, "validate-data", str(flow_run.get_id() or ""))
     return audited_model_and_data(loaded, home, lineage(loaded), force)[2]

@@ -8,13 +8,14 @@ this task failing with the reasons), and the flow stops before any data is loade
 
 from __future__ import annotations
 
+from logging import WARNING
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.audit.licenses import AuditRecord, DatasetLicense, audit, to_markdown
 from tasks.core.audit.refusal import log_refusal
 from tasks.core.audit.supply_chain import gather_facts
@@ -37,6 +38,7 @@ def _cache_key(context, params) -> str:
         params["spec"],
         params["policy_sha256"],
         params["datasets"],
+        params["home"].tracking_uri,  # a refusal is recorded in this store: never share it
     )
 
 
@@ -97,6 +99,12 @@ def audit_licenses(
             candidates=table,
         )
         if record.verdict == "allow":
+            skipped = f"; skipped {', '.join(r.model for r in records)}" if records else ""
+            log_decision(
+                "audit",
+                f"allow {candidate.ref} under license policy {policy.version}{skipped}"
+                + "".join(f"\n{s.subject}: {s.license} - {s.decision}" for s in record.subjects),
+            )
             create_markdown_artifact(
                 key="license-audit",
                 markdown=to_markdown(record),
@@ -116,4 +124,5 @@ def audit_licenses(
         description="License audit: every candidate denied",
     )
     reasons = "; ".join(reason for record in records for reason in record.denials)
+    log_decision("audit", f"deny every candidate: {reasons} (MLflow run {run_id})", WARNING)
     raise LicenseDenied(f"license audit denied the run: {reasons} (MLflow run {run_id})")

@@ -1,7 +1,9 @@
-"""What every Prefect task wrapper shares: the retry policy of a cached, retried stage."""
+"""What every Prefect task wrapper shares: the retry policy of a cached, retried stage, and
+how a stage tells the run's log what it decided."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tasks.core.errors import is_retryable
@@ -35,3 +37,22 @@ def stage_options(**extra: Any) -> dict[str, Any]:
 def refreshed(task, force: bool):
     """``task``, recomputing instead of reusing its cached result when ``force`` is set."""
     return task.with_options(refresh_cache=True) if force else task
+
+
+STAGE_ATTR = "loraflow_stage"  # marks a record as a stage decision (the CLI shows those)
+
+
+def log_decision(stage: str, message: str, level: int = logging.INFO) -> None:
+    """Write a stage's decision to the Prefect run log (the UI's Logs tab).
+
+    The first line is the decision; further lines (a gate table, data warnings) are detail
+    the UI shows and the CLI, which prints the first line only, leaves out.
+    """
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # a task function called directly (tests, notebooks)
+        logger = logging.getLogger(f"loraflow.{stage}")
+    logger.log(level, f"{stage}: {message}", extra={STAGE_ATTR: stage})

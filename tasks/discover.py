@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.catalog.choose import catalog_for
 from tasks.core.catalog.mirror import mirror_state
 from tasks.core.config.audit import DiscoverySpec
@@ -36,6 +36,17 @@ def _cache_key(context, params) -> str:
 )
 def discover_models(spec: DiscoverySpec, cache_dir: str) -> Discovery:
     discovery = discover(spec, catalog_for(Path(cache_dir)))
+    best = discovery.candidates[0]
+    if discovery.pinned:
+        log_decision("discover", f"pinned model {best.repo_id}@{best.revision[:12]} fits")
+    else:
+        log_decision(
+            "discover",
+            f"{len(discovery.candidates)} candidates from the {discovery.source}, best "
+            f"{best.repo_id}@{best.revision[:12]} (score {best.score:.2f}); "
+            f"{len(discovery.rejected)} rejected"
+            + "".join(f"\n{r.repo_id}: {'; '.join(r.reasons)}" for r in discovery.rejected),
+        )
     create_table_artifact(
         key="discovery",
         table=[{**row, "revision": row["revision"][:12]} for row in discovery.table()],

@@ -2,8 +2,10 @@
 
 The champion (``models:/NAME@champion``) is loaded exactly as it is served and scored on this
 run's eval split in this run, so non-inferiority compares like with like. Whatever the
-outcome, the run keeps every figure, the report and the decision (JSON + tags); a failing
-gate then raises GateFailed (no retry, CLI exit 3) and nothing is registered.
+outcome, the evaluation is a new record of the decision history (a run nested under the
+training run: every figure, the report, the decision, the config sha); the training run
+itself is not written to, so a re-evaluation never changes what a registered version points
+at. A failing gate then raises GateFailed (no retry, CLI exit 3) and nothing is registered.
 """
 
 from __future__ import annotations
@@ -12,22 +14,25 @@ import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
+from logging import INFO, WARNING
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.config.evaluation import EvalSpec, GateSpec
 from tasks.core.config.experiment import RegistrySpec
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
 from tasks.core.digests import file_sha256, key
 from tasks.core.errors import GateFailed
 from tasks.core.evaluation.base_cache import CachedBase
-from tasks.core.evaluation.gates import GateDecision, decide_gates, to_markdown
+from tasks.core.evaluation.gates import GateDecision, decide_gates, gate_lines, to_markdown
+from tasks.core.evaluation.progress import ScoringProgress
 from tasks.core.evaluation.report import EvalReport
 from tasks.core.evaluation.scoring import (
     BASE_SEED,
@@ -38,7 +43,7 @@ from tasks.core.evaluation.scoring import (
     evaluate_models,
 )
 from tasks.core.home import Home
-from tasks.core.registry.lineage import MODEL_NAME_TAG
+from tasks.core.registry.history import Decision, actor_pipeline, append
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
 from tasks.core.training.modeling import read_base_ref
@@ -47,10 +52,13 @@ from tasks.core.training.runs import TrainResult
 
 @dataclass(frozen=True)
 class EvalOutcome:
-    run_id: str
+    run_id: str  # the training run evaluated
     metrics: dict[str, float]
     decision: GateDecision
     report: EvalReport | None = None
+    record_run_id: str = ""  # the evaluation's record in the decision history
+    # The preprocessing every evaluated text went through; registered with the model.
+    preprocessing: dict | None = None
     compute_s: float = 0.0  # loading and scoring the models (the CLI's overhead figure)
     finished_at: float = 0.0  # epoch seconds: older than a pipeline run means cached
 
@@ -82,6 +90,7 @@ def _cache_key(context, params) -> str:
         "evaluate",
         params["trained"].run_id,
         params["data"].fingerprint,
+        getattr(params["data"], "preprocessing", None) or None,
         params["spec"],
         gates,
         golden,
@@ -111,34 +120,94 @@ def _champion(mlc, name: str, run_id: str):
         return None, None
     version, model = found
     classifier = Classifier(
-        model.model, model.tokenizer, list(model.labels), f"models:/{name}/{version.version}"
+        model.model,
+        model.tokenizer,
+        list(model.labels),
+        f"models:/{name}/{version.version}",
+        getattr(model, "preprocess", None),  # the champion's own (None: registered before)
+        role="champion",
     )
     return classifier, str(version.version)
 
 
-def record(mlc, run_id: str, model_name: str, report: EvalReport, decision: GateDecision) -> None:
-    """Figures, report, decision and confusion matrix into the run (also when a gate fails)."""
-    stamp = int(time.time() * 1000)
-    figures = [Metric(f"eval_{k}", v, stamp, 0) for k, v in report.candidate.metrics.items()]
+def figures(report: EvalReport) -> dict[str, float]:
+    """Every figure of an evaluation, named as metrics: candidate, champion, base, slices."""
+    out = {f"eval_{k}": v for k, v in report.candidate.metrics.items()}
     for other, prefix in ((report.champion, "champion_eval_"), (report.base, "base_eval_")):
         if other is not None:
-            figures += [Metric(prefix + k, v, stamp, 0) for k, v in other.metrics.items()]
-    figures += [Metric(f"slice_{s.key}", s.figure, stamp, 0) for s in report.slices]
-    tags = [
-        RunTag("gate_decision", decision.label),
-        RunTag(MODEL_NAME_TAG, model_name),
-        RunTag("gate_failures", "; ".join(decision.failures())[:5000]),
-        RunTag("champion_compared", report.champion_version or "none"),
-    ] + [RunTag(f"gate.{g.gate}", g.status) for g in decision.gates]
-    for start in range(0, len(figures), 1000):
-        mlc.log_batch(run_id, metrics=figures[start : start + 1000])
-    mlc.log_batch(run_id, tags=tags)
-    mlc.log_dict(run_id, report.to_dict(), "eval/report.json")
-    mlc.log_dict(run_id, decision.to_dict(), "gates/decision.json")
+            out |= {prefix + k: v for k, v in other.metrics.items()}
+    return out | {f"slice_{s.key}": s.figure for s in report.slices}
+
+
+def record(
+    mlc, trained_run_id: str, model_name: str, report: EvalReport, decision: GateDecision,
+    config: dict[str, str], record_key: str, run_facts: dict[str, str] | None = None,
+) -> str:  # fmt: skip
+    """The evaluation as its own decision record (also when a gate fails); its run id.
+
+    ``config``: the sha256 and resolved YAML of the config that asked for this evaluation, so
+    a refusal names the config that refused (the training run holds the one that trained).
+    ``run_facts``: how it was computed (precision and its reason, base scores cached), as tags
+    and details of the record.
+    """
+    run_facts = run_facts or {}
+    failures = decision.failures()
+    outcome = Decision(
+        kind="evaluation",
+        model=model_name,
+        outcome=decision.label,
+        reason="; ".join(failures) if failures else "every gate passed",
+        actor=actor_pipeline(),
+        train_run_id=trained_run_id,
+        config_sha256=config.get("config_sha256", ""),
+        figures=figures(report),
+        details={"gate_policy_version": decision.policy_version} | run_facts,
+        key=record_key,
+    )
+    extra = (
+        {
+            "gate_decision": decision.label,
+            "gate_failures": "; ".join(failures),
+            "champion_compared": report.champion_version or "none",
+        }
+        | {f"gate.{g.gate}": g.status for g in decision.gates}
+        | run_facts
+    )
+    experiment_id = mlc.get_run(trained_run_id).info.experiment_id
     with tempfile.TemporaryDirectory() as tmp:
         png = confusion_png(report, Path(tmp) / "confusion_matrix.png")
-        if png is not None:
-            mlc.log_artifact(run_id, str(png), "eval")
+        return append(
+            mlc,
+            experiment_id,
+            outcome,
+            artifacts={
+                "eval/report.json": report.to_dict(),
+                "gates/decision.json": decision.to_dict(),
+                "config/resolved.yaml": config.get("resolved_config", ""),
+            },
+            files={"eval": png} if png is not None else None,
+            extra_tags=extra,
+        )
+
+
+def log_scores(report: EvalReport, decision: GateDecision) -> None:
+    """Each model's headline figures, then the gate decision with every gate's row."""
+    for scores in (report.candidate, report.champion, report.base):
+        if scores is not None:
+            figures = ", ".join(
+                f"{k} {scores.metrics[k]:.4f}"
+                for k in ("accuracy", "macro_f1")
+                if k in scores.metrics
+            )
+            count = int(scores.metrics.get("examples", 0))
+            log_decision(
+                "evaluate", f"{scores.role} {scores.source[:40]}: {figures} on {count} texts"
+            )
+    counts = {s: sum(g.status == s for g in decision.gates) for s in ("pass", "fail", "skip")}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    level = INFO if decision.passed else WARNING
+    table = "".join(f"\n{line}" for line in gate_lines(decision))
+    log_decision("gates", f"{decision.label} ({summary or 'no gates'}){table}", level)
 
 
 @task(
@@ -157,51 +226,74 @@ def evaluate_and_gate(
     max_length: int,
     home: Home,
     policy_version: str = "",
+    config: dict[str, str] | None = None,
 ) -> EvalOutcome:
-    """Raise GateFailed (no retry) when a gate fails; the run keeps the figures and the decision."""
+    """Raise GateFailed (no retry) when a gate fails; the record keeps figures and decision."""
+    # One record per evaluation: a retry in this flow run finds it instead of writing another.
+    record_key = key("evaluation", _cache_key(None, locals()), str(flow_run.get_id() or ""))
     mlc = client(home.tracking_uri)
     adapter = fetch_adapter(home, trained.run_id, trained.adapter_artifact)
     started = time.perf_counter()
     precision = eval_precision(spec)
-    candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache, precision.dtype)
-    champion, champion_version = _champion(mlc, registry.model_name, trained.run_id)
-    base = cached_base(adapter, home, precision) if gates.base_model.score else None
-    progress = ProgressLog(get_run_logger())
-    for model in (candidate, champion):
-        if model is not None:
-            model.dtype, model.on_progress = precision.dtype, progress
-    if base is not None:
-        base.on_progress = progress
-    report = evaluate_models(
-        candidate,
-        data.prepared_path,
-        spec,
-        gates,
-        max_length,
-        champion=champion,
-        champion_version=champion_version,
-        base=base,
+    recorded = getattr(data, "preprocessing", None) or None
+    candidate, champion, champion_version, base = _models(
+        mlc, adapter, trained.run_id, recorded, gates, registry, home, precision
     )
+    bar, log = ScoringProgress(), ProgressLog(get_run_logger())
+    for model in (candidate, champion, base):
+        if model is not None:
+            model.on_progress = partial(_both, bar, log)
+    try:
+        report = evaluate_models(
+            candidate,
+            data.prepared_path,
+            spec,
+            gates,
+            max_length,
+            champion=champion,
+            champion_version=champion_version,
+            base=base,
+        )
+    finally:
+        bar.close()
     compute_s = time.perf_counter() - started
     decision = decide_gates(report, gates, policy_version)
-    record(mlc, trained.run_id, registry.model_name, report, decision)
-    # Tags, not params: a re-evaluation of the run (a changed gate) may differ in both.
-    cached = str(bool(base is not None and base.hit))
-    mlc.log_batch(
-        trained.run_id,
-        tags=[RunTag(k, v) for k, v in precision.params("eval").items()]
-        + [RunTag("eval.base_scores_cached", cached)],
-    )
+    cached = base is not None and base.hit
+    record_run_id = record(
+        mlc, trained.run_id, registry.model_name, report, decision, config or {}, record_key,
+        precision.params("eval") | {"eval.base_scores_cached": str(cached)},
+    )  # fmt: skip
+    log_scores(report, decision)
     create_markdown_artifact(
         key="gate-decision",
         markdown=to_markdown(decision, report),
         description=f"Gates for run {trained.run_id}",
     )
     if not decision.passed:
-        raise GateFailed(f"gate failed, nothing registered: {'; '.join(decision.failures())}")
+        raise GateFailed(
+            f"gate failed, nothing registered: {'; '.join(decision.failures())} "
+            f"(evaluation record {record_run_id}, MLflow run {trained.run_id})"
+        )
     return EvalOutcome(
-        trained.run_id, report.candidate.metrics, decision, report, compute_s, time.time()
+        trained.run_id, report.candidate.metrics, decision, report, record_run_id, recorded,
+        compute_s, time.time(),
+    )  # fmt: skip
+
+
+def _models(mlc, adapter, run_id, recorded, gates, registry, home, precision):
+    """(candidate, champion, its version, base scorer): every model the evaluation scores, each
+    with the run's preprocessing (the champion with its own) and the chosen precision."""
+    preprocessing = Preprocessing.from_dict(recorded) if recorded else None
+    candidate = adapter_classifier(
+        adapter, run_id, home.hf_hub_cache, preprocessing, precision.dtype
     )
+    champion, champion_version = _champion(mlc, registry.model_name, run_id)
+    if champion is not None:
+        champion.dtype = precision.dtype
+    base = None
+    if gates.base_model.score:
+        base = cached_base(adapter, home, precision, preprocessing)
+    return candidate, champion, champion_version, base
 
 
 def eval_precision(spec: EvalSpec):
@@ -211,11 +303,14 @@ def eval_precision(spec: EvalSpec):
     return resolve(spec.precision)
 
 
-def cached_base(adapter: Path, home: Home, precision) -> CachedBase:
-    """The base model's scorer, reading and filling the cache under the state home."""
+def cached_base(
+    adapter: Path, home: Home, precision, preprocessing: Preprocessing | None
+) -> CachedBase:
+    """The base model's scorer, reading and filling the cache under the state home; the
+    preprocessing is applied before the cache key is taken, so it is part of the key."""
     ref, labels = read_base_ref(adapter)
     return CachedBase(
-        load=partial(base_classifier, adapter, home.hf_hub_cache, precision.dtype),
+        load=partial(base_classifier, adapter, home.hf_hub_cache, None, precision.dtype),
         root=home.work_dir / "eval-cache" / "base",
         repo_id=ref.repo_id,
         revision=ref.revision,
@@ -223,17 +318,24 @@ def cached_base(adapter: Path, home: Home, precision) -> CachedBase:
         seed=BASE_SEED,
         precision=precision.mode,
         source=str(ref),
+        preprocess=preprocessing.apply if preprocessing is not None else None,
     )
 
 
+def _both(bar, log, role: str, done: int, total: int) -> None:
+    bar(role, done, total)
+    log(role, done, total)
+
+
 class ProgressLog:
-    """Logs each model's scoring progress at about every quarter (the stage's progress)."""
+    """Logs each model's scoring progress at about every quarter (the stage's progress in the
+    Prefect run log, where no terminal bar is drawn)."""
 
     def __init__(self, logger):
         self.logger, self.shown = logger, {}
 
-    def __call__(self, source: str, done: int, total: int) -> None:
+    def __call__(self, role: str, done: int, total: int) -> None:
         quarter = 4 * done // max(total, 1)
-        if quarter > self.shown.get(source, 0):
-            self.shown[source] = quarter
-            self.logger.info("scoring %s: %d/%d examples", source, done, total)
+        if quarter > self.shown.get(role, 0):
+            self.shown[role] = quarter
+            self.logger.info("scoring %s: %d/%d examples", role, done, total)

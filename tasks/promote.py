@@ -1,40 +1,29 @@
 """Stage 7 - promote: the first passing version becomes champion; later ones go to the canary.
 
-``promote_model`` is the pipeline's last task; the other tasks here are the steps of the
-promotion flow (``flows/promote.py``). Canary tasks observe a live service, so none of them
-is cached and none retries: a retried step would judge different traffic.
+``promote_model`` is the pipeline's last task; ``plan_promotion`` the first step of the
+promotion flow (``flows/promote.py``), whose canary steps are in ``tasks/canary.py``. Each
+decision that changes something is a record of the decision history; the version's
+``promotion.*`` tags are the index of the latest one.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-import mlflow
-from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
-from prefect.runtime import flow_run
 
-from tasks.common import stage_options
-from tasks.core.config.canary import CanaryPolicy
+from tasks.common import log_decision, stage_options
 from tasks.core.digests import key
-from tasks.core.errors import DataError, NothingToPromote
+from tasks.core.errors import NothingToPromote
 from tasks.core.home import Home
-from tasks.core.promotion.canary import StepAnalysis, analyse, to_markdown
 from tasks.core.promotion.canary_io import (
-    apply_abort,
-    apply_promote,
-    apply_rollback,
     rolled_back_reason,
-    set_weight,
 )
 from tasks.core.promotion.decision import PromotionDecision, decide_promotion
+from tasks.core.registry.history import actor_cli, actor_pipeline, append_about_version
 from tasks.core.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -42,10 +31,7 @@ from tasks.core.registry.versions import (
     alias_version,
     apply_promotion,
 )
-from tasks.core.serving.replay import load_examples, replay
-from tasks.core.serving.runner import scrape, wait_ready
-from tasks.core.serving.telemetry import parse_snapshot
-from tasks.core.tracking import client, ensure_experiment
+from tasks.core.tracking import client
 
 
 def _now() -> str:
@@ -60,6 +46,20 @@ def _cache_key(context, params) -> str:
         params["home"].tracking_uri,
         params.get("canary", False),
     )
+
+
+def record_promotion(mlc, name: str, decision: PromotionDecision, actor: str) -> str | None:
+    """Apply a promotion decision and record it (nothing for a ``noop``: the version keeps the
+    record of the decision that made it champion or rolled it back)."""
+    if decision.action == "noop":
+        return None
+    actor = actor or actor_cli()
+    record_id = append_about_version(
+        mlc, name, decision.candidate, kind="promotion", outcome=decision.action,
+        reason=decision.reason, actor=actor, details={"champion_before": decision.champion},
+    )  # fmt: skip
+    apply_promotion(mlc, name, decision, _now(), by=actor, record=record_id)
+    return record_id
 
 
 @task(
@@ -82,9 +82,8 @@ def promote_model(
         canary=canary,
         rolled_back=rolled_back_reason(mlc, name, version),
     )
-    apply_promotion(mlc, name, decision, _now())
-    if decision.action != "noop":  # a re-check keeps the run's record of the real decision
-        mlc.set_tag(registration.run_id, "promotion", f"{decision.action}: {decision.reason}")
+    record_promotion(mlc, name, decision, actor_pipeline())
+    log_decision("promote", f"{decision.action} v{version}: {decision.reason}")
     create_markdown_artifact(
         key="promotion",
         markdown=f"## Promotion: **{decision.action}**\n\n{decision.reason}",
@@ -94,7 +93,9 @@ def promote_model(
 
 
 @task(name="promotion-plan", task_run_name="plan {model_name}", cache_policy=NONE)
-def plan_promotion(model_name: str, version: str | None, home: Home) -> PromotionDecision:
+def plan_promotion(
+    model_name: str, version: str | None, home: Home, actor: str = ""
+) -> PromotionDecision:
     """Which version against which champion; the first champion is promoted right here."""
     mlc = client(home.tracking_uri)
     candidate = version or alias_version(mlc, model_name, CHALLENGER)
@@ -111,7 +112,7 @@ def plan_promotion(model_name: str, version: str | None, home: Home) -> Promotio
         rolled_back=rolled_back_reason(mlc, model_name, candidate),
     )
     if decision.action == "promote":
-        apply_promotion(mlc, model_name, decision, _now())
+        record_promotion(mlc, model_name, decision, actor)
     elif decision.action == "canary" and alias_version(mlc, model_name, CHALLENGER) != candidate:
         mlc.set_registered_model_alias(model_name, CHALLENGER, candidate)  # what the service loads
     create_markdown_artifact(
@@ -120,205 +121,3 @@ def plan_promotion(model_name: str, version: str | None, home: Home) -> Promotio
         description=f"{model_name} v{candidate}",
     )
     return decision
-
-
-@task(name="replay-data", task_run_name="replay data of v{version}", cache_policy=NONE)
-def replay_source(model_name: str, version: str, replay_path: str | None, home: Home) -> str:
-    """Examples to replay: ``replay_path``, else the eval split the version was trained with
-    (``prepared_path`` in its training run's ``data/validation.json``)."""
-    if replay_path:
-        if not Path(replay_path).exists():
-            raise DataError(f"replay data not found: {replay_path}")
-        return str(Path(replay_path).resolve())
-    mlc = client(home.tracking_uri)
-    run_id = mlc.get_model_version(model_name, version).run_id
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path="data/validation.json",
-                dst_path=tmp,
-                tracking_uri=home.tracking_uri,
-            )
-        except (MlflowException, OSError):
-            local = None
-        prepared = json.loads(Path(local).read_text()).get("prepared_path") if local else None
-    if not prepared or not Path(prepared).is_dir():
-        raise DataError(
-            f"{model_name} v{version}: its training run {run_id} has no prepared eval split "
-            f"on this machine ({prepared or 'no data/validation.json'}); pass the data with "
-            "--data PATH (a prepared dataset folder or a JSONL file of text/label)"
-        )
-    return prepared
-
-
-@task(name="canary-run", task_run_name="open canary run v{decision.candidate}", cache_policy=NONE)
-def open_canary_run(
-    model_name: str, decision: PromotionDecision, policy: CanaryPolicy, home: Home
-) -> str:
-    """An MLflow run of type canary, in the experiment of the challenger's training run."""
-    mlc = client(home.tracking_uri)
-    version = mlc.get_model_version(model_name, decision.candidate)
-    try:
-        experiment_id = mlc.get_run(version.run_id).info.experiment_id
-    except MlflowException:
-        experiment_id = ensure_experiment(mlc, "loraflow", home.mlflow_artifacts)
-    run = mlc.create_run(
-        experiment_id,
-        run_name=f"canary-{model_name}-v{decision.candidate}",
-        tags={
-            "loraflow.run_type": "canary",
-            "model_name": model_name,
-            "challenger_version": decision.candidate,
-            "champion_version": decision.champion or "",
-            "canary_policy_version": policy.version,
-            "train_run_id": version.run_id or "",
-            "prefect.flow_run_id": str(flow_run.get_id() or ""),
-        },
-    )
-    mlc.log_dict(run.info.run_id, policy.model_dump(mode="json"), "canary/policy.json")
-    return run.info.run_id
-
-
-def _served_as_planned(decision: PromotionDecision, percent: float):
-    def check(state: dict) -> bool:
-        return (
-            state.get("champion") == decision.champion
-            and state.get("challenger") == decision.candidate
-            and float(state.get("challenger_percent") or 0) == percent
-        )
-
-    return check
-
-
-@task(
-    name="canary-step",
-    task_run_name="canary v{decision.candidate} step {step}",
-    cache_policy=NONE,
-    timeout_seconds=3600,
-)
-def canary_step(
-    url: str,
-    model_name: str,
-    decision: PromotionDecision,
-    step: int,
-    policy: CanaryPolicy,
-    examples_path: str | None,
-    history: list[StepAnalysis],
-    run_id: str,
-    home: Home,
-) -> StepAnalysis:
-    """Set the weight, wait for the service to apply it, drive traffic, judge the step."""
-    mlc = client(home.tracking_uri)
-    percent, spec = policy.steps[step - 1], policy.analysis
-    set_weight(mlc, model_name, percent)
-    wait_ready(url, spec.settle_seconds, until=_served_as_planned(decision, percent))
-    before, started = parse_snapshot(scrape(url)), time.monotonic()
-    replayed = None
-    if policy.replay.enabled and examples_path:
-        need = max(spec.min_requests, spec.min_feedback if policy.replay.post_feedback else 0)
-
-        def enough(counts: dict[str, int]) -> bool:
-            champion_ok = percent >= 100 or counts.get(decision.champion, 0) >= need
-            return counts.get(decision.candidate, 0) >= need and champion_ok
-
-        examples = load_examples(examples_path, policy.replay.max_examples)
-        replayed = replay(
-            url, examples, policy.replay, enough, key_prefix=f"canary-v{decision.candidate}-{step}"
-        )
-    time.sleep(max(0.0, spec.interval_seconds - (time.monotonic() - started)))
-    after = parse_snapshot(scrape(url))
-    analysis = analyse(
-        step, policy.steps, before, after, decision.champion, decision.candidate, spec, history
-    )
-    _record_step(mlc, run_id, model_name, analysis, replayed)
-    return analysis
-
-
-def _record_step(mlc, run_id: str, model_name: str, analysis: StepAnalysis, replayed) -> None:
-    stamp, n = int(time.time() * 1000), analysis.step
-    figures = {
-        "canary_percent": analysis.percent,
-        "challenger_requests": analysis.challenger.requests,
-        "champion_requests": analysis.champion.requests,
-        "challenger_error_rate": analysis.challenger.error_rate,
-        "challenger_p95_ms": analysis.challenger.p95_ms,
-        "champion_p95_ms": analysis.champion.p95_ms,
-        "agreement": analysis.agreement,
-        "challenger_online_accuracy": analysis.challenger.online_accuracy,
-        "champion_online_accuracy": analysis.champion.online_accuracy,
-    }
-    metrics = [Metric(k, float(v), stamp, n) for k, v in figures.items() if v is not None]
-    mlc.log_batch(run_id, metrics=metrics)
-    record = analysis.to_dict() | {"replay": replayed.__dict__ if replayed else None}
-    mlc.log_dict(run_id, record, f"canary/step-{n}.json")
-    mlc.set_tag(run_id, f"canary.step{n}", f"{analysis.outcome}: {analysis.reason}"[:5000])
-    replay_line = (
-        f"\n\nReplayed {replayed.sent} held-out examples in {replayed.seconds} s "
-        f"({replayed.failed} failed, {replayed.feedback} labelled)."
-        if replayed
-        else ""
-    )
-    create_markdown_artifact(
-        key="canary-step",
-        markdown=to_markdown(model_name, analysis) + replay_line,
-        description=f"{model_name} v{analysis.challenger.version} step {n}",
-    )
-
-
-@task(
-    name="canary-decision",
-    task_run_name="decide v{decision.candidate}",
-    cache_policy=NONE,
-)
-def finish_canary(
-    model_name: str,
-    decision: PromotionDecision,
-    history: list[StepAnalysis],
-    run_id: str,
-    home: Home,
-) -> PromotionDecision:
-    """Apply the last step's outcome to the registry and record it (run, version, artifact)."""
-    mlc = client(home.tracking_uri)
-    last, when, candidate = history[-1], _now(), decision.candidate
-    if last.outcome == "promote":
-        reason = (
-            f"canary promoted version {candidate} over {decision.champion} after "
-            f"{len(history)} steps ({' -> '.join(f'{s.percent:g} %' for s in history)})"
-        )
-        apply_promote(mlc, model_name, candidate, reason, when, run_id)
-        final = PromotionDecision("promote", candidate, candidate, reason)
-    else:
-        reason = f"canary rolled back version {candidate} at {last.reason}"
-        failed = last.failed[0].name if last.failed else "incomplete"
-        apply_rollback(mlc, model_name, candidate, failed, reason, last.to_dict(), when, run_id)
-        final = PromotionDecision("rollback", candidate, decision.champion, reason)
-    mlc.log_dict(
-        run_id,
-        {"action": final.action, "reason": reason, "steps": [s.to_dict() for s in history]},
-        "canary/decision.json",
-    )
-    mlc.set_tag(run_id, "canary.outcome", final.action)
-    mlc.set_terminated(run_id, "FINISHED")
-    train_run = mlc.get_model_version(model_name, candidate).run_id
-    if train_run:
-        mlc.set_tag(train_run, "promotion", f"{final.action}: {reason}"[:5000])
-    champion = alias_version(mlc, model_name, CHAMPION)
-    create_markdown_artifact(
-        key="promotion",
-        markdown=f"## Promotion: **{final.action}**\n\n{reason}\n\nchampion is now v{champion}.",
-        description=f"{model_name} v{candidate}",
-    )
-    return final
-
-
-@task(name="canary-abort", task_run_name="abort canary v{decision.candidate}", cache_policy=NONE)
-def abort_canary(
-    model_name: str, decision: PromotionDecision, error: str, run_id: str | None, home: Home
-) -> None:
-    """The canary broke (service, data): route nothing to the challenger, say why."""
-    mlc = client(home.tracking_uri)
-    apply_abort(mlc, model_name, decision.candidate, error, _now())
-    if run_id:
-        mlc.set_tag(run_id, "canary.outcome", "aborted")
-        mlc.set_terminated(run_id, "FAILED")

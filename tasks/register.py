@@ -16,13 +16,18 @@ import yaml
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.config.experiment import RegistrySpec
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.digests import key
 from tasks.core.home import Home
 from tasks.core.registry import model_card
+from tasks.core.registry.history import Decision, actor_pipeline, append
+from tasks.core.registry.lineage import EVALUATION_TAG
+from tasks.core.registry.pyfunc import PREPROCESSING_ARTIFACT
 from tasks.core.registry.versions import Registration, register
 from tasks.core.tracking import client
+from tasks.core.training.modeling import drop_peft_template_card
 from tasks.gate import EvalOutcome, fetch_adapter
 
 # Recorded on the version, never keyed: a new commit or flow run alone must not re-register.
@@ -37,6 +42,7 @@ def _cache_key(context, params) -> str:
         "register",
         outcome.run_id,
         outcome.decision,
+        getattr(outcome, "preprocessing", None),
         params["registry"],
         tags,
         params["home"].tracking_uri,
@@ -74,6 +80,7 @@ def version_tags(outcome: EvalOutcome, tags: dict[str, str]) -> dict[str, str]:
             compared["base.accuracy"] = f"{report.base.metrics['accuracy']:.4f}"
     return {
         **tags,
+        EVALUATION_TAG: outcome.record_run_id,
         "gate_decision": decision.label,
         "gate_policy_version": decision.policy_version or tags.get("gate_policy_version", ""),
         **gate_tags,
@@ -81,6 +88,28 @@ def version_tags(outcome: EvalOutcome, tags: dict[str, str]) -> dict[str, str]:
         **compared,
         "registered_by": getpass.getuser(),
     }
+
+
+def record_registration(
+    mlc, reg: Registration, outcome: EvalOutcome, config_sha256: str, card: Path
+) -> str:
+    """The registration as its own decision record (once per version and evaluation)."""
+    what = "registered as a new version" if reg.created else "already registered (kept)"
+    decision = Decision(
+        kind="registration",
+        model=reg.name,
+        outcome="registered" if reg.created else "kept",
+        reason=f"v{reg.version} {what} from evaluation {outcome.record_run_id or '?'}; "
+        "alias challenger",
+        actor=actor_pipeline(),
+        version=reg.version,
+        train_run_id=reg.run_id,
+        config_sha256=config_sha256,
+        details={"evaluation_run_id": outcome.record_run_id, "created": reg.created},
+        key=f"registration:{reg.run_id}:{outcome.record_run_id}",
+    )
+    experiment_id = mlc.get_run(reg.run_id).info.experiment_id
+    return append(mlc, experiment_id, decision, files={"model_card": card})
 
 
 @task(
@@ -112,18 +141,39 @@ def register_model(
             _run_record(outcome.run_id, "data/validation.json", yaml.safe_load),
             _run_record(outcome.run_id, "config/resolved.yaml", yaml.safe_load),
         )
+    drop_peft_template_card(adapter)  # adapters trained before it was dropped at save time
     with tempfile.TemporaryDirectory() as tmp:
         card_path = Path(tmp) / "README.md"
         card_path.write_text(card)
-        mlc.log_artifact(outcome.run_id, str(card_path), "model_card")
-        reg = register(mlc, registry.model_name, outcome.run_id, adapter, all_tags, card, card_path)
+        extra = {}
+        if getattr(outcome, "preprocessing", None):
+            path = Path(tmp) / f"{PREPROCESSING_ARTIFACT}.json"
+            extra[PREPROCESSING_ARTIFACT] = Preprocessing.from_dict(outcome.preprocessing).write(
+                path
+            )
+        description = model_card.without_front_matter(card)
+        reg = register(
+            mlc, registry.model_name, outcome.run_id, adapter, all_tags, description, card_path,
+            extra,
+        )  # fmt: skip
+        record_registration(mlc, reg, outcome, tags.get("config_sha256", ""), card_path)
+    steps = (
+        Preprocessing.from_dict(outcome.preprocessing).describe()
+        if outcome.preprocessing
+        else "none recorded"
+    )
+    log_decision(
+        "register",
+        f"{reg.name} v{reg.version} ({'new' if reg.created else 'existing, idempotent'}), alias "
+        f"challenger; served with preprocessing: {steps}",
+    )
     create_markdown_artifact(
         key="registration",
         markdown=(
             f"## Registered `{reg.name}` version {reg.version}\n\n"
             f"{'new version' if reg.created else 'existing version for this run (idempotent)'}; "
             f"alias `challenger` -> v{reg.version}; MLflow run `{reg.run_id}`.\n\n"
-            f"Model card: `runs:/{reg.run_id}/model_card/README.md`"
+            f"Model card: in the version's registration record and the model's artifacts."
         ),
         description="Model registry",
     )

@@ -2,8 +2,9 @@
 
 Runs after registration: the exact model (base + adapter, as evaluated) is merged, exported
 to ONNX Runtime and each candidate form is scored on the whole eval split against the exact
-model's predictions of the evaluation; the decision (figures, thresholds, chosen form) is
-recorded on the version and in the run (``tasks/core/registry/serving_form.py``). A form that
+model's predictions of the evaluation (the form applies the run's preprocessing, as the exact
+model does); the decision (figures, thresholds, chosen form) is a ``serving-form`` record of
+the decision history, indexed by the version's tags (``tasks/core/registry/serving_form.py``). A form that
 fails its gate is not served; the exact model is, as before. Never fails the pipeline for
 the form's sake: an export error is recorded as the decision's note and the exact model serves.
 """
@@ -17,10 +18,12 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from tasks.common import stage_options
 from tasks.core.config.evaluation import EvalSpec, GateSpec
 from tasks.core.data.prepare import load_prepared
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
 from tasks.core.digests import key
 from tasks.core.evaluation.scoring import adapter_classifier
@@ -46,6 +49,7 @@ def _cache_key(context, params) -> str:
         params["registration"],
         params["outcome"].run_id,
         params["outcome"].decision,
+        getattr(params["outcome"], "preprocessing", None),
         params["gates"].serving_form,
         params["spec"],
         params["max_length"],
@@ -72,10 +76,12 @@ def build_serving_form(
 ) -> ServingFormOutcome:
     rule, log = gates.serving_form, get_run_logger()
     version = outcome.decision.policy_version
+    # One record per decision: a retry in this flow run finds it instead of writing another.
+    record_key = key("serving-form", _cache_key(None, locals()), str(flow_run.get_id() or ""))
     if not rule.enabled or not rule.candidates:
         decision = forms.decide_serving_form([], rule, None, policy_version=version,
                                              note="serving_form disabled by the gate policy")  # fmt: skip
-        _record(registration, decision, None, home)
+        _record(registration, decision, None, home, record_key)
         return ServingFormOutcome(decision.chosen, False, 0.0, 0.0, time.time())
     adapter = fetch_adapter(home, outcome.run_id, adapter_artifact)
     with tempfile.TemporaryDirectory(prefix="serving-form-") as tmp:
@@ -93,7 +99,7 @@ def build_serving_form(
         exact_accuracy = outcome.metrics.get("accuracy")
         exact_ms = outcome.metrics.get("latency_ms_per_example")
         decision = forms.decide_serving_form(figures, rule, exact_accuracy, exact_ms, version, note)
-        _record(registration, decision, folders.get(decision.chosen), home)
+        _record(registration, decision, folders.get(decision.chosen), home, record_key)
     scored = sum(f.ms_per_example * f.examples for f in figures) / 1000
     log.info("serving form of %s v%s: %s", registration.name, registration.version,
              decision.chosen + (f" ({decision.note})" if decision.note else ""))  # fmt: skip
@@ -105,7 +111,11 @@ def build_serving_form(
 def _measure(adapter, outcome, data, spec, rule, max_length, home, work):
     """(figures, folders) of the candidate forms, scored against the exact predictions."""
     precision = eval_precision(spec)
-    exact = adapter_classifier(adapter, outcome.run_id, home.hf_hub_cache, precision.dtype)
+    recorded = getattr(outcome, "preprocessing", None) or None
+    preprocessing = Preprocessing.from_dict(recorded) if recorded else None
+    exact = adapter_classifier(
+        adapter, outcome.run_id, home.hf_hub_cache, preprocessing, precision.dtype
+    )
     eval_data = load_prepared(data.prepared_path)["eval"]
     texts, references = list(eval_data["text"]), list(eval_data["label"])
     # An evaluation cached before reports kept predictions has none: score the exact model.
@@ -116,15 +126,16 @@ def _measure(adapter, outcome, data, spec, rule, max_length, home, work):
     split = forms.EvalSplit(texts, references, predictions)
     return forms.measure_forms(
         exact.model, exact.tokenizer, list(exact.labels), split, rule, work, max_length,
-        spec.batch_size,
+        spec.batch_size, preprocessing=recorded,
     )  # fmt: skip
 
 
-def _record(registration: Registration, decision, folder, home: Home) -> None:
+def _record(registration: Registration, decision, folder, home: Home, record_key: str) -> None:
     mlc = client(home.tracking_uri)
     forms.record_serving_form(
-        mlc, registration.run_id, registration.name, registration.version, decision, folder
-    )
+        mlc, registration.run_id, registration.name, registration.version, decision, folder,
+        record_key=record_key,
+    )  # fmt: skip
     create_markdown_artifact(
         key="serving-form",
         markdown=forms.to_markdown(decision),

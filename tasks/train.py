@@ -21,7 +21,7 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.audit.licenses import AuditRecord
 from tasks.core.catalog.base import Candidate
 from tasks.core.config.experiment import RegistrySpec
@@ -29,7 +29,8 @@ from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.data.report import DataReport
 from tasks.core.digests import key
 from tasks.core.home import Home
-from tasks.core.tracking import client, ensure_experiment
+from tasks.core.ops.links import ui_links
+from tasks.core.tracking import client, dataset_inputs, ensure_experiment
 from tasks.core.training.launcher import launch
 from tasks.core.training.modeling import ModelRef
 from tasks.core.training.progress import StepEvent, TerminalProgress
@@ -110,6 +111,9 @@ class ProgressReporter:
         self.last = 0.0
 
     def __call__(self, event: StepEvent) -> None:
+        if event.kind == "resume":
+            log_decision("fine-tune", f"resumed from step {event.step} (its checkpoint)")
+            return
         self.bar(event)
         if event.kind == "checkpoint":
             self.logger.info("checkpoint saved at step %d", event.step)
@@ -148,6 +152,10 @@ def _record_inputs(mlc, run_id: str, inputs: TrainingInputs) -> None:
     mlc.log_dict(run_id, audit.discovery_table(), "discovery/candidates.json")
     mlc.log_dict(run_id, data.to_dict(), "data/validation.json")
     mlc.log_text(run_id, data.to_html(), "data/validation.html")
+    if getattr(data, "sources", None):  # reports cached before they were recorded have none
+        mlc.log_inputs(
+            run_id, dataset_inputs(data.name or inputs.experiment_name, data.sources, data.digests)
+        )
 
 
 def _open_run(mlc, experiment_id: str, inputs: TrainingInputs, identity: str):
@@ -162,6 +170,7 @@ def _open_run(mlc, experiment_id: str, inputs: TrainingInputs, identity: str):
         return found.info.run_id, None
     ref, data = inputs.base, inputs.data
     tags = {
+        "loraflow.run_type": "training",
         "loraflow.experiment": inputs.experiment_name,
         IDENTITY_TAG: identity,
         "base_repo_id": ref.repo_id,
@@ -174,6 +183,26 @@ def _open_run(mlc, experiment_id: str, inputs: TrainingInputs, identity: str):
     }
     name = f"{inputs.experiment_name}-{data.fingerprint[:8]}"
     return mlc.create_run(experiment_id, run_name=name, tags=tags).info.run_id, None
+
+
+def _link_runs(mlc, run_id: str, experiment_id: str, home: Home) -> None:
+    """The MLflow run names its Prefect flow run (a link where the UI is known), and the
+    flow run's log names the MLflow run (with its page where MLflow's UI is known)."""
+    links = ui_links(home)
+    flow_run_id = str(flow_run.get_id() or "")
+    page = links.flow_run(flow_run_id) if flow_run_id else None
+    name = flow_run.get_name() or flow_run_id
+    note = f"Prefect flow run [{name}]({page})" if page else f"Prefect flow run `{name}`"
+    tags = {
+        "prefect.flow_run_name": name or "",
+        "mlflow.note.content": f"{note}, id `{flow_run_id}`",
+    }
+    if page:
+        tags["prefect.flow_run_url"] = page
+    for tag, value in tags.items():
+        mlc.set_tag(run_id, tag, value)
+    mlflow_page = links.mlflow_run(experiment_id, run_id)
+    log_decision("fine-tune", f"MLflow run {run_id}" + (f" {mlflow_page}" if mlflow_page else ""))
 
 
 @task(
@@ -189,9 +218,10 @@ def train_adapter(inputs: TrainingInputs, home: Home) -> TrainResult:
     experiment_id = ensure_experiment(mlc, inputs.registry.experiment, home.mlflow_artifacts)
     identity = inputs.identity(home)
     run_id, finished = _open_run(mlc, experiment_id, inputs, identity)
-    if finished is not None:
-        logger.info("training already finished in MLflow run %s (an earlier attempt)", run_id)
+    if finished is not None:  # its links name the flow run that trained it
+        log_decision("fine-tune", f"already finished in MLflow run {run_id} (an earlier attempt)")
         return result_from_run(finished)
+    _link_runs(mlc, run_id, experiment_id, home)
     ref = inputs.base
     reporter = ProgressReporter(f"fine-tune {ref.repo_id}", logger)
     try:
@@ -209,6 +239,11 @@ def train_adapter(inputs: TrainingInputs, home: Home) -> TrainResult:
     mlc.set_terminated(run_id, "FINISHED")
     lora = inputs.lora
     resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
+    log_decision(
+        "fine-tune",
+        f"{result.steps} steps{resumed}, mean loss {result.train_loss:.4f}, "
+        f"{result.runtime_s:.0f} s, {result.trainable_parameters:,} parameters trained",
+    )
     create_markdown_artifact(
         key="training",
         markdown=(

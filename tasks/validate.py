@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from logging import INFO, WARNING
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from tasks.common import stage_options
+from tasks.common import log_decision, stage_options
 from tasks.core.config.data import DataSpec
 from tasks.core.data.loading import source_digest
 from tasks.core.data.prepare import prepare
@@ -25,7 +26,7 @@ def _cache_key(context, params) -> str:
     return key(
         "validate",
         spec,
-        [source_digest(spec.train), source_digest(spec.eval)],
+        [source_digest(source) for source in spec.splits.values()],
         params["out_root"],
         _model_ref(params.get("model")),
         params.get("max_length"),
@@ -59,6 +60,9 @@ def validate_data(
         table=report.table_rows(),
         description=f"{spec.name}: {report.summary()}",
     )
+    issues = "".join(f"\n{c.verdict} {c.line()}" for c in report.failed + report.warnings)
+    level = WARNING if report.failed or report.warnings else INFO
+    log_decision("validate", f"{report.summary()}{issues}", level)
     if report.failed:
         raise DataValidationFailed(failure_message(report), report)
     return report

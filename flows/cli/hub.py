@@ -51,6 +51,9 @@ def hub_list() -> None:
 
     for repo_id, revision, snapshot in mirror_revisions(home.hf_hub_cache):
         c = read_candidate(repo_id, revision, snapshot)
+        if c.unreadable:
+            console.print(f"{repo_id}@{revision}  UNREADABLE: {c.unreadable}", highlight=False)
+            continue
         params = f"{c.parameters / 1e6:.1f}M" if c.parameters else "?"
         console.print(
             f"{repo_id}@{revision}  {c.model_type}  {params} params  license={c.license}",

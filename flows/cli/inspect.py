@@ -12,16 +12,30 @@ from tasks.core.errors import BadInput
 from tasks.core.home import Home, apply_env
 
 
-def print_ui_help(home: Home) -> None:
-    console.print(
-        "\nInspect this state:\n"
-        f"  Prefect UI: PREFECT_HOME={home.prefect_home} prefect server start"
-        "  -> http://127.0.0.1:4200\n"
-        f"  MLflow UI:  mlflow ui --backend-store-uri {home.tracking_uri} --port 5000"
-        "  -> http://127.0.0.1:5000",
-        highlight=False,
-        soft_wrap=True,
-    )
+def print_ui_help(home: Home, flow_run_id: str | None = None) -> None:
+    """Where to look: the running servers' pages, or how to start the UIs on this state."""
+    from tasks.core.ops.links import ui_links
+
+    links = ui_links(home)
+    lines = ["", "Inspect this state:"]
+    if links.prefect:
+        page = links.flow_run(flow_run_id) if flow_run_id else links.prefect
+        lines.append(f"  Prefect UI: {page}")
+    else:
+        lines.append(
+            f"  Prefect UI: PREFECT_HOME={home.prefect_home} prefect server start"
+            "  -> http://127.0.0.1:4200" + (f"/runs/flow-run/{flow_run_id}" if flow_run_id else "")
+        )
+    if links.mlflow:
+        lines.append(f"  MLflow UI:  {links.mlflow}")
+    else:
+        lines.append(
+            f"  MLflow UI:  mlflow ui --backend-store-uri {home.tracking_uri} --port 5000"
+            "  -> http://127.0.0.1:5000"
+        )
+    if links.from_stack:
+        lines.append("  (the stack started by `loraflow up` on this home)")
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 def ui() -> None:
@@ -32,8 +46,15 @@ def ui() -> None:
 def status(
     limit: Annotated[int, typer.Option(help="How many recent flow runs to show.")] = 5,
 ) -> None:
-    """Recent flow runs with their task states (Prefect) and registered models (MLflow)."""
+    """Recent flow runs with their task states (Prefect), registered models and live canaries.
+
+    Runs whose process died are marked Crashed / KILLED first (``reconcile``).
+    """
     home = apply_env()
+    from flows.cli.reconcile import reconcile
+
+    for line in reconcile(home):
+        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
@@ -65,6 +86,36 @@ def status(
                 f", aliases {aliases or '(none)'}",
                 highlight=False,
             )
+            line = canary_line(model)
+            if line:
+                console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def canary_line(model) -> str:
+    """The canary of a registered model as its lease says: active, expired or ended."""
+    import time
+
+    from tasks.core.promotion.lease import LEASE_TAG, LEGACY_WEIGHT_TAG, decode, routing
+
+    tags = model.tags or {}
+    lease = decode(tags.get(LEASE_TAG))
+    if lease is None:
+        legacy = tags.get(LEGACY_WEIGHT_TAG)
+        return (
+            f"canary: a bare {legacy} % weight left by an older loraflow (not obeyed)"
+            if legacy
+            else ""
+        )
+    now = routing(lease, time.time(), 0.0)
+    what = f"canary of v{lease.version} (step {lease.step}, run {lease.holder[:12]})"
+    if now.state == "active":
+        return f"{what}: ACTIVE at {lease.percent:g} %, lease expires in {now.seconds_left:.0f} s"
+    if now.state == "expired":
+        return (
+            f"{what}: EXPIRED {-now.seconds_left:.0f} s ago, 0 % to the challenger; "
+            f"`loraflow rollback {model.name}` records and clears it"
+        )
+    return f"{what}: ended, 0 % to the challenger ({lease.ended})"
 
 
 def registry_client():
@@ -87,7 +138,7 @@ def models_command(
     from tasks.core.registry.lineage import versions
 
     rows, refused = versions(mlc, name)
-    console.print(models_table(name, rows))
+    console.print(models_table(name, rows, console.width))
     if refused:
         console.print(refused_table(refused))
 

@@ -10,27 +10,35 @@ import typer
 from rich.text import Text
 
 from flows.cli.inspect import print_ui_help
-from flows.cli.output import console, error_line
-from tasks.core.errors import ConfigError, DataValidationFailed
-from tasks.core.home import QUICKSTART_CONFIG, apply_env
+from flows.cli.output import console, error_line, tame_prefect_console
+from tasks.core.errors import BadInput, DataValidationFailed
+from tasks.core.home import QUICKSTART_CONFIG, Home, apply_env
 
 
-def load(config: Path):
-    """The validated config (every error is one line, exit 2, before Prefect starts)."""
+def load(config: Path, home: Home | None = None):
+    """The validated config, checked against its data, golden file and (mirrored) model:
+    every error is one line, exit 2, before Prefect starts."""
     from tasks.core.config.loader import load_config
+    from tasks.core.config.preflight import preflight
 
-    return load_config(config)
+    loaded = load_config(config)
+    preflight(loaded, (home or Home.from_env()).hf_hub_cache)
+    return loaded
 
 
 def validate(configs: Annotated[list[Path], typer.Argument(help="YAML files to check.")]) -> None:
-    """Check config and policy files without running anything."""
+    """Check config and policy files without running anything; an experiment also against
+    its data files, golden file and (when mirrored) its model's layers."""
     from tasks.core.config.loader import validate_file
 
     failed = None
     for path in configs:
         try:
-            console.print(f"[green]ok[/] {path}: {validate_file(path)}", highlight=False)
-        except ConfigError as exc:
+            summary = validate_file(path)
+            if summary.startswith("experiment "):
+                load(path)
+            console.print(f"[green]ok[/] {path}: {summary}", highlight=False)
+        except BadInput as exc:
             error_line(str(exc))
             failed = exc
     if failed is not None:
@@ -48,18 +56,24 @@ def run(
     """Run the finetune pipeline for one experiment config."""
     started = time.time()
     home = apply_env()
-    load(config)  # fail fast, before Prefect starts
+    load(config, home)  # fail fast, before Prefect starts
     server = use_running_server(home)
     # Without a running server Prefect starts a temporary one (seconds): start it now, while
     # this process imports the pipeline's modules (seconds too), instead of after.
     starting = None if server else start_temporary_server()
+    from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
     from tasks.core.training.run import peak_rss_mb
 
     if starting is not None:
         starting.join()
-    summary = finetune(config_path=str(config.resolve()), force=force)
-    wall = time.time() - started
+    tame_prefect_console()
+    for line in reconcile(home):  # a run killed earlier is not shown running any more
+        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
+    state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
+    flow_run_id = str(state.state_details.flow_run_id)
+    summary = result_or_pointer(state, home)
+    wall = time.time() - started  # from the command's start: start-up is overhead too
     console.print(f"\n[bold green]pipeline finished[/] in {wall:.0f} s")
     training_mb = summary.pop("train_peak_rss_mb", 0)
     summary["peak memory"] = (
@@ -68,9 +82,42 @@ def run(
     )
     summary["time"] = time_line(wall, summary.pop("compute_s", {}))
     summary["prefect"] = server or "temporary server (none running: `loraflow up` keeps one)"
+    gates = summary.pop("gates", [])
     for key, value in summary.items():
         console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
-    print_ui_help(home)
+    console.print("  gates:", highlight=False)
+    for line in gates:
+        console.print(f"    {line}", highlight=False, soft_wrap=True)
+    print_ui_help(home, flow_run_id)
+
+
+def result_or_pointer(state, home: Home):
+    """The flow's result; or its exception, carrying where the run's records are."""
+    if state.is_completed():
+        return state.result()
+    try:
+        state.result()
+    except Exception as exc:
+        exc.details = run_pointer(str(state.state_details.flow_run_id), home)
+        raise
+    raise RuntimeError(f"flow run ended {state.name}: {state.message}")
+
+
+def run_pointer(flow_run_id: str, home: Home) -> str:
+    """'Prefect flow run NAME <page>': where the stage logs, artifacts and MLflow ids are."""
+    from tasks.core.ops.links import ui_links
+
+    name = ""
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            name = f"'{client.read_flow_run(flow_run_id).name}' "
+    except Exception:  # the pointer is a courtesy; the id alone still finds the run
+        pass
+    page = ui_links(home).flow_run(flow_run_id)
+    where = page or f"{flow_run_id} (`loraflow ui` shows how to open it)"
+    return f"Prefect flow run {name}{where}; stage logs and artifacts there"
 
 
 def use_running_server(home) -> str | None:
@@ -132,12 +179,15 @@ def validate_data_command(
     Without a running Prefect server (`loraflow up`) the checks run directly, with no
     temporary server to start; with one, as the validate-data flow, visible in its UI."""
     home = apply_env()
-    loaded = load(config)
+    loaded = load(config, home)
     try:
         if use_running_server(home):
             from flows.validate_data import validate_data_only
 
-            report = validate_data_only(config_path=str(config.resolve()), force=force)
+            tame_prefect_console()
+            config_path = str(config.resolve())
+            state = validate_data_only(config_path=config_path, force=force, return_state=True)
+            report = result_or_pointer(state, home)
         else:
             from flows.checks import validate_data_directly
 

@@ -76,38 +76,52 @@ def promote_command(
     ] = None,
 ) -> None:
     """Run the promotion flow: canary the challenger against the champion; exit 3 on rollback."""
-    apply_env()
+    home = apply_env()
     _policy(policy)  # fail fast, before Prefect starts
+    from flows.cli.output import tame_prefect_console
+    from flows.cli.pipeline import result_or_pointer
+    from flows.cli.reconcile import reconcile
     from flows.promote import promotion
+    from tasks.core.registry.history import actor_cli
 
-    decision = promotion(
+    tame_prefect_console()
+    for line in reconcile(home):  # an earlier canary killed mid-step ends here, recorded
+        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
+    state = promotion(
         model_name=name,
         version=version,
         policy_path=str(policy.resolve()),
         replay_path=str(data.resolve()) if data else None,
         service_url=service_url,
+        actor=actor_cli(),
+        return_state=True,
     )
+    decision = result_or_pointer(state, home)  # a rollback: one line, exit 3, no traceback
     console.print(f"{decision.action}: {decision.reason}", highlight=False, soft_wrap=True)
 
 
 def rollback_command(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     reason: Annotated[
-        str, typer.Option(help="Why, recorded on the demoted version.")
+        str, typer.Option(help="Why, recorded in the decision history.")
     ] = "rolled back by hand",
 ) -> None:
-    """Restore the previous-champion alias as champion (undo the last canary promotion)."""
-    from datetime import UTC, datetime
-
+    """Undo the last thing: end a live canary (0 % to the challenger), else restore the
+    previous champion. Either is recorded with your name and reason."""
     home = apply_env()
     from mlflow.exceptions import MlflowException
 
-    from tasks.core.promotion.canary_io import manual_rollback
+    from tasks.core.promotion.rollback import abort_live_canary, rollback_champion
+    from tasks.core.registry.history import actor_cli
     from tasks.core.tracking import client
 
-    when = datetime.now(UTC).isoformat(timespec="seconds")
+    mlc = client(home.tracking_uri)
     try:
-        restored, demoted = manual_rollback(client(home.tracking_uri), name, reason, when)
+        aborted = abort_live_canary(mlc, name, reason, actor_cli())
+        if aborted is not None:
+            console.print(f"{name}: canary of v{aborted} ended, 0 % to it ({reason})")
+            return
+        restored, demoted = rollback_champion(mlc, name, reason, actor_cli())
     except MlflowException as exc:  # no such registered model
         raise RollbackImpossible(exc.message) from None
     console.print(

@@ -100,6 +100,8 @@ def check_fit(candidate: Candidate, spec: DiscoverySpec, pinned: bool = False) -
     A pinned model is checked only against what makes it unusable; the search filters
     (tags, popularity, license class) express preferences among many and do not apply to it.
     """
+    if candidate.unreadable:
+        return [f"unreadable: {candidate.unreadable}"]
     problems = []
     supported = TASK_ARCHITECTURES[spec.task]
     if candidate.model_type not in supported:

@@ -25,3 +25,39 @@ def ensure_experiment(mlc: MlflowClient, name: str, artifact_root: Path) -> str:
         return experiment.experiment_id
     location = (Path(artifact_root) / name).resolve().as_uri()
     return mlc.create_experiment(name, artifact_location=location)
+
+
+def dataset_inputs(name: str, sources: dict[str, str], digests: dict[str, str]) -> list:
+    """MLflow dataset inputs of a run, one per split (the run page's "Datasets"): name,
+    digest (the split's sha256, cut to MLflow's 36-character column) and source (the file,
+    or the Hub dataset ``hf://ORG/NAME?config=...&split=...``)."""
+    import warnings
+    from urllib.parse import parse_qs, urlparse
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.types import ColSpec, Schema
+
+    schema = Schema([ColSpec("string", "text"), ColSpec("long", "label")])
+    inputs = []
+    for split, uri in sources.items():
+        if uri.startswith("hf://"):
+            parsed = urlparse(uri)
+            query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+            source = HuggingFaceDatasetSource(
+                path=f"{parsed.netloc}{parsed.path}",
+                config_name=query.get("config"),
+                split=query.get("split"),
+            )
+        else:
+            with warnings.catch_warnings():  # "resolving ... ambiguous": a local file is meant
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(uri)
+        dataset = MetaDataset(source, name=f"{name}-{split}", digest=digests.get(split, "")[:32])
+        dataset._schema = schema
+        context = "training" if split == "train" else "eval"
+        tag = InputTag(key="mlflow.data.context", value=context)
+        inputs.append(DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[tag]))
+    return inputs

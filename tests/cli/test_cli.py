@@ -104,6 +104,13 @@ def test_run_prints_summary_peak_memory_and_ui_commands(home, tmp_path, tiny_ber
     (time_split,) = [line for line in out.splitlines() if "pipeline overhead" in line]
     assert re.search(r"training \d+\.\d s \+ evaluation \d+\.\d s", time_split), time_split
     assert "evaluation/training 0." in time_split or "evaluation/training 1." in time_split
+    # Every gate with its figure and threshold (issue 14), and no library noise around it.
+    assert "  gates:\n    min_accuracy " in out and ">= 0: pass" in out, out
+    assert "training: 12 steps" in out
+    noise = ("already exists", "Warning", "%|", "Traceback", "Finished in state")
+    assert not [n for n in noise if n in result.stdout + result.stderr], result.stderr[-3000:]
+    for stage in ("discover: pinned", "audit: allow", "validate: pass", "gates: pass"):
+        assert stage in result.stderr, result.stderr  # the stage decisions, one line each
     assert client(home.tracking_uri).get_registered_model("tiny-lora").aliases == {
         "challenger": 1,
         "champion": 1,

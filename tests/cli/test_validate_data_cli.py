@@ -30,9 +30,10 @@ def test_validate_data_prints_the_report_and_exits_2_on_a_failing_check(
     failed = loraflow("validate-data", config)
     assert failed.returncode == 2, failed.stderr[-2000:]
     (line,) = error_lines(failed)
-    assert (
-        line
-        == "error: data validation failed: pii [eval]: 1 rows hold PII or secrets: email 1 (rows 4)"
+    assert line == (
+        "error: data validation failed: pii [eval]: 1 rows hold PII or secrets: email 1 (rows 4)"
+        "; to go on: data.pii.policy: redact (each find becomes [KIND], in training and at "
+        "serving) or warn (keep the texts as they are); or narrow data.pii.kinds"
     )
     table = failed.stdout
     assert "data validation: fail: 1 failed" in table

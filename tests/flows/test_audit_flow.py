@@ -118,8 +118,11 @@ def test_discovery_skips_a_denied_candidate_and_trains_the_next(home, tmp_path):
 
     # An allowed audit makes no run of its own: its record travels into the training run.
     mlc = client(home.tracking_uri)
-    (run,) = mlc.search_runs([mlc.get_experiment_by_name("tests").experiment_id])
-    assert RUN_TYPE_TAG not in run.data.tags and run.data.tags["license_verdict"] == "allow"
+    (run,) = mlc.search_runs(
+        [mlc.get_experiment_by_name("tests").experiment_id],
+        filter_string="tags.`loraflow.run_type` = 'training'",
+    )
+    assert run.data.tags[RUN_TYPE_TAG] == "training" and run.data.tags["license_verdict"] == "allow"
     record = artifact_json(mlc, run.info.run_id, "audit/license.json", tmp_path)
     assert record["model"] == f"b-org/clean@{chosen}"
     (skipped,) = record["skipped"]

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 import pytest
 import yaml
-from mlflow.artifacts import load_dict
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.promote import promotion
 from tasks.core.errors import CanaryRolledBack, RollbackImpossible
 from tasks.core.home import Home
-from tasks.core.promotion.canary_io import clear_weight, manual_rollback
+from tasks.core.promotion.canary_io import clear_lease, manual_rollback
+from tasks.core.promotion.lease import LEASE_TAG
+from tasks.core.registry.history import history, read_record
 from tasks.core.registry.versions import PREVIOUS_CHAMPION, delete_alias
-from tasks.core.serving.models import WEIGHT_TAG
 from tasks.core.tracking import client
 from tests.conftest import REPO
 from tests.flows.conftest import TINY_REPO
@@ -117,7 +117,7 @@ def setup_aliases(world: World, champion: str | None, challenger: str) -> None:
     if champion:
         mlc.set_registered_model_alias(NAME, "champion", champion)
     mlc.set_registered_model_alias(NAME, "challenger", challenger)
-    clear_weight(mlc, NAME)
+    clear_lease(mlc, NAME)
 
 
 def aliases(world: World) -> dict[str, str]:
@@ -164,15 +164,20 @@ def test_good_challenger_is_promoted_through_every_step(world):
         PREVIOUS_CHAMPION: world.good,
     }
     mlc = client(world.home.tracking_uri)
-    assert WEIGHT_TAG not in mlc.get_registered_model(NAME).tags
+    assert LEASE_TAG not in mlc.get_registered_model(NAME).tags
     tags = mlc.get_model_version(NAME, world.better).tags
     assert tags["canary.outcome"] == "promote" and tags["promotion.action"] == "promote"
 
     [run] = canary_runs(world, world.better)
     assert run.data.tags["canary.outcome"] == "promote" and run.info.status == "FINISHED"
-    history = mlc.get_metric_history(run.info.run_id, "canary_percent")
-    assert [(m.step, m.value) for m in history] == [(1, 10.0), (2, 50.0), (3, 100.0)]
-    steps = [load_dict(f"runs:/{run.info.run_id}/canary/step-{n}.json") for n in (1, 2, 3)]
+    percents = mlc.get_metric_history(run.info.run_id, "canary_percent")
+    assert [(m.step, m.value) for m in percents] == [(1, 10.0), (2, 50.0), (3, 100.0)]
+    records = history(mlc, NAME, world.better, kind="canary-step")
+    assert [r.outcome for r in records] == ["continue", "continue", "promote"]
+    assert {r.actor for r in records} == {"canary"}
+    for record in records:  # each step its own record, nested under the canary run
+        assert mlc.get_run(record.run_id).data.tags["mlflow.parentRunId"] == run.info.run_id
+    steps = [read_record(mlc, r.run_id)["details"] for r in records]
     for step in steps:
         assert {c["name"]: c["verdict"] for c in step["checks"]}["agreement"] == "pass"
         assert step["challenger"]["requests"] >= 20 and step["replay"]["failed"] == 0
@@ -194,9 +199,9 @@ def test_good_challenger_is_promoted_through_every_step(world):
     assert done.returncode == 0, done.stderr
     assert f"champion restored to v{world.good} (was v{world.better})" in done.stdout
     assert aliases(world) == {"champion": world.good}
-    assert mlc.get_model_version(NAME, world.better).tags["promotion.action"] == (
-        "rolled-back-by-hand"
-    )
+    assert mlc.get_model_version(NAME, world.better).tags["promotion.action"] == "rolled back"
+    (rollback,) = history(mlc, NAME, world.better, kind="rollback")
+    assert rollback.actor.startswith("cli:") and rollback.reason.startswith("test (")
     with pytest.raises(RollbackImpossible, match="no 'previous-champion' alias"):
         manual_rollback(mlc, NAME, "again", "now")
 
@@ -207,7 +212,7 @@ def test_flipped_label_challenger_is_rolled_back_at_the_first_step(world):
         promotion(model_name=NAME, policy_path=world.policy)
     assert aliases(world) == {"champion": world.good}  # champion unchanged, challenger removed
     mlc = client(world.home.tracking_uri)
-    assert WEIGHT_TAG not in mlc.get_registered_model(NAME).tags
+    assert LEASE_TAG not in mlc.get_registered_model(NAME).tags
     tags = mlc.get_model_version(NAME, world.flipped).tags
     assert tags["canary.outcome"] == "rollback" and tags["promotion.action"] == "rollback"
     assert tags["canary.failed_check"] == "agreement"
@@ -215,8 +220,10 @@ def test_flipped_label_challenger_is_rolled_back_at_the_first_step(world):
     assert figures["step"] == 1 and figures["agreement"] < 0.5
     assert figures["challenger"]["online_accuracy"] < 0.5
     [run] = canary_runs(world, world.flipped)
-    listed = {a.path for a in mlc.list_artifacts(run.info.run_id, "canary")}
-    assert "canary/step-1.json" in listed and "canary/step-2.json" not in listed
+    steps = history(mlc, NAME, world.flipped, kind="canary-step")
+    assert [(r.outcome, r.reason[:6]) for r in steps] == [("rollback", "step 1")]
+    (outcome,) = history(mlc, NAME, world.flipped, kind="canary-outcome")
+    assert outcome.outcome == "rollback" and "agreement" in outcome.reason
 
     # A version a canary rolled back is not tried again.
     mlc.set_registered_model_alias(NAME, "challenger", world.flipped)
@@ -235,3 +242,46 @@ def test_slow_challenger_is_rolled_back_on_latency(world):
     assert figures["step"] == 1 and figures["challenger"]["p95_ms"] >= 400
     checks = {c["name"]: c["verdict"] for c in figures["checks"]}
     assert checks["agreement"] == "pass"  # healthy answers, just slow
+
+
+def lineage_of(world: World, version: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli.app", "lineage", f"{NAME}@{version}", "--no-config"],
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "400"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_rollback_promote_rollback_each_stays_in_the_history(world):
+    """A hand rollback is not lost at the version's next promotion: all three show in order."""
+    from tasks.core.promotion.rollback import rollback_champion
+
+    setup_aliases(world, champion=world.good, challenger=world.better)
+    mlc = client(world.home.tracking_uri)
+    before = len(history(mlc, NAME, world.better))
+    assert promotion(model_name=NAME, policy_path=world.policy).action == "promote"
+    rollback_champion(mlc, NAME, "first rollback: p99 alarm", "cli:alice")
+    assert aliases(world)["champion"] == world.good
+    again = promotion(model_name=NAME, version=world.better, policy_path=world.policy)
+    assert again.action == "promote" and aliases(world)["champion"] == world.better
+    rollback_champion(mlc, NAME, "second rollback: complaints", "cli:bob")
+
+    decisions = history(mlc, NAME, world.better)[before:]
+    outcomes = [(d.kind, d.outcome, d.actor) for d in decisions if d.kind != "canary-step"]
+    assert outcomes == [
+        ("canary-outcome", "promote", "canary"),
+        ("rollback", "rolled back", "cli:alice"),
+        ("canary-outcome", "promote", "canary"),
+        ("rollback", "rolled back", "cli:bob"),
+    ]
+    shown = lineage_of(world, world.better)
+    assert "rolled back at" in shown and "by cli:bob: second rollback" in shown  # the latest
+    table = shown[shown.index("Decisions about") :]
+    assert table.index("first rollback") < table.index("second rollback")
+    assert "cli:alice" in shown and "cli:bob" in shown
+    assert "by the pipeline" not in shown

@@ -11,6 +11,7 @@ from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.finetune import finetune
 from tasks.core.errors import GateFailed, LicenseDenied
+from tasks.core.registry.history import history
 from tasks.core.tracking import client
 from tests.flows.conftest import TINY_REPO, write_config
 
@@ -40,6 +41,15 @@ def task_states(state) -> dict[str, str]:
     return {STAGES[run.name.split(" ", 1)[0]]: run.state.name for run in runs}
 
 
+def training_runs(mlc):
+    experiment = mlc.get_experiment_by_name("tests").experiment_id
+    return [
+        r
+        for r in mlc.search_runs([experiment])
+        if r.data.tags.get("loraflow.run_type") == "training"
+    ]
+
+
 def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     mlc = client(home.tracking_uri)
     config = write_config(tmp_path)
@@ -51,15 +61,17 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     states = task_states(state)
     assert len(states) == 8 and set(states.values()) == {"Completed"}, states
 
-    runs = mlc.search_runs([mlc.get_experiment_by_name("tests").experiment_id])
+    runs = training_runs(mlc)
     assert len(runs) == 1
     run = runs[0]
     assert run.info.run_id == summary["run_id"]
     assert run.data.params["lora.r"] == "4"
     assert run.data.params["base_revision"] == mirrored
     assert len(mlc.get_metric_history(run.info.run_id, "train_loss")) >= 2
-    assert 0.0 <= run.data.metrics["eval_accuracy"] <= 1.0
-    assert "eval_macro_f1" in run.data.metrics
+    evaluation = mlc.get_run(summary["evaluation_record"])  # its own record, under the run
+    assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id
+    assert 0.0 <= evaluation.data.metrics["eval_accuracy"] <= 1.0
+    assert "eval_macro_f1" in evaluation.data.metrics
     artifacts = {a.path for a in mlc.list_artifacts(run.info.run_id, "adapter")}
     assert "adapter/adapter_model.safetensors" in artifacts
 
@@ -71,15 +83,20 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert tags["license_verdict"] == "allow" and tags["gate_decision"] == "pass"
     model = mlc.get_registered_model("tiny-lora")
     assert model.aliases == {"challenger": 1, "champion": 1}
-    # The serving form's decision: on the version (what the service reads) and in the run.
-    form = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/serving_form/decision.json")
+    # The serving form's decision: its own record of the history, indexed on the version.
+    (record,) = history(mlc, "tiny-lora", "1", kind="serving-form")
+    assert tags["serving_form.record"] == record.run_id and record.outcome == tags["serving_form"]
+    assert record.train_run_id == run.info.run_id
+    form = mlflow.artifacts.load_dict(f"runs:/{record.run_id}/serving_form/decision.json")
     assert tags["serving_form"] == form["chosen"] and form["min_agreement"] == 0.99
     assert tags["serving_form.passed"] == str(form["passed"]).lower()
     assert form["forms"] and form["forms"][0]["form"] == "onnx-fp32"  # the policy's choice
-    assert form["forms"][0]["examples"] == run.data.metrics["eval_examples"]
-    run_tags = mlc.get_run(run.info.run_id).data.tags
-    assert run_tags["eval.resolved_precision"] == run.data.params["train.resolved_precision"]
-    assert run_tags["eval.base_scores_cached"] == "False"  # first evaluation on this base
+    assert form["forms"][0]["examples"] == evaluation.data.metrics["eval_examples"]
+    assert "onnx-fp32.agreement" in mlc.get_run(record.run_id).data.metrics
+    # How the evaluation was computed: on its record (the training run is not written to).
+    eval_tags = evaluation.data.tags
+    assert eval_tags["eval.resolved_precision"] == run.data.params["train.resolved_precision"]
+    assert eval_tags["eval.base_scores_cached"] == "False"  # first evaluation on this base
     assert set(summary["compute_s"]) == {"training", "evaluation"}
     assert summary["compute_s"]["training"] > 0 and summary["compute_s"]["evaluation"] > 0
 
@@ -91,11 +108,11 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     # 2. Identical re-run: every stage cached, nothing trained, registry unchanged.
     again = finetune(config_path=str(config), return_state=True)
     assert set(task_states(again).values()) == {"Cached"}, task_states(again)
-    assert len(mlc.search_runs([run.info.experiment_id])) == 1
+    assert len(training_runs(mlc)) == 1
     assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
 
     # 3. Only the gate threshold changes: evaluation onwards re-runs, training stays cached.
-    accuracy = run.data.metrics["eval_accuracy"]
+    accuracy = evaluation.data.metrics["eval_accuracy"]
     assert accuracy < 1.0, "tiny model unexpectedly perfect; the failing-gate step needs headroom"
     lower = write_config(
         tmp_path, "lower.yaml", gates={"absolute": {"accuracy": round(accuracy - 0.01, 4)}}
@@ -107,13 +124,13 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert {changed[s] for s in ("evaluate-gate", "register", "serving-form", "promote")} == {
         "Completed"
     }
-    reevaluated = mlc.get_run(run.info.run_id).data.tags
+    latest = history(mlc, "tiny-lora", kind="evaluation")[-1]
+    reevaluated = mlc.get_run(latest.run_id).data.tags
     assert reevaluated["eval.base_scores_cached"] == "True"  # the base was scored once
     assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
     # The re-check (already champion: noop) keeps the record of why version 1 became champion.
     tags = mlc.get_model_version("tiny-lora", "1").tags
     assert tags["promotion.action"] == "promote" and "no champion yet" in tags["promotion.reason"]
-    assert mlc.get_run(run.info.run_id).data.tags["promotion"].startswith("promote: ")
 
     # 4. A gate the model misses stops the flow before registration; aliases stay put.
     higher = write_config(tmp_path, "higher.yaml", gates={"absolute": {"accuracy": 1.0}})

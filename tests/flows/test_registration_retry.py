@@ -101,7 +101,7 @@ def test_prefect_retry_after_a_failure_half_way_gives_one_complete_version(
     assert registration.created is False  # the retry found the version the first try made
     assert versions(mlc, run_id) == [registration.version]
     version = mlc.get_model_version(REGISTRY.model_name, registration.version)
-    assert version.description.startswith("---\n")  # the card landed on the retry
+    assert version.description.startswith("# retry-lora")  # the card landed on the retry
     assert mlc.get_registered_model(REGISTRY.model_name).aliases["challenger"] == int(
         registration.version
     )

@@ -122,3 +122,10 @@ def test_killed_training_resumes_from_its_checkpoint_on_retry(home, mirrored, tm
         max(m.timestamp for m in before) < killer.killed_at * 1000 < min(m.timestamp for m in after)
     )
     assert not list(home.work_dir.glob("training/*/checkpoints/step-*"))  # cleaned up
+
+    # The run says it resumed, and from which step: in its summary and in the flow run's log.
+    assert state.result()["training"] == f"{TOTAL_STEPS} steps, resumed from step {resumed_from}"
+    from tests.flows.test_sms_flow import flow_logs
+
+    logs = flow_logs(state.state_details.flow_run_id)
+    assert f"fine-tune: resumed from step {resumed_from} (its checkpoint)" in logs

@@ -2,7 +2,8 @@
 
 For the run the ``stack`` fixture made through the worker: the Prefect UI's deployment page
 shows the cron schedule and the event triggers, its flow-run page shows the flow name and
-every stage artifact, and the MLflow UI's registered-model page shows the model's aliases.
+every stage artifact and, on its Logs tab, each stage's decision; the MLflow UI's
+registered-model page shows the model's aliases and the version page a clean model card.
 Screenshots go to a temporary folder; ``LORAFLOW_SCREENSHOTS=docs/screenshots`` refreshes the
 committed ones (a plain test run leaves the working tree clean).
 """
@@ -140,6 +141,39 @@ def test_mlflow_registered_model_page_shows_aliases(stack, browser, shots):
     assert "base_repo_id" in shown  # the lineage tags are on the version row
     _close_assistant(browser)
     browser.save_screenshot(str(shots / "mlflow-registered-model.png"))
+
+
+# What each stage writes to the flow run's log (tasks/*.py, log_decision).
+STAGE_DECISIONS = (
+    "discover: pinned model",
+    "audit: allow",
+    "validate: pass",
+    "fine-tune: MLflow run",
+    "gates: pass",
+    "register: tiny-lora v1",
+    "promote: promote v1",
+)
+
+
+def test_prefect_flow_run_logs_show_each_stage_decision(stack, browser, shots):
+    browser.get(stack.urls.flow_run(stack.flow_run_id))
+    wait_text(browser, "finetune", "Logs")
+    click_text(browser, "Logs")
+    shown = wait_text(browser, *STAGE_DECISIONS)
+    assert "served with preprocessing: strip" in shown
+    browser.set_window_size(1400, 2600)  # the graph and the log down to the promotion
+    browser.save_screenshot(str(shots / "prefect-flow-run-logs.png"))
+    browser.set_window_size(1400, 1000)
+
+
+def test_mlflow_version_page_shows_a_clean_model_card(stack, browser, shots):
+    browser.get(f"{stack.urls.mlflow}/#/models/tiny-lora/versions/1")
+    shown = wait_text(browser, "tiny-lora", "Intended use", "Input preprocessing", "Gates")
+    assert "library_name: peft" not in shown and "pipeline_tag:" not in shown  # no raw YAML
+    _close_assistant(browser)
+    browser.set_window_size(1400, 1700)
+    browser.save_screenshot(str(shots / "mlflow-model-version.png"))
+    browser.set_window_size(1400, 1000)
 
 
 def _close_assistant(driver) -> None:

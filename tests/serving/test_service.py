@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 
-from tasks.core.promotion.canary_io import set_weight
+from tasks.core.promotion.canary_io import write_lease
+from tasks.core.promotion.lease import granted
 from tasks.core.serving.runner import scrape
 from tasks.core.serving.telemetry import parse_snapshot
 from tests.serving.conftest import NAME, start
@@ -125,7 +126,7 @@ def test_a_failing_model_answers_500_counted_against_its_version(
 def test_sticky_routing_shadow_agreement_and_feedback(home, registry):
     mlc, (v1, v2) = registry
     mlc.set_registered_model_alias(NAME, "challenger", v2)
-    set_weight(mlc, NAME, 50)
+    write_lease(mlc, NAME, granted(50, "test-canary", v2, 1, 600))
     with start(home) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         state = server.wait_ready(60)
         assert (state["champion"], state["challenger"], state["challenger_percent"]) == (
@@ -214,7 +215,7 @@ def test_alias_flip_under_load_fails_no_request(home, registry):
 def test_weight_bounds_route_everything_one_way(home, registry, percent):
     mlc, (v1, v2) = registry
     mlc.set_registered_model_alias(NAME, "challenger", v2)
-    set_weight(mlc, NAME, percent)
+    write_lease(mlc, NAME, granted(percent, "test-canary", v2, 1, 600))
     with start(home) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         server.wait_ready(60)
         versions = {
@@ -222,3 +223,77 @@ def test_weight_bounds_route_everything_one_way(home, registry, percent):
             for i in range(30)
         }
     assert versions == ({v2} if percent == 100 else {v1})
+
+
+def test_an_expired_lease_sends_everything_to_the_champion_and_is_recorded_once(home, registry):
+    """The promotion flow died mid-step: nobody renews the lease; once it expires every
+    request goes to the champion, and the replica records why (one abort record)."""
+    from tasks.core.promotion.canary_io import read_lease
+    from tasks.core.registry.history import history
+
+    mlc, (v1, v2) = registry
+    mlc.set_registered_model_alias(NAME, "challenger", v2)
+    canary_run = mlc.create_run(mlc.get_experiment_by_name("tests").experiment_id).info.run_id
+    write_lease(mlc, NAME, granted(100, canary_run, v2, 2, seconds=2))
+    with start(home) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        state = server.wait_ready(60, until=lambda s: s["challenger_percent"] == 100)
+        assert state["canary"]["state"] == "active"
+        assert http.post("/predict", json={"text": "a film", "key": "k"}).json()["version"] == v2
+        state = server.wait_ready(30, until=lambda s: s["canary"]["state"] != "active")
+        assert state["challenger_percent"] == 0
+        versions = {
+            http.post("/predict", json={"text": "a film", "key": f"k{i}"}).json()["version"]
+            for i in range(30)
+        }
+        assert versions == {v1}
+        deadline = time.monotonic() + 10
+        while not history(mlc, NAME, v2, kind="canary-abort"):
+            assert time.monotonic() < deadline, "no abort record"
+            time.sleep(0.1)
+        assert total(server.url, "loraflow_canary_lease_expired_total") == 1
+    (abort,) = history(mlc, NAME, v2, kind="canary-abort")
+    assert abort.actor.startswith("service:") and "expired" in abort.reason
+    assert read_lease(mlc, NAME).ended.startswith("expired")  # every replica now sees it ended
+    assert mlc.get_model_version(NAME, v2).tags["canary.outcome"] == "aborted"
+
+
+def test_rollback_ends_a_live_canary_by_hand(home, registry):
+    from tasks.core.promotion.canary_io import read_lease
+    from tasks.core.promotion.rollback import abort_live_canary
+    from tasks.core.registry.history import history
+
+    mlc, (v1, v2) = registry
+    mlc.set_registered_model_alias(NAME, "challenger", v2)
+    canary_run = mlc.create_run(mlc.get_experiment_by_name("tests").experiment_id).info.run_id
+    write_lease(mlc, NAME, granted(50, canary_run, v2, 1, seconds=600))
+    with start(home) as server:
+        server.wait_ready(60, until=lambda s: s["challenger_percent"] == 50)
+        assert abort_live_canary(mlc, NAME, "latency alarm", "cli:carol") == v2
+        state = server.wait_ready(30, until=lambda s: s["challenger_percent"] == 0)
+        assert state["canary"]["state"] == "ended" and state["challenger"] == v2
+    (abort,) = history(mlc, NAME, v2, kind="canary-abort")
+    assert (abort.actor, abort.reason) == ("cli:carol", "ended by hand: latency alarm")
+    assert read_lease(mlc, NAME).ended == "aborted: ended by hand: latency alarm"
+    assert abort_live_canary(mlc, NAME, "again", "cli:carol") is None  # nothing live any more
+
+
+def test_feedback_outside_the_version_labels_is_refused_and_uses_up_nothing(home, registry):
+    with start(home) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        server.wait_ready(60)
+        pid = http.post("/predict", json={"text": "a good film"}).json()["predictions"][0]["id"]
+        typo = http.post("/feedback", json={"id": pid, "label": "postive"})
+        assert typo.status_code == 422 and typo.json()["reason"] == "unknown_label"
+        assert "allowed labels: negative, positive" in typo.json()["error"]
+        mixed = http.post(
+            "/feedback",
+            json={"items": [{"id": pid, "label": "positive"}, {"id": pid, "label": "spam"}]},
+        )
+        assert mixed.status_code == 422  # the whole batch, nothing counted
+        empty = http.post("/feedback", json={"items": []})
+        assert empty.status_code == 422 and empty.json()["reason"] == "empty_batch"
+        assert total(server.url, "loraflow_feedback_total") == 0
+        assert http.post("/feedback", json={"id": pid, "label": "positive"}).json() == {
+            "accepted": 1,
+            "unknown": [],
+        }
+        assert total(server.url, "loraflow_rejected_requests_total", reason="unknown_label") == 2

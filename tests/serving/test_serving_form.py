@@ -10,7 +10,9 @@ import mlflow
 import pytest
 
 from tasks.core.config.evaluation import ServingFormSpec
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.registry import serving_form as forms
+from tasks.core.registry.history import history
 from tasks.core.serving.runner import wait_ready
 from tasks.core.serving.runtime import EXACT, OnnxClassifier, load_version, served_form
 from tasks.core.tracking import client
@@ -95,17 +97,37 @@ def test_the_merged_onnx_forms_agree_with_the_exact_model_and_are_recorded(home,
     int8 = folders["onnx-int8"] / "model.onnx"
     assert int8.stat().st_size < (folders["onnx-fp32"] / "model.onnx").stat().st_size
 
+    # The form carries the version's preprocessing and applies it first, as the exact does.
+    steps = Preprocessing(lowercase=True, redact=("email",))
+    carried = OnnxClassifier(
+        forms.export_merged(model, tokenizer, names, 16, tmp_path / "pre", steps.to_dict())
+    )
+    raw = ["Mail Bob at bob@example.com, a GOOD film", "a bad plot"]
+    assert steps.apply(raw)[0] != raw[0] and carried.preprocess is not None
+    assert carried.predict_proba(raw).tolist() == fp32.predict_proba(steps.apply(raw)).tolist()
+    assert carried.predict(raw) == fp32.predict(steps.apply(raw))
+
     # Recorded on a registered version: tags, decision.json and the chosen form's files.
     mlc = client(home.tracking_uri)
     version = register_version(mlc, NAME, adapter)
     run_id = mlc.get_model_version(NAME, version).run_id
     passing = [forms.judge_form("onnx-fp32", exact, exact, labels, 0.5, SPEC)]
     decision = forms.decide_serving_form(passing, SPEC, 0.97)
-    forms.record_serving_form(mlc, run_id, NAME, version, decision, folders["onnx-fp32"])
+    record_id = forms.record_serving_form(
+        mlc, run_id, NAME, version, decision, folders["onnx-fp32"]
+    )
     tags = mlc.get_model_version(NAME, version).tags
     assert (tags["serving_form"], tags["serving_form.passed"]) == ("onnx-fp32", "true")
-    record = mlflow.artifacts.load_dict(f"runs:/{run_id}/serving_form/decision.json")
+    assert tags["serving_form.record"] == record_id
+    (found,) = history(mlc, NAME, version, kind="serving-form")  # one record of the history
+    assert (found.run_id, found.outcome, found.train_run_id) == (record_id, "onnx-fp32", run_id)
+    assert "agreement 1.0000 >= 0.99" in found.reason
+    assert mlc.get_run(record_id).data.metrics["onnx-fp32.agreement"] == 1.0
+    record = mlflow.artifacts.load_dict(f"runs:/{record_id}/serving_form/decision.json")
     assert record["chosen"] == "onnx-fp32" and record["forms"][0]["agreement"] == 1.0
+    assert {a.path for a in mlc.list_artifacts(record_id, "serving_form/onnx-fp32")} >= {
+        "serving_form/onnx-fp32/model.onnx"
+    }
     served = load_version(NAME, version)
     assert served.form == "onnx-fp32"
     assert [label for label, _ in served(texts)] == [names[i] for i in exact]

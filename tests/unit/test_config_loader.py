@@ -237,10 +237,10 @@ OVERRIDE_ERRORS = [
         id="approval-reason-short",
     ),
     pytest.param(
-        "extends is not a path",
-        "extends: 3\n",
-        ["{file}: extends: must be a relative file path, got 3"],
-        id="extends-not-a-string",
+        "a key written twice is an error, not a silent override",
+        "train:\n  batch_size: 8\n  batch_size: 100000000\n",
+        ["{file}: line 4 not valid YAML: duplicate key 'batch_size' (first set on line 3)"],
+        id="duplicate-key",
     ),
 ]
 
@@ -261,6 +261,12 @@ def test_override_error_is_one_line_naming_file_key_value(
 # --------------------------------------------------------------------------------------------
 
 FILE_ERRORS = [
+    pytest.param(
+        "extends is not a path",
+        {"exp.yaml": "extends: 3\nname: x\n"},
+        ["{file}: extends: must be a relative file path, got 3"],
+        id="extends-not-a-string",
+    ),
     pytest.param(
         "missing required key (standalone config without registry)",
         {"exp.yaml": STANDALONE.replace("registry:\n  model_name: standalone\n", "")},

@@ -95,8 +95,9 @@ def test_one_defect_fires_exactly_one_check(
         assert not (tmp_path / "prepared").exists()
         message = failure_message(report)
         assert message.startswith(f"data validation failed: {check} [{expected_split}]: ")
-        if examples:
-            assert message.endswith(f"(rows {', '.join(map(str, examples))})")
+        if examples:  # the rows, then (for PII) how to go on
+            rows = f"(rows {', '.join(map(str, examples))})"
+            assert message.endswith(rows) or f"{rows}; to go on: " in message, message
     else:  # a warning is recorded, the data is still prepared
         assert report.verdict == "pass" and len(report.fingerprint) == 64
         assert Path(report.prepared_path, "dataset_dict.json").is_file()

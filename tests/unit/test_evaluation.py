@@ -203,6 +203,14 @@ def test_the_base_is_scored_once_per_base_eval_texts_and_max_length(home, adapte
     )  # fmt: skip
     assert loads == [1] and base.hit
     assert again.base.metrics == first.base.metrics  # latency included: the measured one
+    # Other preprocessing is other texts for the base: the key covers it, the base runs again.
+    changed = cached()
+    changed.preprocess = lambda texts: [f"{text} !" for text in texts]
+    evaluate_models(
+        adapter_classifier(adapter, "run-3", home.hf_hub_cache), prepared, EvalSpec(),
+        GateSpec(), 16, base=changed,
+    )  # fmt: skip
+    assert loads == [1, 1] and not changed.hit
     # Any ingredient changed is another key: the truncation length, the precision, the texts.
     assert len({cached().key(["a"], 16), cached().key(["a"], 32), cached("bf16").key(["a"], 16),
                 cached().key(["b"], 16)}) == 4  # fmt: skip

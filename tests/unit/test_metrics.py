@@ -111,10 +111,11 @@ def test_combined_suite_gives_flat_named_figures():
         ("accuracy", "macro_f1", "per_class", "ece", "confusion_matrix"),
     )
     assert figures["accuracy"] == pytest.approx(accuracy_score(REFS, PREDS))
-    precision, recall, _, support = precision_recall_fscore_support(REFS, PREDS)
+    precision, recall, f1, support = precision_recall_fscore_support(REFS, PREDS)
     for i, label in enumerate("abc"):
         assert figures[f"precision_{label}"] == pytest.approx(precision[i])
         assert figures[f"recall_{label}"] == pytest.approx(recall[i])
+        assert figures[f"f1_{label}"] == pytest.approx(f1[i])  # per-class F1 (issue 14)
         assert figures[f"support_{label}"] == support[i]
     assert 0 <= figures["ece"] <= 1
     assert confusion == confusion_matrix(REFS, PREDS).tolist()

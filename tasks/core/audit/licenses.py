@@ -226,7 +226,7 @@ def dataset_licenses(data: DataSpec) -> tuple[DatasetLicense, ...]:
     local_card: tuple[str | None, str | None] = (None, None)
     hub_ids: list[str] = []
     has_local = False
-    for split in (data.train, data.eval):
+    for split in (s for s in (data.train, data.eval) if s is not None):
         hub_id = getattr(split, "hub_id", None)
         if hub_id:
             hub_ids += [hub_id] if hub_id not in hub_ids else []

@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 from huggingface_hub import ModelCard
 
 from tasks.core.catalog.license_ids import LicenseId, normalise
+from tasks.core.errors import CatalogError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 WEIGHT_SUFFIXES = (".safetensors", ".h5", ".msgpack", ".gguf", ".onnx", *PICKLE_SUFFIXES)
@@ -69,6 +70,7 @@ class Candidate:
     likes: int | None = None
     last_modified: str | None = None
     gated: str | None = None  # "auto" / "manual" on the Hub, None when open
+    unreadable: str | None = None  # why its card or config cannot be read (then unusable)
 
     @property
     def ref(self) -> str:
@@ -136,6 +138,17 @@ def safetensors_stats(path: Path) -> tuple[int, int]:
     return params, nbytes
 
 
+def module_names(snapshot: Path) -> set[str]:
+    """Names of the modules that hold a 2-D weight (linear, embedding, conv1d layers), from
+    the safetensors headers alone: what ``lora.target_modules`` can name."""
+    names = set()
+    for path in sorted(Path(snapshot).glob("*.safetensors")):
+        for tensor, meta in _safetensors_header(path).items():
+            if tensor.endswith(".weight") and len(meta.get("shape", ())) == 2:
+                names.add(tensor.removesuffix(".weight"))
+    return names
+
+
 def safetensors_parameters(path: Path) -> int:
     return safetensors_stats(path)[0]
 
@@ -152,16 +165,46 @@ def declared_license(value) -> str | None:
     return ", ".join(i.strip().lower() for i in items) if items else None
 
 
+def read_metadata(folder: Path) -> tuple[dict, dict]:
+    """(config.json, the card's YAML metadata) of a model folder; CatalogError naming the
+    file and what is wrong when either cannot be read."""
+    config, meta = {}, {}
+    path = Path(folder) / "config.json"
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CatalogError(f"config.json is not valid JSON: {exc}") from None
+    card = Path(folder) / "README.md"
+    if card.is_file():
+        try:
+            meta = ModelCard.load(card).data.to_dict()
+        except Exception as exc:  # yaml errors, a front matter that is not a mapping, ...
+            problem = " ".join(str(getattr(exc, "problem", "") or exc).split())
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 2} of the card)" if mark else ""
+            raise CatalogError(
+                f"README.md front matter is not valid YAML{where}: {problem}"
+            ) from None
+    return config, meta
+
+
 def read_candidate(repo_id: str, revision: str, snapshot: Path) -> Candidate:
-    """Describe one cached snapshot: config.json, the card's metadata, safetensors headers."""
+    """Describe one cached snapshot: config.json, the card's metadata, safetensors headers.
+
+    A snapshot whose card or config cannot be read is described as ``unreadable`` (with the
+    reason) instead of failing the listing of every other model.
+    """
     files = tuple(
         sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
     )
-    config = json.loads((snapshot / "config.json").read_text()) if "config.json" in files else {}
-    card = ModelCard.load(snapshot / "README.md").data if "README.md" in files else None
+    try:
+        config, meta = read_metadata(snapshot)
+    except CatalogError as exc:
+        return Candidate(repo_id, revision, None, None, None, None, None, False, files,
+                         unreadable=str(exc))  # fmt: skip
     weights = [snapshot / f for f in files if f.endswith(".safetensors") and "/" not in f]
     stats = [safetensors_stats(w) for w in weights]
-    meta = card.to_dict() if card else {}
     return Candidate(
         repo_id=repo_id,
         revision=revision,

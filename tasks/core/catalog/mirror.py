@@ -31,6 +31,7 @@ from tasks.core.catalog.base import (
     FileHash,
     Source,
     read_candidate,
+    read_metadata,
 )
 from tasks.core.digests import file_sha256
 from tasks.core.errors import CatalogError, MirrorError
@@ -94,6 +95,10 @@ def import_folder(folder: Path, repo_id: str, cache_dir: Path) -> ImportedModel:
     files = list_files(folder)
     if not (folder / "config.json").is_file():
         raise MirrorError(f"{folder} holds no config.json: not a transformers model folder")
+    try:
+        read_metadata(folder)  # what discovery and the audit will read must be readable
+    except CatalogError as exc:
+        raise MirrorError(f"{folder}: {exc}; fix it, then import again") from None
 
     entries = {f.relative_to(folder).as_posix(): blob_id(f) for f in files}
     revision = content_revision(entries)

@@ -7,5 +7,8 @@ license sections and the license policy file; ``train`` the LoRA and training se
 ``evaluation`` the eval and gate sections and the gate policy file; ``canary`` the canary
 section and its policy file; ``schedule`` when and where a deployed experiment retrains;
 ``loader`` reads YAML layers (``extends``), validates them and names the file and key of an
-error; ``reference`` renders docs/configuration.md from the field descriptions.
+error; ``reference`` renders docs/configuration.md from the field descriptions;
+``preflight`` checks before training what the schema cannot (gate classes against the
+labels, golden file, slice columns, target modules against the model's layers, batch size
+against the data).
 """

@@ -112,6 +112,13 @@ class CanaryAnalysis(Spec):
         gt=0,
         description="How long to wait for the service to load the models and apply a weight.",
     )
+    lease_seconds: float = Field(
+        60.0,
+        ge=5,
+        description="How long the challenger's traffic share holds without renewal. The promotion "
+        "flow renews it every third of this while it runs; if the flow dies, every replica routes "
+        "all traffic back to the champion once it expires (and records the abort).",
+    )
     max_error_rate: float = Field(
         0.01, ge=0, le=1, description="Highest share of challenger requests that may fail."
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -41,7 +41,10 @@ class SplitSpec(Spec):
     text_column: str = Field(description="Column holding the input text in this file.")
     label_column: str = Field(description="Column holding the label (class id or class name).")
     max_samples: int | None = Field(
-        None, ge=1, description="Use a seeded random subset of this many rows (None: all rows)."
+        None,
+        ge=1,
+        description="Use a seeded subset of this many rows, stratified by class (each class "
+        "keeps its share); None: all rows.",
     )
 
     @field_validator("path")
@@ -85,6 +88,10 @@ class SplitSpec(Spec):
 
 
 CheckSeverity = Literal["fail", "warn", "off"]
+# Phone numbers written without "+country" are read in these regions (ISO 3166): the largest
+# English-speaking markets and the EU's biggest, so a UK or German data set is not silently
+# read as American. Each region costs one matcher pass over the rows that hold digits.
+PHONE_REGIONS = ("US", "GB", "CA", "AU", "IN", "IE", "DE", "FR", "ES", "IT", "NL")
 PII_KINDS = ("email", "phone", "credit_card", "iban", "ip_address", "secret")
 
 
@@ -166,11 +173,34 @@ class PiiSpec(Spec):
     kinds: tuple[Literal[PII_KINDS], ...] = Field(  # type: ignore[valid-type]
         PII_KINDS, description="What to look for."
     )
-    phone_region: str = Field(
-        "US",
-        pattern=r"^[A-Z]{2}$",
-        description="Region (ISO 3166 code) of phone numbers written without +country code.",
+    phone_regions: tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...] = Field(
+        PHONE_REGIONS,
+        min_length=1,
+        description="Regions (ISO 3166 codes) in which phone numbers written without "
+        "+country code are read; a number valid in any of them is found. Numbers written with "
+        "+country code are found whatever the list. Rows with phone-like numbers no region "
+        "confirms are reported (add their region). Replaces the older single `phone_region`.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_region(cls, data):
+        """``phone_region: GB`` (one region, the older key) still reads as ``[GB]``."""
+        if isinstance(data, dict) and "phone_region" in data:
+            data = dict(data)
+            region = data.pop("phone_region")
+            data.setdefault("phone_regions", [region] if isinstance(region, str) else region)
+        return data
+
+
+class SplitFraction(Spec):
+    """Split one file into train and eval (``data.split``) instead of naming an eval file."""
+
+    eval_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of the rows that go to the eval split."
+    )
+    seed: int = Field(0, description="Seed of the split: the same seed gives the same split.")
+    stratify: bool = Field(True, description="Keep each class's share the same in train and eval.")
 
 
 class DataSpec(Spec):
@@ -182,9 +212,32 @@ class DataSpec(Spec):
         min_length=2,
         description="Class names in id order; integer labels in the files index this list.",
     )
-    train: SplitSpec = Field(description="Training split and its column mapping.")
-    eval: SplitSpec = Field(description="Evaluation split and its column mapping.")
-    seed: int = Field(0, description="Seed of the subset sampling.")
+    train: SplitSpec = Field(
+        description="Training split and its column mapping (with `split`: the one file that "
+        "holds both splits)."
+    )
+    eval: SplitSpec | None = Field(
+        None, description="Evaluation split and its column mapping; or set `split` instead."
+    )
+    split: SplitFraction | None = Field(
+        None,
+        description="Split the train file into train and eval: a seeded fraction, stratified by "
+        "class; rows that repeat a text exactly or once normalised (case, punctuation, spacing) "
+        "all go to the same side, so they cannot leak. Set this or `eval`, not both.",
+    )
+    label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Raw label -> class name, applied before labels are matched: e.g. "
+        "{ham: legit, spam: spam} or {'0': negative}. Raw labels not listed are matched as "
+        "class names or ids as usual.",
+    )
+    dedupe: Literal["off", "exact", "normalized"] = Field(
+        "off",
+        description="Drop rows repeating an earlier row's text and label within a split: "
+        "'exact' (same text), 'normalized' (same once case, Unicode form, punctuation and "
+        "spacing are ignored; exact repeats too); counted in the report (check 'dedupe').",
+    )
+    seed: int = Field(0, description="Seed of the subset sampling (max_samples).")
     normalize: TextNormalization = Field(
         default_factory=TextNormalization,
         description="Text normalisation (texts are always stripped of surrounding spaces).",
@@ -200,3 +253,30 @@ class DataSpec(Spec):
         if len(set(labels)) != len(labels):
             raise ValueError("class names must be unique")
         return labels
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _keys_as_text(cls, mapping):
+        """YAML reads ``0: negative`` with an int key; raw labels are matched as text."""
+        if isinstance(mapping, dict):
+            return {str(k): v for k, v in mapping.items()}
+        return mapping
+
+    @model_validator(mode="after")
+    def _sources(self) -> DataSpec:
+        if (self.eval is None) == (self.split is None):
+            raise ValueError(
+                "set exactly one of 'eval' (a file) and 'split' (a fraction of the train file)"
+            )
+        unknown = sorted({v for v in self.label_map.values() if v not in self.labels})
+        if unknown:
+            raise ValueError(
+                f"label_map maps to {unknown}, which are not classes; allowed: "
+                f"{', '.join(self.labels)}"
+            )
+        return self
+
+    @property
+    def splits(self) -> dict[str, SplitSpec]:
+        """The source of each split; with ``split`` both come from the train file."""
+        return {"train": self.train, "eval": self.eval or self.train}

@@ -30,7 +30,8 @@ CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "per_class", "ece", "confusion
 SCORE_METRICS = ("accuracy", "macro_f1")
 # Causal-LM task metrics (tasks.core.evaluation.causal): minimums only.
 TEXT_METRICS = ("exact_match", "rouge_l")
-PER_CLASS_METRIC = re.compile(r"^(precision|recall)_.+$")
+PER_CLASS_METRIC = re.compile(r"^(precision|recall|f1)_(.+)$")
+PER_CLASS_KINDS = ("precision", "recall", "f1")
 # Lower is better: gated with a maximum (loss and perplexity: causal-LM runs).
 CEILING_METRICS = ("ece", "latency_ms_per_example", "loss", "perplexity")
 HUB_METRIC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -202,7 +203,8 @@ class GateSpec(Spec):
     absolute: dict[str, float] = Field(
         default_factory=dict,
         description=f"Minimum per metric ({', '.join(SCORE_METRICS + TEXT_METRICS)}, "
-        "precision_CLASS, recall_CLASS) for registration.",
+        "precision_CLASS, recall_CLASS, f1_CLASS with CLASS one of data.labels) for "
+        "registration.",
     )
     maximum: dict[str, float] = Field(
         default_factory=dict,
@@ -243,7 +245,7 @@ class GateSpec(Spec):
             if metric not in allowed and not PER_CLASS_METRIC.match(metric):
                 raise ValueError(
                     f"unknown gate metric {metric!r}; allowed: {', '.join(allowed)}, "
-                    "precision_CLASS, recall_CLASS"
+                    "precision_CLASS, recall_CLASS, f1_CLASS"
                 )
             if not 0 <= threshold <= 1:
                 raise ValueError(f"gate {metric} = {threshold} is outside [0, 1]")

@@ -12,7 +12,7 @@ import hashlib
 import json
 import subprocess
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,13 @@ class LoadedConfig:
     gate_policy_sha256: str = ""
     canary_policy: CanaryPolicy | None = None  # when ``canary.policy_file`` names one
     files: tuple[Path, ...] = ()  # every file read: the layers and the policies
+    # (file, its data) from the gate policy's defaults to the experiment file: which file
+    # set a key, for messages about settings that validate alone but not together.
+    layers: tuple = field(default=(), compare=False, repr=False)
+
+    def defined_in(self, *loc) -> Path:
+        """The file that set the key at ``loc`` (the experiment file if none did)."""
+        return _defined_in(list(self.layers), loc) if self.layers else self.sources[-1]
 
     @property
     def sha256(self) -> str:
@@ -69,11 +76,33 @@ def section_hash(section: BaseModel | dict | None) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error:
+    plain YAML keeps the last value silently, so a pasted ``batch_size`` would win unseen."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first set on line {first}); each key once",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -265,6 +294,7 @@ def _load_config(path: Path) -> LoadedConfig:
         gate_policy_sha256=file_sha256(gate_policy_path) if gate_policy_path else "",
         canary_policy=load_canary_policy(canary_path) if canary_path else None,
         files=tuple(p for p, _ in layers) + tuple(Path(p) for p in policies),
+        layers=tuple(defaults + layers),
     )
 
 

@@ -341,14 +341,35 @@ def check_leakage(
     return results
 
 
-def check_pii(split: str, found: PiiScan, policy: str) -> CheckResult:
+PII_HINT = (
+    "to go on: data.pii.policy: redact (each find becomes [KIND], in training and at "
+    "serving) or warn (keep the texts as they are); or narrow data.pii.kinds"
+)
+
+
+def check_pii(
+    split: str, found: PiiScan, policy: str, regions: tuple[str, ...] = ()
+) -> CheckResult:
+    """Rows holding PII; also rows whose phone-like numbers no configured region confirms."""
     rows = sorted(pos + 1 for pos in found.rows)
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(found.kinds.items()))
     detail = f"{len(rows)} rows hold PII or secrets" + (f": {kinds}" if rows else "")
     if rows and policy == "redact":
         detail += " (redacted in place in the prepared data)"
     verdict = fired("fail" if policy == "fail" else "warn", bool(rows))
-    stats = {"kinds": dict(found.kinds), "redacted": policy == "redact" and bool(rows)}
+    unconfirmed = sorted(pos + 1 for pos in found.unconfirmed_phones)
+    if unconfirmed:
+        detail += (
+            f"; {len(unconfirmed)} rows hold phone-like numbers that no region in "
+            f"data.pii.phone_regions ({', '.join(regions)}) confirms (rows "
+            f"{', '.join(map(str, unconfirmed[:5]))}): add their region to phone_regions"
+        )
+        verdict = "fail" if verdict == "fail" else "warn"
+    stats = {
+        "kinds": dict(found.kinds),
+        "redacted": policy == "redact" and bool(rows),
+        "unconfirmed_phone_rows": len(unconfirmed),
+    }
     return CheckResult(
-        "pii", split, len(rows), "0 rows", verdict, detail, examples(rows), "rows", stats
+        "pii", split, len(rows), "0 rows", verdict, detail, examples(rows), "rows", stats, PII_HINT
     )

@@ -8,6 +8,7 @@ splits may name their columns differently.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import unicodedata
@@ -18,7 +19,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, load_dataset
 from datasets.naming import camelcase_to_snakecase
 
-from tasks.core.config.data import SplitSpec, TextNormalization
+from tasks.core.config.data import SplitSpec
 from tasks.core.errors import DataError
 
 
@@ -53,10 +54,70 @@ def load_split(spec: SplitSpec) -> Dataset:
         builder = "json"
     else:
         builder = "parquet"
+    if fmt != "parquet":
+        check_text_file(Path(spec.path), fmt, spec.header)
     try:
         return load_dataset(builder, data_files=str(spec.path), split="train", **kwargs)
     except Exception as exc:  # datasets raises many types for unreadable files
-        raise DataError(f"{spec.path}: cannot be read as {fmt}: {exc}") from exc
+        raise DataError(f"{spec.path}: cannot be read as {fmt}: {root_cause(exc)}") from exc
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost error of a chain: ``datasets`` wraps the reader's real complaint in
+    'An error occurred while generating the dataset'."""
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    inner = next((e for e in seen if "error occurred while generating" not in str(e)), seen[0])
+    return f"{type(inner).__name__}: {inner}"
+
+
+def _utf8_error(path: Path) -> str | None:
+    """Where the file stops being UTF-8 ('byte 0xe9 at offset 23, line 2'), or None."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                line += chunk[: exc.start].count(b"\n")
+                return f"byte 0x{chunk[exc.start]:02x} at offset {at} (line {line})"
+            offset += len(chunk)
+            line += chunk.count(b"\n")
+    return None
+
+
+def check_text_file(path: Path, fmt: str, header: bool = True) -> None:
+    """Refuse, naming the cause, what ``datasets`` would fail on obscurely: an empty file,
+    a file that is not UTF-8, a header without rows, CSV content in a .tsv (and back)."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); expected {fmt} rows")
+    bad = _utf8_error(path)
+    if bad is not None:
+        raise DataError(
+            f"{path}: not UTF-8 text: {bad}; re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        )
+    with path.open(encoding="utf-8") as handle:
+        lines = [line for line in (handle.readline() for _ in range(3)) if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: holds only blank lines; expected {fmt} rows")
+    if fmt in ("csv", "tsv") and header and len(lines) == 1:
+        raise DataError(f"{path}: holds a header line ({lines[0].strip()[:80]!r}) but no data rows")
+    first = lines[0]
+    if fmt == "tsv" and "\t" not in first:
+        hint = (
+            "looks like CSV (commas, no tabs): set format: csv"
+            if "," in first
+            else (
+                "holds no tab in its first line: a tsv needs tab-separated text and label columns"
+            )
+        )
+        raise DataError(f"{path}: {hint}")
+    if fmt == "csv" and "," not in first and "\t" in first:
+        raise DataError(f"{path}: looks like TSV (tabs, no commas): set format: tsv")
 
 
 def source_digest(spec: SplitSpec) -> str:
@@ -77,18 +138,6 @@ def source_digest(spec: SplitSpec) -> str:
                 f"{path.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode()
             )
     return digest.hexdigest()
-
-
-def normalize_texts(values: pd.Series, spec: TextNormalization) -> pd.Series:
-    """Texts as trained on: None -> '', stripped, then the configured rewrites."""
-    texts = values.astype(object).where(values.notna(), "").astype(str)
-    if spec.unicode_form:
-        texts = texts.map(lambda t: unicodedata.normalize(spec.unicode_form, t))
-    if spec.collapse_whitespace:
-        texts = texts.str.replace(r"\s+", " ", regex=True)
-    if spec.lowercase:
-        texts = texts.str.lower()
-    return texts.str.strip()
 
 
 def comparison_keys(texts: pd.Series) -> pd.Series:
@@ -115,12 +164,16 @@ def _label_id(value, index: dict[str, int], count: int) -> int | None:
     return None
 
 
-def label_ids(values: pd.Series, names: list[str], feature=None) -> pd.Series:
+def label_ids(
+    values: pd.Series, names: list[str], feature=None, label_map: dict[str, str] | None = None
+) -> pd.Series:
     """Class ids (nullable ints; NA where a value is no class) for ints, names or ClassLabel.
 
     A ClassLabel column (Hub datasets) maps through its own names, so a source whose class
-    order differs from the config's still lands on the right ids.
+    order differs from the config's still lands on the right ids. ``label_map`` (raw label
+    as text -> class name) applies first.
     """
+    label_map = label_map or {}
     index = {name: i for i, name in enumerate(names)}
     values = values.astype(object)  # numpy scalars become Python ints, floats, bools
     source = dict(enumerate(feature.names)) if isinstance(feature, ClassLabel) else {}
@@ -130,6 +183,8 @@ def label_ids(values: pd.Series, names: list[str], feature=None) -> pd.Series:
         key = (type(value), value)
         if key not in cache:
             named = value if isinstance(value, bool) or not source else source.get(value, value)
+            if label_map and named is not None and str(named).strip() in label_map:
+                named = label_map[str(named).strip()]
             cache[key] = _label_id(named, index, len(names))
         ids.append(cache[key])
     return pd.Series(ids, index=values.index, dtype="Int64")

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-EMAIL = re.compile(r"(?<![\w.+-])[\w.+%-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+from tasks.core.config.data import PHONE_REGIONS
+
+# The top-level domain is all lower or all upper case: "kiosk.Valid" is a sentence running on
+# after a full stop without a space, not an address.
+EMAIL = re.compile(
+    r"(?<![\w.+-])[\w.+%-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:[a-z]{2,}|[A-Z]{2,})\b"
+)
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}\b")
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
@@ -42,6 +48,8 @@ SECRET = re.compile(
         ]
     )
 )
+# What looks like a phone number whichever region: "+" or a trunk "0", then 8+ digits.
+PHONE_LIKE = re.compile(r"(?<![\w+])(?:\+|0)\d(?:[ ().-]?\d){7,}(?!\d)")
 PLACEHOLDER = {
     "email": "[EMAIL]",
     "phone": "[PHONE]",
@@ -97,11 +105,24 @@ def _ip(text: str) -> bool:
     return True
 
 
-def _phones(text: str, region: str) -> list[Find]:
+def _phones(text: str, regions: tuple[str, ...]) -> list[Find]:
+    """Numbers valid in one of ``regions``, and any number written with ``+country code``.
+
+    A national number ("07712 345678") is read in each region in turn; one written
+    internationally needs no region and counts when it is a possible number (the UK's
+    "+44 7700 900123" drama range is not *valid*, but nobody writes a plus sign by accident).
+    """
     import phonenumbers
 
-    matcher = phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
-    return [Find("phone", m.start, m.end) for m in matcher]
+    finds = []
+    for region in regions:
+        matcher = phonenumbers.PhoneNumberMatcher(
+            text, region, leniency=phonenumbers.Leniency.POSSIBLE
+        )
+        for m in matcher:
+            if m.raw_string.startswith("+") or phonenumbers.is_valid_number(m.number):
+                finds.append(Find("phone", m.start, m.end))
+    return finds
 
 
 PATTERNS = {
@@ -119,9 +140,13 @@ CONFIRM = {
 }
 
 
-def _candidates(kind: str, text: str, region: str) -> list[Find]:
+def _regions(regions: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (regions,) if isinstance(regions, str) else tuple(regions)
+
+
+def _candidates(kind: str, text: str, regions: tuple[str, ...]) -> list[Find]:
     if kind == "phone":
-        return _phones(text, region)
+        return _phones(text, regions)
     confirm = CONFIRM.get(kind, len)
     finds = []
     for pattern in PATTERNS[kind]:
@@ -132,11 +157,14 @@ def _candidates(kind: str, text: str, region: str) -> list[Find]:
     return finds
 
 
-def find_pii(text: str, kinds: tuple[str, ...], region: str = "US") -> list[Find]:
+def find_pii(
+    text: str, kinds: tuple[str, ...], regions: str | tuple[str, ...] = PHONE_REGIONS
+) -> list[Find]:
     """Confirmed finds in ``text``, without overlaps, in text order."""
     finds: list[Find] = []
+    regions = _regions(regions)
     for kind in (k for k in ORDER if k in kinds):
-        for find in _candidates(kind, text, region):
+        for find in _candidates(kind, text, regions):
             if all(find.end <= f.start or find.start >= f.end for f in finds):
                 finds.append(find)
     return sorted(finds, key=lambda f: f.start)
@@ -154,6 +182,7 @@ class PiiScan:
 
     rows: dict[int, list[Find]] = field(default_factory=dict)
     kinds: Counter = field(default_factory=Counter)
+    unconfirmed_phones: list[int] = field(default_factory=list)  # 0-based positions
 
     def redacted(self, texts: pd.Series) -> pd.Series:
         out = texts.copy()
@@ -162,8 +191,14 @@ class PiiScan:
         return out
 
 
-def scan(texts: pd.Series, kinds: tuple[str, ...], region: str = "US") -> PiiScan:
-    """Scan a column: vectorised prefilters pick the candidate rows, then each is confirmed."""
+def scan(
+    texts: pd.Series, kinds: tuple[str, ...], regions: str | tuple[str, ...] = PHONE_REGIONS
+) -> PiiScan:
+    """Scan a column: vectorised prefilters pick the candidate rows, then each is confirmed.
+
+    Rows whose phone-like digits (a leading ``+`` or trunk ``0``) no region confirmed are
+    counted in ``unconfirmed_phones``: a sign that ``regions`` misses where the data is from.
+    """
     result = PiiScan()
     if not kinds or texts.empty:
         return result
@@ -172,8 +207,11 @@ def scan(texts: pd.Series, kinds: tuple[str, ...], region: str = "US") -> PiiSca
         hinted |= texts.str.contains(pattern, regex=True, na=False).to_numpy(dtype=bool)
     candidates = hinted.nonzero()[0]
     for pos in candidates:
-        finds = find_pii(texts.iat[pos], kinds, region)
+        text = texts.iat[pos]
+        finds = find_pii(text, kinds, regions)
         if finds:
             result.rows[int(pos)] = finds
             result.kinds.update(f.kind for f in finds)
+        if "phone" in kinds and PHONE_LIKE.search(redact(text, finds)):
+            result.unconfirmed_phones.append(int(pos))
     return result

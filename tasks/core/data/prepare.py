@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
 
-from tasks.core.config.data import DataSpec
+from tasks.core.config.data import DataSpec, SplitSpec
 from tasks.core.data.checks import (
     check_balance,
     check_duplicates,
@@ -27,16 +27,20 @@ from tasks.core.data.checks import (
     check_rows,
     check_schema,
 )
-from tasks.core.data.loading import comparison_keys, label_ids, load_split, normalize_texts
+from tasks.core.data.loading import comparison_keys, label_ids, load_split
 from tasks.core.data.pii import scan
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import (
     CheckResult,
     DataReport,
 )
+from tasks.core.data.sampling import dedupe, split_result, split_rows, subset
 from tasks.core.data.token_lengths import check_token_lengths
 
 SPLITS = ("train", "eval")
 CHECK_ORDER = (
+    "split",
+    "dedupe",
     "schema",
     "empty_text",
     "labels",
@@ -52,12 +56,15 @@ CHECK_ORDER = (
 )
 
 
-def map_split(split: str, spec: DataSpec, checks: list[CheckResult]) -> pd.DataFrame | None:
-    """The split as ``text``, ``label_id``, ``row`` (1-based), ``key``; None if unmappable.
+def map_split(
+    split: str, split_spec: SplitSpec, spec: DataSpec, checks: list[CheckResult]
+) -> pd.DataFrame | None:
+    """The source as ``text``, ``label_id``, ``row`` (1-based), ``key``; None if unmappable.
 
-    Appends the schema, row, and PII results to ``checks``; redacts PII when the policy says so.
+    Texts go through the same ``Preprocessing`` steps the registered model applies at serving
+    (normalisation, then redaction under policy ``redact``). Appends the schema, row and PII
+    results to ``checks``.
     """
-    split_spec = getattr(spec, split)
     names = list(spec.labels)
     source = load_split(split_spec)
     raw = source.to_pandas()
@@ -66,21 +73,37 @@ def map_split(split: str, spec: DataSpec, checks: list[CheckResult]) -> pd.DataF
     if not usable:
         return None
     labels = raw[split_spec.label_column]
+    preprocessing = Preprocessing.from_spec(spec)
     frame = pd.DataFrame(
         {
-            "text": normalize_texts(raw[split_spec.text_column], spec.normalize),
-            "label_id": label_ids(labels, names, source.features.get(split_spec.label_column)),
+            "text": preprocessing.normalized(raw[split_spec.text_column]),
+            "label_id": label_ids(
+                labels, names, source.features.get(split_spec.label_column), spec.label_map
+            ),
         }
     )
     checks += check_rows(split, frame, labels, names, spec.checks)
     if spec.pii.policy != "off":
-        found = scan(frame["text"], spec.pii.kinds, spec.pii.phone_region)
-        checks.append(check_pii(split, found, spec.pii.policy))
-        if spec.pii.policy == "redact" and found.rows:
+        found = scan(frame["text"], spec.pii.kinds, spec.pii.phone_regions)
+        checks.append(check_pii(split, found, spec.pii.policy, spec.pii.phone_regions))
+        if preprocessing.redact and found.rows:
             frame["text"] = found.redacted(frame["text"])
     frame["row"] = np.arange(1, len(frame) + 1)
     frame["key"] = comparison_keys(frame["text"])
     return frame
+
+
+def mapped_splits(spec: DataSpec, checks: list[CheckResult]) -> dict[str, pd.DataFrame]:
+    """Both splits, mapped: from their own sources, or split from the one train file."""
+    if spec.split is None:
+        frames = {s: map_split(s, spec.splits[s], spec, checks) for s in SPLITS}
+        return {s: f for s, f in frames.items() if f is not None}
+    whole = map_split("train", spec.train, spec, checks)
+    if whole is None:
+        return {}
+    train, eval = split_rows(whole, spec.split)
+    checks.append(split_result(train, eval, spec.split))
+    return {"train": train, "eval": eval}
 
 
 def usable_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -95,19 +118,20 @@ def run_checks(
     cfg = spec.checks
     names = list(spec.labels)
     checks: list[CheckResult] = []
-    frames: dict[str, pd.DataFrame] = {}
-    for split in SPLITS:
-        frame = map_split(split, spec, checks)
-        if frame is None:
-            continue
-        frames[split] = frame
+    frames = mapped_splits(spec, checks)
+    for split, frame in list(frames.items()):
+        if spec.dedupe != "off":
+            frame, result = dedupe(split, frame, spec.dedupe)
+            frames[split] = frame
+            checks.append(result)
         usable = usable_rows(frame)
         checks += check_duplicates(split, usable, cfg)
         if cfg.class_balance != "off":
             checks.append(check_balance(split, usable["label_id"], names, cfg))
         if tokenizer is not None and cfg.token_lengths != "off":
             texts = frame["text"].tolist()
-            checks.append(check_token_lengths(split, texts, tokenizer, max_length, cfg))
+            rows = frame["row"].tolist()
+            checks.append(check_token_lengths(split, texts, tokenizer, max_length, cfg, rows))
     if len(frames) == len(SPLITS):
         train, eval = usable_rows(frames["train"]), usable_rows(frames["eval"])
         if cfg.label_set != "off":
@@ -120,15 +144,25 @@ def run_checks(
 
 def fingerprint(prepared: DatasetDict) -> str:
     """sha256 over the mapped content of every split (text, label id) and the class names."""
+    return fingerprints(prepared)[0]
+
+
+def fingerprints(prepared: DatasetDict) -> tuple[str, dict[str, str]]:
+    """The dataset's sha256 and each split's own (what MLflow records as its inputs)."""
     digest = hashlib.sha256()
     names = prepared["train"].features["label"].names
     digest.update(json.dumps(names).encode())
+    per_split = {}
     for split in SPLITS:
         digest.update(f"\n[{split}]\n".encode())
+        own = hashlib.sha256(json.dumps(names).encode())
         rows = prepared[split][:]  # whole columns as lists: one Arrow conversion, not per row
         for text, label in zip(rows["text"], rows["label"], strict=True):
-            digest.update(f"{label}\t{text}\n".encode())
-    return digest.hexdigest()
+            line = f"{label}\t{text}\n".encode()
+            digest.update(line)
+            own.update(line)
+        per_split[split] = own.hexdigest()
+    return digest.hexdigest(), per_split
 
 
 def prepare(
@@ -152,20 +186,36 @@ def prepare(
             {"text": kept["text"].tolist(), "label": kept["label_id"].astype(int).tolist()},
             features=features,
         )
-        limit = getattr(spec, split).max_samples
+        limit = spec.splits[split].max_samples if spec.eval or split == "train" else None
         if limit and limit < len(table):
-            table = table.shuffle(seed=spec.seed).select(range(limit))
+            table = subset(table, limit, spec.seed)
         mapped[split] = table
     rows = {s: len(d) for s, d in mapped.items()}
-    meta = {"tokenizer": tokenizer_name, "max_length": max_length if tokenizer else None}
+    meta = {
+        "tokenizer": tokenizer_name,
+        "max_length": max_length if tokenizer else None,
+        "preprocessing": Preprocessing.from_spec(spec).to_dict(),
+        "sources": {s: source_uri(source) for s, source in spec.splits.items()},
+        "name": spec.name,
+    }
     if any(c.verdict == "fail" for c in checks) or len(mapped) < len(SPLITS):
         return DataReport("", tuple(spec.labels), rows, tuple(checks), "", **meta)
     prepared = DatasetDict(mapped)
-    digest = fingerprint(prepared)
+    digest, digests = fingerprints(prepared)
     path = Path(out_root) / digest[:16]
     if not (path / "dataset_dict.json").is_file():
         prepared.save_to_disk(str(path))
-    return DataReport(digest, tuple(spec.labels), rows, tuple(checks), str(path), **meta)
+    return DataReport(
+        digest, tuple(spec.labels), rows, tuple(checks), str(path), digests=digests, **meta
+    )
+
+
+def source_uri(spec: SplitSpec) -> str:
+    """Where a split's rows come from: the file's path, or ``hf://ORG/NAME?split=...``."""
+    if spec.hub_id is None:
+        return str(spec.path)
+    config = f"config={spec.hub_config}&" if spec.hub_config else ""
+    return f"hf://{spec.hub_id}?{config}split={spec.hub_split}"
 
 
 def load_prepared(path: str | Path) -> DatasetDict:

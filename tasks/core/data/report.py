@@ -27,10 +27,12 @@ class CheckResult:
     examples: tuple[int, ...] = field(default_factory=tuple)  # 1-based data rows
     unit: Unit = "rows"
     stats: dict = field(default_factory=dict)  # extra figures (percentiles, per-kind counts)
+    hint: str = ""  # how to go on when the check fails
 
     def line(self) -> str:
         rows = f" (rows {', '.join(map(str, self.examples))})" if self.examples else ""
-        return f"{self.check} [{self.split}]: {self.detail}{rows}"
+        hint = f"; {self.hint}" if self.hint and self.verdict == "fail" else ""
+        return f"{self.check} [{self.split}]: {self.detail}{rows}{hint}"
 
     @property
     def figure_text(self) -> str:
@@ -57,6 +59,11 @@ class DataReport:
     prepared_path: str
     tokenizer: str = ""  # repo@revision whose tokenizer measured the token lengths
     max_length: int | None = None
+    # What the texts went through (Preprocessing.to_dict()): registered with the model.
+    preprocessing: dict = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # split -> file name or hub id
+    digests: dict[str, str] = field(default_factory=dict)  # split -> sha256 of its rows
+    name: str = ""  # the data section's name (lineage)
 
     @property
     def failed(self) -> list[CheckResult]:

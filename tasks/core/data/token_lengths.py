@@ -56,10 +56,13 @@ def check_token_lengths(
     tokenizer,
     max_length: int,
     checks: DataChecksSpec,
+    rows: list[int] | None = None,
 ) -> CheckResult:
+    """``rows``: the file row of each text (default: 1, 2, ... in order)."""
     lengths = count_tokens(tokenizer, texts)
     stats = length_stats(lengths, max_length, checks.report_lengths)
-    over = (np.flatnonzero(lengths > max_length) + 1).tolist()
+    positions = np.flatnonzero(lengths > max_length)
+    over = [rows[i] for i in positions] if rows is not None else (positions + 1).tolist()
     share = len(over) / len(texts) if texts else 0.0
     detail = f"{len(over)} of {len(texts):,} texts ({share:.2%}) exceed {max_length} tokens"
     if lengths.size:

@@ -5,5 +5,6 @@ token length at the chosen precision; ``base_cache`` keeps the base model's scor
 eval data and max_length, so they are computed once; ``report`` the
 plain records of what was measured; ``gates`` the registration gate, a pure decision over a
 report and the configured gates; ``causal`` causal-LM scoring (loss, perplexity, a task
-metric); ``metrics/`` the project's metrics as local ``evaluate`` modules, loaded by path.
+metric); ``golden`` reads and checks the must-pass examples (also before training);
+``progress`` shows scoring progress; ``metrics/`` the project's metrics as local ``evaluate`` modules, loaded by path.
 """

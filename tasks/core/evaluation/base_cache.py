@@ -2,7 +2,8 @@
 
 Every evaluation scores the base model without the adapter for reference; that figure only
 depends on the base (repo id + pinned revision, the class names of its seeded head), the eval
-texts, the truncation length and the precision of the batches. So its class probabilities are
+texts after the run's preprocessing (so the key covers the preprocessing), the truncation
+length and the precision of the batches. So its class probabilities are
 kept under the state home (``work/eval-cache/base/<key>.npz``) and a later evaluation of any
 adapter on the same base and data reads them instead of loading and running the base again.
 The file also keeps how long the scoring took, so the recorded latency stays the measured one.
@@ -71,8 +72,9 @@ def write(root: Path, key: str, probs: np.ndarray, seconds: float) -> Path:
 class CachedBase:
     """Scores the base like a ``Classifier`` would, from the cache when it can.
 
-    ``load`` builds the base ``Classifier`` (only on a miss); ``hit`` says whether the last
-    prediction came from the cache.
+    ``load`` builds the base ``Classifier`` without preprocessing (only on a miss): the texts
+    are preprocessed here first, and the key is taken over what the base really reads; ``hit``
+    says whether the last prediction came from the cache.
     """
 
     load: object  # () -> Classifier
@@ -83,6 +85,7 @@ class CachedBase:
     seed: int
     precision: str
     source: str
+    preprocess: object = None  # (texts) -> texts: the run's preprocessing, None for none
     on_progress: object = None  # handed to the loaded classifier on a miss
     hit: bool = field(default=False, init=False)
 
@@ -93,6 +96,8 @@ class CachedBase:
         )  # fmt: skip
 
     def predict(self, texts: list[str], batch_size: int, max_length: int):
+        if self.preprocess is not None:
+            texts = self.preprocess(texts)
         key = self.key(texts, max_length)
         found = read(self.root, key)
         self.hit = found is not None

@@ -178,6 +178,16 @@ def decide_gates(report: EvalReport, spec: GateSpec, policy_version: str = "") -
     return GateDecision(all(r.passed for r in results), tuple(results), policy_version)
 
 
+def gate_lines(decision: GateDecision) -> list[str]:
+    """One short line per gate: name, figure, threshold, result (run summaries, logs)."""
+    lines = []
+    for g in decision.gates:
+        threshold = "" if g.threshold is None else f" {g.op} {g.threshold:g}"
+        figure = "-" if g.figure is None else f"{g.figure:.4f}"
+        lines.append(f"{g.gate} {figure}{threshold}: {g.status}")
+    return lines
+
+
 def _fmt(value: float | None) -> str:
     return "(missing)" if value is None else f"{value:.4f}"
 

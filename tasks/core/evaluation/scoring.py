@@ -8,11 +8,9 @@ Models are loaded by the caller and handed in as ``Classifier``s; nothing here r
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,54 +18,72 @@ import torch
 
 from tasks.core.config.evaluation import EvalSpec, GateSpec, SliceSpec
 from tasks.core.data.prepare import load_prepared
+from tasks.core.data.preprocess import Preprocessing
 from tasks.core.errors import ConfigError
 from tasks.core.evaluation import metrics as metric_modules
+from tasks.core.evaluation.golden import read_golden
 from tasks.core.evaluation.report import EvalReport, GoldenCase, ModelScores, SliceFigure
 from tasks.core.training.modeling import load_base, load_classifier, predict_proba, read_base_ref
 
 BASE_SEED = 0  # the base model's classification head is freshly initialised: seed it
 
 
-Progress = Callable[[str, int, int], None]  # (model source, texts done, texts)
+Progress = Callable[[str, int, int], None]  # (role, texts done, texts)
 
 
 @dataclass
 class Classifier:
-    """A loaded model and the class names it predicts; lives only inside one task.
+    """A loaded model, the class names it predicts and the preprocessing it was trained with
+    (applied to every text first, as the registered model applies it); lives in one task.
 
     ``dtype`` is the autocast dtype of its batches (bf16 where chosen, None: fp32);
-    ``on_progress`` hears how far a prediction got.
+    ``on_progress`` hears (role, texts done, texts) after every batch.
     """
 
     model: object
     tokenizer: object
     labels: list[str]
     source: str
-    dtype: torch.dtype | None = None
+    preprocess: Callable[[list[str]], list[str]] | None = None
     on_progress: Progress | None = None
+    role: str = "candidate"
+    dtype: torch.dtype | None = None
 
     def predict(self, texts: list[str], batch_size: int, max_length: int):
         """(class probabilities, seconds taken)."""
         started = time.perf_counter()
-        report = None
+        if self.preprocess is not None:
+            texts = self.preprocess(texts)
+        progress = None
         if self.on_progress is not None:
-            report = partial(self.on_progress, self.source)
+            progress = lambda done: self.on_progress(self.role, done, len(texts))  # noqa: E731
         probs = predict_proba(
-            self.model, self.tokenizer, texts, batch_size, max_length, self.dtype, report
+            self.model, self.tokenizer, texts, batch_size, max_length, self.dtype, progress
         )
         return probs, time.perf_counter() - started
 
 
+def _apply(preprocessing: Preprocessing | None):
+    return preprocessing.apply if preprocessing is not None else None
+
+
 def adapter_classifier(
-    adapter_dir: Path, source: str, cache_dir: Path | None, dtype: torch.dtype | None = None
+    adapter_dir: Path,
+    source: str,
+    cache_dir: Path | None,
+    preprocessing: Preprocessing | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Classifier:
     # Merged: the registered model serves the same merged function (pyfunc.load_context).
     model, tokenizer, labels = load_classifier(adapter_dir, cache_dir, merge=True)
-    return Classifier(model, tokenizer, labels, source, dtype)
+    return Classifier(model, tokenizer, labels, source, _apply(preprocessing), dtype=dtype)
 
 
 def base_classifier(
-    adapter_dir: Path, cache_dir: Path | None, dtype: torch.dtype | None = None
+    adapter_dir: Path,
+    cache_dir: Path | None,
+    preprocessing: Preprocessing | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Classifier:
     """The adapter's base model alone (seeded head), with the adapter's tokenizer."""
     from transformers import AutoTokenizer
@@ -77,7 +93,9 @@ def base_classifier(
     model = load_base(ref, labels, cache_dir)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
-    return Classifier(model, tokenizer, labels, str(ref), dtype)
+    return Classifier(
+        model, tokenizer, labels, str(ref), _apply(preprocessing), role="base", dtype=dtype
+    )
 
 
 def score(
@@ -135,39 +153,6 @@ def slice_figures(
             )[rule.metric]
             figures.append(SliceFigure(rule.name, bucket, rule.metric, len(idx), float(value)))
     return tuple(figures)
-
-
-def _class_name(label, labels: list[str]) -> str | None:
-    if isinstance(label, str) and label.strip() in labels:
-        return label.strip()
-    if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
-        return labels[label]
-    return None
-
-
-def read_golden(path: Path, labels: list[str]) -> list[tuple[int, str, str]]:
-    """(line, text, expected class name) per JSONL line; a bad line is a config error."""
-    cases = []
-    for number, raw in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-            text, label = row["text"], row["label"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ConfigError(
-                f'{path}: line {number}: expected {{"text": ..., "label": ...}} ({exc})'
-            ) from None
-        name = _class_name(label, labels)
-        if name is None or not isinstance(text, str) or not text.strip():
-            raise ConfigError(
-                f"{path}: line {number}: label {label!r} is not one of {labels} or ids "
-                f"0..{len(labels) - 1}, or the text is empty"
-            )
-        cases.append((number, text, name))
-    if not cases:
-        raise ConfigError(f"{path}: no golden cases")
-    return cases
 
 
 def golden_cases(

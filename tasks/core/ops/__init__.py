@@ -3,5 +3,8 @@
 ``stack`` ports, process command lines, URLs, the state file, and the deployment (schedule,
 triggers, work pool) built from an experiment config; ``scheduler_health`` reads a Prefect
 server's log for failing background services (the scheduler above all), so ``loraflow up``
-and ``loraflow status`` report them.
+and ``loraflow status`` report them; ``processes`` which local process runs which flow run,
+and whether it is still alive; ``reconcile`` the MLflow side of cleaning up after a dead one
+(runs KILLED, leases ended); ``links`` where the UIs of a state home answer (the
+environment's servers or a running stack) and the page of a run in each.
 """

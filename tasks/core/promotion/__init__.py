@@ -2,5 +2,7 @@
 
 ``decision`` the pure choice (first version straight to champion, later ones to the canary);
 ``canary`` the canary analysis, pure functions over two scrapes of the service's metrics;
-``canary_io`` its registry I/O: the traffic weight, the outcome on the version, rollback.
+``canary_io`` its registry I/O: the traffic lease, the outcome on the version, the abort
+record; ``lease`` the challenger's share as a lease that expires unless the running flow
+renews it; ``rollback`` rollback by hand (end a live canary, or restore the previous champion).
 """

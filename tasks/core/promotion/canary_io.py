@@ -1,22 +1,24 @@
-"""Registry I/O of a canary: the traffic weight, the outcome on the version, manual rollback.
+"""Registry I/O of a canary: the traffic lease, the outcome on the version, manual rollback.
 
 The registry is where a running service learns what to serve (aliases, and the challenger's
-share as a tag on the registered model), so every decision of the canary is a registry write:
-a promotion moves ``champion`` and keeps the old one as ``previous-champion``; a rollback sets
-the weight to 0, removes ``challenger`` and tags the version with the failing check and its
-figures. Decisions themselves are made by the pure ``tasks.core.promotion.canary`` and
-``tasks.core.promotion.decision``.
+share as a lease on the registered model, ``lease.py``), so every decision of the canary is a
+registry write: a promotion moves ``champion`` and keeps the old one as ``previous-champion``;
+a rollback removes ``challenger``; an abort ends the lease at 0 %. The version's tags are the
+index of its latest outcome; the decision itself is a record of the history, written by the
+caller. Decisions are made by the pure ``tasks.core.promotion.canary`` and ``.decision``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tasks.core.errors import RollbackImpossible
+from tasks.core.promotion.lease import LEASE_TAG, LEGACY_WEIGHT_TAG, Lease, decode, ended
 from tasks.core.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -24,19 +26,39 @@ from tasks.core.registry.versions import (
     alias_version,
     delete_alias,
 )
-from tasks.core.serving.models import WEIGHT_TAG
 
 MAX_TAG_CHARS = 5000  # MLflow keeps version tag values in a VARCHAR(5000)
 
 
-def set_weight(mlc: MlflowClient, name: str, percent: float) -> None:
-    mlc.set_registered_model_tag(name, WEIGHT_TAG, f"{percent:g}")
+def read_lease(mlc: MlflowClient, name: str) -> Lease | None:
+    try:
+        tags = mlc.get_registered_model(name).tags or {}
+    except MlflowException:
+        return None
+    return decode(tags.get(LEASE_TAG))
 
 
-def clear_weight(mlc: MlflowClient, name: str) -> None:
-    """Hand the challenger's share back to the service's configured default."""
+def write_lease(mlc: MlflowClient, name: str, lease: Lease) -> None:
+    mlc.set_registered_model_tag(name, LEASE_TAG, lease.encode())
+
+
+def end_lease(mlc: MlflowClient, name: str, why: str, holder: str = "", version: str = "") -> None:
+    """0 % to the challenger, saying why, until a new canary grants a new lease."""
+    write_lease(mlc, name, ended(read_lease(mlc, name), why, holder, version))
+    _drop_legacy(mlc, name)
+
+
+def clear_lease(mlc: MlflowClient, name: str) -> None:
+    """No canary: hand the challenger's share back to the service's configured default."""
+    for tag in (LEASE_TAG, LEGACY_WEIGHT_TAG):
+        with contextlib.suppress(MlflowException):
+            mlc.delete_registered_model_tag(name, tag)
+
+
+def _drop_legacy(mlc: MlflowClient, name: str) -> None:
+    """The bare percent tag of loraflow before leases (an orphan never expires)."""
     with contextlib.suppress(MlflowException):
-        mlc.delete_registered_model_tag(name, WEIGHT_TAG)
+        mlc.delete_registered_model_tag(name, LEGACY_WEIGHT_TAG)
 
 
 def rolled_back_reason(mlc: MlflowClient, name: str, version: str) -> str:
@@ -58,7 +80,7 @@ def apply_promote(
     if previous is not None and previous != candidate:
         mlc.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
     mlc.set_registered_model_alias(name, CHAMPION, candidate)
-    clear_weight(mlc, name)
+    clear_lease(mlc, name)
     _tag(
         mlc,
         name,
@@ -84,11 +106,10 @@ def apply_rollback(
     when: str,
     run_id: str,
 ) -> None:
-    """Weight 0, ``challenger`` removed (if it still names this version), reason on the version."""
-    set_weight(mlc, name, 0)
+    """``challenger`` removed (if it still names this version), no lease, reason on the version."""
     if alias_version(mlc, name, CHALLENGER) == candidate:
         delete_alias(mlc, name, CHALLENGER)
-    clear_weight(mlc, name)
+    clear_lease(mlc, name)
     _tag(
         mlc,
         name,
@@ -107,8 +128,8 @@ def apply_rollback(
 
 
 def apply_abort(mlc: MlflowClient, name: str, candidate: str, error: str, when: str) -> None:
-    """The canary itself broke (not the model): stop routing to the challenger, keep it."""
-    set_weight(mlc, name, 0)
+    """The canary itself broke or was stopped (not the model): 0 % to the challenger, kept."""
+    end_lease(mlc, name, f"aborted: {error}"[:500], version=candidate)
     _tag(
         mlc,
         name,
@@ -129,16 +150,49 @@ def manual_rollback(mlc: MlflowClient, name: str, reason: str, when: str) -> tup
     delete_alias(mlc, name, PREVIOUS_CHAMPION)
     if demoted is not None and alias_version(mlc, name, CHALLENGER) == demoted:
         delete_alias(mlc, name, CHALLENGER)  # a serving instance must not route to it again
-    clear_weight(mlc, name)
-    if demoted is not None and demoted != restored:
-        _tag(
-            mlc,
-            name,
-            demoted,
-            {
-                "promotion.action": "rolled-back-by-hand",
-                "promotion.reason": reason,
-                "promotion.at": when,
-            },
-        )
+    clear_lease(mlc, name)
     return restored, demoted
+
+
+def abort_record(
+    mlc: MlflowClient,
+    name: str,
+    version: str,
+    why: str,
+    actor: str,
+    holder: str = "",
+    key: str = "",
+) -> str:
+    """The abort of a canary as its own decision record (once per ``key``); its run id."""
+    from tasks.core.registry.history import append_about_version
+
+    return append_about_version(
+        mlc, name, version, parent_run_id=holder or None, kind="canary-abort",
+        outcome="aborted", reason=why, actor=actor, details={"canary_run_id": holder}, key=key,
+    )  # fmt: skip
+
+
+def expire_lease(
+    mlc: MlflowClient, name: str, lease: Lease, actor: str, holder_dead: bool = False
+) -> str | None:
+    """A lease that expired (or whose holder is known dead): end it at 0 % and record why,
+    once, whoever sees it first (a serving replica, a reconciler).
+
+    Nothing is written when the stored lease is no longer this one (renewed, ended, replaced):
+    only the holder's silence past ``expires_at``, or its known death, ends it.
+    """
+    stored = read_lease(mlc, name)
+    if stored is None or stored.id != lease.id or stored.ended:
+        return None
+    ago = time.time() - stored.expires_at
+    if ago < 0 and not holder_dead:
+        return None  # renewed since it was read
+    why = (
+        f"the canary lease of v{stored.version} ({stored.percent:g} % at step {stored.step}, "
+        f"held by canary run {stored.holder}) "
+        + (f"expired {ago:.0f} s ago" if ago >= 0 else "lost its holder")
+        + ": the promotion flow stopped renewing it; traffic returned to the champion"
+    )
+    end_lease(mlc, name, f"expired: {why}"[:500])
+    _tag(mlc, name, stored.version, {"canary.outcome": "aborted", "canary.error": why})
+    return abort_record(mlc, name, stored.version, why, actor, stored.holder, f"lease:{stored.id}")

@@ -3,8 +3,10 @@
 A postmortem asks: which model (base repo@revision, tokenizer), which data (sha256), which
 config (sha256 + the resolved file), which verdicts (license, validation), which gates (every
 figure and threshold), which code (git commit), which orchestration run (Prefect flow run
-id), and who promoted it and why. Every answer is a tag on the version or its training run,
-or a record in that run's artifacts; this module gathers them without any other state.
+id), and every decision taken about it since: its evaluation, its registration, each
+promotion step, canary outcome and rollback, in order, with who took it on which config.
+The inputs are tags and artifacts of the version's training run; the decisions are the
+records of the decision history (``history.py``); nothing else is read.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from mlflow.tracking import MlflowClient
 
 from tasks.core.config.loader import section_hash
 from tasks.core.errors import LineageError
+from tasks.core.registry.history import PROMOTION_KINDS, Record, history, record_of
 
-MODEL_NAME_TAG = "loraflow.model_name"
+# The version's tag naming the evaluation record it was registered from.
+EVALUATION_TAG = "loraflow.evaluation_run_id"
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,11 @@ class Lineage:
     created: str
     tags: dict[str, str]  # the version's
     run_tags: dict[str, str]
-    decision: dict = field(default_factory=dict)  # gates/decision.json
+    decision: dict = field(default_factory=dict)  # gates/decision.json of its evaluation
     audit: dict = field(default_factory=dict)  # audit/license.json
     validation: dict = field(default_factory=dict)  # data/validation.json
     resolved_config: str = ""
+    decisions: tuple[Record, ...] = ()  # every decision about this version, oldest first
 
     @property
     def config_matches(self) -> bool | None:
@@ -114,13 +119,15 @@ class Lineage:
         return rows
 
     def promotion(self) -> str:
+        """The latest promotion-kind decision, from the history (tags only for old versions)."""
+        latest = [d for d in self.decisions if d.kind in PROMOTION_KINDS and d.outcome != "noop"]
+        if latest:
+            last = latest[-1]
+            return f"{last.outcome} at {last.at} by {last.actor}: {last.reason}"
         action = self.tags.get("promotion.action")
         if not action:
             return "(no promotion decision recorded)"
-        who = self.tags.get("promotion.by") or (
-            f"the pipeline (flow run {self.get('prefect.flow_run_id')}, "
-            f"started by {self.get('registered_by')})"
-        )
+        who = self.tags.get("promotion.by", "?")
         return (
             f"{action} at {self.tags.get('promotion.at', '?')} by {who}: "
             f"{self.tags.get('promotion.reason', '')}"
@@ -159,6 +166,14 @@ def _when(millis: int | None) -> str:
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="seconds")
 
 
+def _evaluation(mlc: MlflowClient, run_id: str) -> Record | None:
+    try:
+        run = mlc.get_run(run_id)
+    except MlflowException:
+        return None
+    return record_of(run)
+
+
 def collect(mlc: MlflowClient, ref: str) -> Lineage:
     name, alias = parse_ref(ref)
     try:
@@ -175,18 +190,27 @@ def collect(mlc: MlflowClient, ref: str) -> Lineage:
         ) from None
     aliases = tuple(a for a, v in sorted(model.aliases.items()) if str(v) == str(version.version))
     run = mlc.get_run(version.run_id)
+    tags = dict(version.tags)
+    evaluation_id = tags.get(EVALUATION_TAG, "")
+    # Versions registered before the history existed kept their decision in the training run.
+    decision_run = evaluation_id or version.run_id
+    decisions = list(history(mlc, name, str(version.version)))
+    evaluation = _evaluation(mlc, evaluation_id) if evaluation_id else None
+    if evaluation is not None:
+        decisions.insert(0, evaluation)
     return Lineage(
         name=name,
         version=str(version.version),
         aliases=aliases,
         run_id=version.run_id,
         created=_when(version.creation_timestamp),
-        tags=dict(version.tags),
+        tags=tags,
         run_tags=dict(run.data.tags),
-        decision=_record(version.run_id, "gates/decision.json"),
+        decision=_record(decision_run, "gates/decision.json"),
         audit=_record(version.run_id, "audit/license.json"),
         validation=_record(version.run_id, "data/validation.json"),
         resolved_config=_text(version.run_id, "config/resolved.yaml"),
+        decisions=tuple(decisions),
     )
 
 
@@ -201,13 +225,21 @@ class VersionRow:
 
 @dataclass(frozen=True)
 class RefusedRun:
+    """An evaluation the gates refused: its record, the training run, when, why, which config."""
+
     run_id: str
-    started: str
+    train_run_id: str
+    at: str
     failures: str
+    config_sha256: str
+
+    @property
+    def at_short(self) -> str:
+        return self.at[:19].replace("T", " ")
 
 
 def versions(mlc: MlflowClient, name: str) -> tuple[list[VersionRow], list[RefusedRun]]:
-    """Every version of ``name`` (newest first) and the candidate runs its gates refused."""
+    """Every version of ``name`` (newest first) and the evaluations its gates refused."""
     try:
         model = mlc.get_registered_model(name)
     except MlflowException:
@@ -229,14 +261,9 @@ def versions(mlc: MlflowClient, name: str) -> tuple[list[VersionRow], list[Refus
         for v in mlc.search_model_versions(f"name = '{name}'")
     ]
     rows.sort(key=lambda r: int(r.version), reverse=True)
-    experiments = [e.experiment_id for e in mlc.search_experiments()]
     refused = [
-        RefusedRun(r.info.run_id, _when(r.info.start_time), r.data.tags.get("gate_failures", ""))
-        for r in mlc.search_runs(
-            experiments,
-            filter_string=f"tags.`{MODEL_NAME_TAG}` = '{name}' AND tags.gate_decision = 'fail'",
-            order_by=["attributes.start_time DESC"],
-            max_results=20,
-        )
+        RefusedRun(r.run_id, r.train_run_id or "", r.at, r.reason, r.config_sha256)
+        for r in reversed(history(mlc, name, kind="evaluation"))
+        if r.outcome == "fail"
     ]
     return rows, refused

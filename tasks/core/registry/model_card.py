@@ -40,6 +40,30 @@ def _front_matter(tags: dict[str, str], audit: dict, data_name: str) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
 
+def without_front_matter(card: str) -> str:
+    """The card without its YAML header: what a version's description shows. MLflow renders
+    the description as Markdown, where the Hub's metadata block reads as garbage."""
+    if card.startswith("---\n"):
+        end = card.find("\n---\n", 4)
+        if end != -1:
+            return card[end + 5 :].lstrip("\n")
+    return card
+
+
+def _preprocessing(validation: dict) -> list[str]:
+    """What the served model does to every input before scoring it (as in training)."""
+    from tasks.core.data.preprocess import Preprocessing
+
+    recorded = validation.get("preprocessing")
+    if not recorded:
+        return ["Not recorded (trained before loraflow recorded it): texts are scored as sent."]
+    steps = Preprocessing.from_dict(recorded).describe()
+    return [
+        f"Every input is rewritten exactly as the training and evaluation texts were: {steps}. "
+        "The registered model applies this itself (MLflow pyfunc and `loraflow serve`)."
+    ]
+
+
 def _metrics(report: EvalReport) -> list[str]:
     rows = ["| model | source | " + " | ".join(FIGURES) + " |", "|---|---|" + "---|" * len(FIGURES)]
     for m in (report.candidate, report.champion, report.base):
@@ -50,7 +74,8 @@ def _metrics(report: EvalReport) -> list[str]:
             rows.append(f"| {m.role} | `{source}` | {figures} |")
     per_class = [
         f"{label}: precision {_f(report.candidate.metrics.get(f'precision_{label}'))}, "
-        f"recall {_f(report.candidate.metrics.get(f'recall_{label}'))}"
+        f"recall {_f(report.candidate.metrics.get(f'recall_{label}'))}, "
+        f"F1 {_f(report.candidate.metrics.get(f'f1_{label}'))}"
         for label in report.labels
         if f"precision_{label}" in report.candidate.metrics
     ]
@@ -147,6 +172,10 @@ def render(
         f"{rows.get('eval', '?')} evaluation examples; validation "
         f"**{validation.get('verdict', tags.get('validation_verdict', '?'))}**.",
         "",
+        "## Input preprocessing",
+        "",
+        *_preprocessing(validation),
+        "",
         "## Metrics",
         "",
         f"All on the same eval split in the same run; champion: "
@@ -168,11 +197,17 @@ def render(
         "",
         "## Lineage",
         "",
+        *_lineage(tags, base),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _lineage(tags: dict[str, str], base: str) -> list[str]:
+    return [
         f"- base `{base}`, tokenizer revision `{tags.get('tokenizer_revision', '')}`",
         f"- config sha256 `{tags.get('config_sha256', '')}` "
         f"(resolved: `runs:/{tags.get('train_run_id', '')}/config/resolved.yaml`)",
         f"- code commit `{tags.get('git_commit', '')}`, Prefect flow run "
         f"`{tags.get('prefect.flow_run_id', '')}`",
-        "",
     ]
-    return "\n".join(lines)

@@ -20,6 +20,7 @@ from mlflow.types import ColSpec, Schema
 
 from tasks.core.home import Home
 
+PREPROCESSING_ARTIFACT = "preprocessing"  # artifact key (and file stem) of the recorded steps
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.57", "peft>=0.17", "mlflow>=3.5", "pandas"]
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "text")]),
@@ -28,9 +29,16 @@ SIGNATURE = ModelSignature(
 
 
 class LoraClassifierModel(mlflow.pyfunc.PythonModel):
-    """pyfunc: text in, (label, score) out, from base repo@revision + the logged adapter."""
+    """pyfunc: text in, (label, score) out, from base repo@revision + the logged adapter.
+
+    A version registered with a ``preprocessing`` artifact (what the data stage did to every
+    training text: normalisation, PII redaction) applies it to each input first, through
+    the same ``Preprocessing.apply`` evaluation used; one registered without it (older
+    versions) passes texts through unchanged, as it always did.
+    """
 
     def load_context(self, context):
+        from tasks.core.data.preprocess import Preprocessing
         from tasks.core.training.modeling import load_classifier
 
         # Inside a loraflow home, its mirror; elsewhere the standard Hugging Face cache.
@@ -38,6 +46,14 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         adapter = Path(context.artifacts["adapter"])
         # The LoRA folded into the base, as evaluation scored it: the same function, faster.
         self.model, self.tokenizer, self.labels = load_classifier(adapter, cache, merge=True)
+        recorded = (context.artifacts or {}).get(PREPROCESSING_ARTIFACT)
+        self.preprocessing = Preprocessing.read(recorded) if recorded else None
+
+    @property
+    def preprocess(self):
+        """The recorded preprocessing as a function of texts, or None (older versions)."""
+        preprocessing = getattr(self, "preprocessing", None)
+        return preprocessing.apply if preprocessing is not None else None
 
     def predict(self, context, model_input, params=None):
         if isinstance(model_input, pd.DataFrame):
@@ -52,11 +68,14 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         )
 
     def predict_proba(self, texts: list[str]):
-        """Class probabilities at the precision evaluation used (bf16 autocast where the
-        hardware has native bf16, ``precision: auto``): the exact model as it was evaluated."""
+        """Class probabilities of the texts after the recorded preprocessing, at the precision
+        evaluation used (bf16 autocast where the hardware has native bf16, ``precision:
+        auto``): the exact model as it was evaluated."""
         from tasks.core.training.modeling import predict_proba
         from tasks.core.training.precision import resolve
 
+        if self.preprocess is not None:
+            texts = self.preprocess(texts)
         dtype = resolve("auto").dtype
         return predict_proba(self.model, self.tokenizer, texts, batch_size=64, dtype=dtype)
 

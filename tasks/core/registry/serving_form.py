@@ -12,9 +12,10 @@ on the *whole* eval split it predicts the exact model's label on at least ``min_
 of the examples and loses at most ``max_accuracy_drop`` accuracy. The candidates are tried
 in the configured order (fastest first); the first that passes is chosen, none passing
 leaves the exact model served. ``decide_serving_form`` is the pure decision over the
-measured figures; ``record_serving_form`` is the one call that records it (version tags, the
-run's ``serving_form/decision.json`` and the chosen form's files under
-``serving_form/<form>/``), so the decision history can take it over as one record.
+measured figures; ``record_serving_form`` records it as one ``serving-form`` record of the
+decision history (``serving_form/decision.json`` and the chosen form's files under
+``serving_form/<form>/`` in that record's run), indexed by the version's tags.
+The form carries the version's preprocessing (``preprocessing.json``) and applies it first.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from tasks.core.serving.runtime import (
     LABELS_FILE,
     MODEL_FILE,
     PASSED_TAG,
+    PREPROCESSING_FILE,
+    RECORD_TAG,
     OnnxClassifier,
 )
 
@@ -145,8 +148,12 @@ def decide_serving_form(
 # -- building the forms (PyTorch -> ONNX -> ONNX Runtime) ----------------------------------
 
 
-def export_merged(model, tokenizer, labels: list[str], max_length: int, folder: Path) -> Path:
-    """The PEFT classifier with its LoRA merged into the base, as ONNX fp32, with tokenizer."""
+def export_merged(
+    model, tokenizer, labels: list[str], max_length: int, folder: Path,
+    preprocessing: dict | None = None,
+) -> Path:  # fmt: skip
+    """The PEFT classifier with its LoRA merged into the base, as ONNX fp32, with tokenizer
+    and the version's preprocessing (applied to every text first, as the exact model does)."""
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,6 +173,8 @@ def export_merged(model, tokenizer, labels: list[str], max_length: int, folder: 
     tokenizer.save_pretrained(str(folder))
     meta = {"labels": list(labels), "max_length": max_length}
     (folder / LABELS_FILE).write_text(json.dumps(meta))
+    if preprocessing:
+        (folder / PREPROCESSING_FILE).write_text(json.dumps(preprocessing))
     return folder
 
 
@@ -203,13 +212,15 @@ class EvalSplit:
 def measure_forms(
     model, tokenizer, labels: list[str], split: EvalSplit, spec: ServingFormSpec,
     work: Path, max_length: int, batch_size: int = 64, threads: int = 0,
+    preprocessing: dict | None = None,
 ) -> tuple[list[FormFigures], dict[str, Path]]:  # fmt: skip
     """Export, then score the candidates in order until one passes (later ones are not built).
 
     ``model`` (the exact PEFT classifier) is merged on a copy; ``threads``: ONNX Runtime's
-    intra-op threads for scoring (0: one per core).
+    intra-op threads for scoring (0: one per core); ``preprocessing`` (the version's, as a
+    dict) travels in the form, which applies it to the split's raw texts as the exact did.
     """
-    fp32 = export_merged(model, tokenizer, labels, max_length, work / "onnx-fp32")
+    fp32 = export_merged(model, tokenizer, labels, max_length, work / "onnx-fp32", preprocessing)
     figures, folders = [], {}
     for form in spec.candidates:
         folder = build_form(form, fp32, work)
@@ -231,16 +242,46 @@ def measure_forms(
 
 
 def record_serving_form(
-    mlc, run_id: str, name: str, version: str, decision: ServingFormDecision, folder: Path | None
-) -> None:
-    """The serving-form decision, recorded: the chosen form's files and ``decision.json`` in
-    the training run, the form and its figures as tags of the version (what the service reads).
+    mlc, run_id: str, name: str, version: str, decision: ServingFormDecision,
+    folder: Path | None, config_sha256: str = "", record_key: str = "",
+) -> str:  # fmt: skip
+    """The serving-form decision as its own record of the decision history (kind
+    ``serving-form``: figures, thresholds, ``decision.json``, the chosen form's files under
+    ``serving_form/<form>/``); the version's tags index it (the form, whether it passed, its
+    figures, ``serving_form.record``: the run the service loads the form from). Its run id.
     """
+    from tasks.core.registry.history import Decision, actor_pipeline, append
+
+    figures = {"min_agreement": decision.min_agreement}
+    for f in decision.forms:
+        figures |= {
+            f"{f.form}.agreement": f.agreement,
+            f"{f.form}.accuracy_delta": f.accuracy_delta,
+            f"{f.form}.ms_per_example": f.ms_per_example,
+        }
+    chosen = next((f for f in decision.forms if f.form == decision.chosen), None)
+    reason = decision.note or (
+        f"agreement {chosen.agreement:.4f} >= {decision.min_agreement}, accuracy delta "
+        f"{100 * chosen.accuracy_delta:+.2f} points on {chosen.examples} eval texts"
+        if chosen is not None
+        else "exact model"
+    )
+    record = Decision(
+        kind="serving-form", model=name, outcome=decision.chosen, reason=reason,
+        actor=actor_pipeline(), version=str(version), train_run_id=run_id,
+        config_sha256=config_sha256, figures=figures, details=decision.to_dict(),
+        key=record_key,
+    )  # fmt: skip
+    files = None
     if decision.passed and folder is not None:
-        mlc.log_artifacts(run_id, str(folder), f"{ARTIFACT_ROOT}/{decision.chosen}")
-    mlc.log_dict(run_id, decision.to_dict(), DECISION_ARTIFACT)
-    for tag, value in decision.tags().items():
+        files = {f"{ARTIFACT_ROOT}/{decision.chosen}": folder}
+    experiment_id = mlc.get_run(run_id).info.experiment_id
+    record_id = append(
+        mlc, experiment_id, record, artifacts={DECISION_ARTIFACT: decision.to_dict()}, files=files
+    )
+    for tag, value in (decision.tags() | {RECORD_TAG: record_id}).items():
         mlc.set_model_version_tag(name, version, tag, value)
+    return record_id
 
 
 def to_markdown(decision: ServingFormDecision) -> str:

@@ -5,6 +5,8 @@ The model card travels as an artifact of the model and as the version's descript
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,11 +72,13 @@ def register(
     tags: dict[str, str],
     card: str,
     card_path: Path | None = None,
+    extra_artifacts: dict[str, Path] | None = None,
 ) -> Registration:
     """Register the run's model once: a retry finds the existing version instead of adding one.
 
     Tags, description and the ``challenger`` alias are (re)applied on every call, so a retry
     that follows a failure half-way still converges on one complete version.
+    ``extra_artifacts`` travel with the model (the recorded preprocessing).
     """
     existing = version_for_run(mlc, name, run_id)
     if existing is None:
@@ -83,6 +87,7 @@ def register(
             artifacts = {"adapter": str(adapter_dir)}
             if card_path is not None:
                 artifacts["model_card"] = str(card_path)
+            artifacts |= {k: str(v) for k, v in (extra_artifacts or {}).items()}
             with mlflow.start_run(run_id=run_id):
                 model_uri = mlflow.pyfunc.log_model(
                     name=MODEL_ARTIFACT,
@@ -95,7 +100,8 @@ def register(
             mlc.get_registered_model(name)
         except MlflowException:
             mlc.create_registered_model(name, description="LoRA fine-tunes managed by loraflow")
-        version, created = mlflow.register_model(model_uri, name, tags=tags), True
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "already exists"
+            version, created = mlflow.register_model(model_uri, name, tags=tags), True
     else:
         version, created = existing, False
         for tag, value in tags.items():
@@ -127,19 +133,34 @@ def alias_version(mlc: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
-def apply_promotion(mlc: MlflowClient, name: str, decision: PromotionDecision, when: str) -> None:
-    """Move ``champion`` when the decision says so, and record the reason on the version.
+def apply_promotion(
+    mlc: MlflowClient,
+    name: str,
+    decision: PromotionDecision,
+    when: str,
+    by: str = "",
+    record: str = "",
+) -> None:
+    """Move ``champion`` when the decision says so; index the decision on the version.
 
     A ``noop`` (already champion, or rolled back before) writes nothing: the version's tags
-    keep the decision that made it champion or rolled it back, which is what an audit asks.
+    keep the decision that made it champion or rolled it back. The tags are an index: the
+    decision itself is the history record ``record``.
     """
     if decision.action == "noop":
         return
     if decision.action == "promote":
         mlc.set_registered_model_alias(name, CHAMPION, decision.candidate)
-    mlc.set_model_version_tag(name, decision.candidate, "promotion.action", decision.action)
-    mlc.set_model_version_tag(name, decision.candidate, "promotion.reason", decision.reason)
-    mlc.set_model_version_tag(name, decision.candidate, "promotion.at", when)
+    index = {
+        "promotion.action": decision.action,
+        "promotion.reason": decision.reason,
+        "promotion.at": when,
+        "promotion.by": by,
+        "promotion.record": record,
+    }
+    for tag, value in index.items():
+        if value:
+            mlc.set_model_version_tag(name, decision.candidate, tag, value)
 
 
 def delete_alias(mlc: MlflowClient, name: str, alias: str) -> bool:

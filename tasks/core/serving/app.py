@@ -19,7 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tasks.core.config.canary import ServingSpec
 from tasks.core.errors import RequestRejected, ServiceNotReady
 from tasks.core.serving.models import ModelHolder
-from tasks.core.serving.schemas import PredictionLog, parse_feedback, parse_predict, read_body
+from tasks.core.serving.schemas import (
+    PredictionLog,
+    check_feedback_labels,
+    parse_feedback,
+    parse_predict,
+    read_body,
+)
 from tasks.core.serving.telemetry import ServiceMetrics
 
 
@@ -136,8 +142,11 @@ def create_app(holder: ModelHolder) -> FastAPI:
     @app.post("/feedback")
     async def feedback(request: Request) -> JSONResponse:
         """Body ``{"id": ..., "label": ...}`` or ``{"items": [...]}``: the true class of earlier
-        predictions, scored against the version that made each (and its shadow)."""
+        predictions, scored against the version that made each (and its shadow). A label
+        outside that version's classes, or an empty batch, is refused (422) and uses up
+        nothing."""
         body = parse_feedback(await read_body(request, spec.max_body_bytes))
+        check_feedback_labels(body.outcomes, predictions, holder.labels)
         accepted, unknown = 0, []
         for outcome in body.outcomes:
             record = predictions.pop(outcome.id)

@@ -1,8 +1,8 @@
 """The loaded model versions: champion and challenger, following the registry's aliases.
 
 The registry is the one source of truth. A poll reads where ``champion`` and ``challenger``
-point and the canary's traffic share (a tag on the registered model, set by the promotion
-flow); a version not loaded yet is loaded *beside* the current ones on a worker thread, then
+point and the canary's traffic lease (a tag on the registered model, renewed by the promotion
+flow while it runs; an expired lease routes nothing to the challenger); a version not loaded yet is loaded *beside* the current ones on a worker thread, then
 swapped in on the event loop in one step. Requests count themselves in and out of the
 version they were routed to, and a replaced version is closed only when its last request is
 answered: an alias flip under load fails nothing.
@@ -13,19 +13,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 from tasks.core.config.canary import ServingSpec
 from tasks.core.errors import ServiceNotReady
+from tasks.core.promotion.lease import (
+    LEASE_TAG,
+    LEGACY_WEIGHT_TAG,
+    Lease,
+    Routing,
+    decode,
+    routing,
+)
 from tasks.core.serving.batcher import MicroBatcher, PredictFn
 from tasks.core.serving.routing import to_challenger
 from tasks.core.serving.telemetry import ServiceMetrics
 
 log = logging.getLogger("loraflow.serving")
-# Registered-model tag holding the challenger's share (percent) while a canary runs.
-WEIGHT_TAG = "loraflow.canary.challenger_percent"
 Loader = Callable[[str, str], PredictFn]
 
 
@@ -33,21 +40,25 @@ Loader = Callable[[str, str], PredictFn]
 class RegistryState:
     champion: str | None
     challenger: str | None
-    percent: float | None  # None: no canary has set one
+    lease: Lease | None = None  # None: no canary has granted one
+    legacy_percent: bool = False  # a bare percent tag of loraflow before leases
 
 
 def read_registry(mlc, name: str) -> RegistryState:
-    """Aliases and canary weight of one registered model (all None if it does not exist)."""
+    """Aliases and canary lease of one registered model (all None if it does not exist)."""
     from mlflow.exceptions import MlflowException
 
     try:
         model = mlc.get_registered_model(name)
     except MlflowException:
-        return RegistryState(None, None, None)
+        return RegistryState(None, None)
     aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
-    tag = (model.tags or {}).get(WEIGHT_TAG)
+    tags = model.tags or {}
     return RegistryState(
-        aliases.get("champion"), aliases.get("challenger"), float(tag) if tag else None
+        aliases.get("champion"),
+        aliases.get("challenger"),
+        decode(tags.get(LEASE_TAG)),
+        LEGACY_WEIGHT_TAG in tags,
     )
 
 
@@ -85,13 +96,21 @@ class ModelHolder:
         metrics: ServiceMetrics,
         read_state: Callable[[], RegistryState],
         load: Loader = pyfunc_loader,
+        on_lease_expired: Callable[[Lease], None] | None = None,
     ):
         self.name, self.spec, self.metrics = name, spec, metrics
         self.read_state, self.load = read_state, load
+        self.on_lease_expired = on_lease_expired
         self.champion: ServedModel | None = None
         self.challenger: ServedModel | None = None
         self.percent = spec.challenger_percent
+        self.lease: Lease | None = None
+        self.routing = Routing(spec.challenger_percent, "none")
+        self._expired_seen: set[str] = set()
         self.load_errors: dict[str, str] = {}
+        # Class names of every version loaded so far (kept after a swap: feedback on an
+        # earlier prediction is checked against the version that made it).
+        self.labels: dict[str, tuple[str, ...]] = {}
         self._poller: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -140,7 +159,7 @@ class ModelHolder:
         if challenger is not self.challenger and challenger is not None:
             self.metrics.swaps.labels("challenger").inc()
         self.champion, self.challenger = champion, challenger
-        self.percent = state.percent if state.percent is not None else self.spec.challenger_percent
+        self._apply_lease(state)
         self._export_state()
         kept = {self.champion, self.challenger} - {None}
         for model in old - kept:
@@ -148,8 +167,33 @@ class ModelHolder:
         for model in set(loaded.values()) - kept - old:
             self._spawn(self._retire(model))  # loaded but no longer wanted
 
+    def _apply_lease(self, state: RegistryState) -> None:
+        """The challenger's share from the lease at this moment; an expiry is reported once."""
+        self.lease = state.lease
+        self.routing = routing(state.lease, time.time(), self.spec.challenger_percent)
+        if state.legacy_percent and state.lease is None:
+            # An orphan of loraflow before leases: it never expires, so it is not obeyed.
+            self.routing = Routing(0.0, "expired")
+        self.percent = self.routing.percent
+        lease = state.lease
+        expired = self.routing.state == "expired" and lease is not None
+        if expired and lease.id not in self._expired_seen:
+            self._expired_seen.add(lease.id)
+            self.metrics.lease_expired.inc()
+            log.warning(
+                    "canary lease of %s v%s (%s %% for %s) expired %.0f s ago: routing every "
+                    "request to the champion",
+                    self.name, lease.version, lease.percent, lease.holder,
+                    -self.routing.seconds_left,
+                )  # fmt: skip
+            if self.on_lease_expired is not None:
+                self._spawn(asyncio.to_thread(self.on_lease_expired, lease))
+
     async def _load(self, version: str) -> ServedModel:
         predict = await asyncio.to_thread(self.load, self.name, version)
+        labels = tuple(getattr(predict, "labels", ()) or ())
+        if labels:
+            self.labels[version] = labels
         batcher = MicroBatcher(
             predict,
             self.spec.max_batch_size,
@@ -219,5 +263,20 @@ class ModelHolder:
                 for role, model in (("champion", self.champion), ("challenger", self.challenger))
                 if model is not None
             },
+            "canary": self._canary_state(),
             "load_errors": dict(self.load_errors),
         }
+
+    def _canary_state(self) -> dict:
+        lease = self.lease
+        out = {"state": self.routing.state}
+        if lease is not None:
+            out |= {
+                "holder": lease.holder,
+                "version": lease.version,
+                "step": lease.step,
+                "lease_percent": lease.percent,
+                "seconds_left": round(self.routing.seconds_left, 1),
+                "ended": lease.ended,
+            }
+        return out

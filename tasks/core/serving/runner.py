@@ -31,7 +31,16 @@ def build_service(
 
     load = load or partial(pyfunc_loader, threads=spec.torch_threads)
     mlc = client(tracking_uri)
-    holder = ModelHolder(name, spec, ServiceMetrics(), lambda: read_registry(mlc, name), load)
+
+    def lease_expired(lease) -> None:  # a replica that sees it first writes the record
+        from tasks.core.promotion.canary_io import expire_lease
+        from tasks.core.registry.history import actor_service
+
+        expire_lease(mlc, name, lease, actor_service())
+
+    holder = ModelHolder(
+        name, spec, ServiceMetrics(), lambda: read_registry(mlc, name), load, lease_expired
+    )
     return create_app(holder)
 
 
@@ -84,8 +93,8 @@ class BackgroundServer:
             time.sleep(0.02)
         return self
 
-    def wait_ready(self, timeout_s: float) -> dict:
-        return wait_ready(self.url, timeout_s)
+    def wait_ready(self, timeout_s: float, until=None) -> dict:
+        return wait_ready(self.url, timeout_s, until)
 
     def stop(self) -> None:
         self.server.should_exit = True

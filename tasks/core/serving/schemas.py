@@ -128,7 +128,30 @@ def parse_predict(body: bytes, spec: ServingSpec) -> PredictBody:
 
 
 def parse_feedback(body: bytes) -> FeedbackBody:
-    return _parse(FeedbackBody, body)
+    request = _parse(FeedbackBody, body)
+    if not request.outcomes:
+        raise RequestRejected(422, "empty_batch", "'items' is empty: send at least one outcome")
+    return request
+
+
+def check_feedback_labels(
+    outcomes: list[FeedbackItem], log: PredictionLog, labels: dict[str, tuple[str, ...]]
+) -> None:
+    """Refuse (422, nothing consumed) a label that is no class of the version that made the
+    prediction: a typo would count as a wrong answer and skew the canary's online accuracy."""
+    problems, allowed = [], ()
+    for outcome in outcomes:
+        record = log.get(outcome.id)
+        classes = labels.get(record["version"], ()) if record else ()
+        if classes and outcome.label not in classes:
+            problems.append(
+                f"{outcome.id}: {outcome.label!r} is not a class of v{record['version']}"
+            )
+            allowed = classes
+    if problems:
+        raise RequestRejected(
+            422, "unknown_label", f"{'; '.join(problems[:5])}; allowed labels: {', '.join(allowed)}"
+        )
 
 
 class PredictionLog:
@@ -147,6 +170,10 @@ class PredictionLog:
         record = self._records.get(pid)
         if record is not None:
             record["shadow"] = (version, label)
+
+    def get(self, pid: str) -> dict | None:
+        """The record, kept (a refused feedback must not use up its prediction)."""
+        return self._records.get(pid)
 
     def pop(self, pid: str) -> dict | None:
         """The record, removed: each prediction is scored against one outcome only."""

@@ -87,6 +87,12 @@ class ServiceMetrics:
         self.swaps = Counter(
             "loraflow_model_swaps", "Times a new version was swapped in.", ["role"], registry=r
         )
+        self.lease_expired = Counter(
+            "loraflow_canary_lease_expired",
+            "Canary leases seen expired (the promotion flow stopped renewing): traffic back "
+            "to the champion.",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tasks.core.errors import TrainingInputError, TrainingProcessFailed
 from tasks.core.home import REPO_ROOT
+from tasks.core.ops.processes import PARENT_ENV, parent_alive, parent_marker
 from tasks.core.training.progress import StepEvent
 from tasks.core.training.runs import TrainJob, TrainResult
 
@@ -100,6 +101,7 @@ def launch(
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        PARENT_ENV: parent_marker(),  # the child stops (with a checkpoint) if this one dies
     }
     if procs > 1:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else procs
@@ -155,6 +157,7 @@ def run_job(job: TrainJob) -> int:
     folder = job.folder
     main = os.environ.get("RANK", "0") == "0"
     events = (folder / "events.jsonl").open("a") if main else None
+    _stop_when_orphaned(os.environ.get(PARENT_ENV, ""))
 
     def on_event(event: StepEvent) -> None:
         if events is not None:
@@ -187,6 +190,23 @@ def run_job(job: TrainJob) -> int:
     return 0
 
 
+def _stop_when_orphaned(marker: str, every_s: float = 1.0) -> None:
+    """SIGTERM this process (checkpoint, then stop) once the task that launched it is gone.
+
+    A ``kill -9`` of ``loraflow run`` kills the task but not its children: without this the
+    training would go on, unseen, writing to a run nobody waits for.
+    """
+    if not marker:
+        return
+
+    def watch() -> None:
+        while parent_alive(marker):
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def _leave_process_group() -> None:
     """Tear down this rank's process group before the interpreter exits.
 
@@ -202,6 +222,11 @@ def _leave_process_group() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if os.environ.get("LORAFLOW_QUIET"):  # started by the CLI without --verbose
+        import warnings
+
+        warnings.simplefilter("ignore")
+        warnings.showwarning = lambda *args, **kwargs: None
     job = TrainJob(**json.loads(Path(argv[0]).read_text()))
     sys.exit(run_job(job))
 

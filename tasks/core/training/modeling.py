@@ -151,6 +151,7 @@ def save_adapter(
     """Adapter weights, tokenizer and the base reference, in one folder that travels as-is."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
+    drop_peft_template_card(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / BASE_REF_FILE).write_text(
         json.dumps(
@@ -159,6 +160,14 @@ def save_adapter(
         )
     )
     return out_dir
+
+
+def drop_peft_template_card(adapter_dir: Path) -> None:
+    """Remove the blank model card PEFT writes beside an adapter ("Model Card for Model ID",
+    every field "[More Information Needed]"): the registered version ships loraflow's card."""
+    card = Path(adapter_dir) / "README.md"
+    if card.is_file() and "[More Information Needed]" in card.read_text(errors="replace"):
+        card.unlink()
 
 
 def read_base_ref(adapter_dir: Path) -> tuple[ModelRef, list[str]]:
@@ -191,11 +200,11 @@ def predict_proba(
     batch_size: int = 64,
     max_length: int = 128,
     dtype: torch.dtype | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ):
     """Class probabilities, batched by token length as training batches are (each batch padded
-    to its longest text); ``dtype``: autocast dtype (bf16) or None for fp32; ``on_progress``
-    hears (texts done, texts) after every batch."""
+    to its longest text); ``dtype``: autocast dtype (bf16) or None for fp32; ``on_batch(done)``
+    is called after each batch with the number of texts scored so far."""
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     if not len(texts):
         return probs
@@ -212,6 +221,6 @@ def predict_proba(
         with autocast:
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        if on_progress is not None:
-            on_progress(min(start + batch_size, len(order)), len(order))
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(order)))
     return probs

@@ -35,7 +35,7 @@ class StepEvent:
     samples_per_s: float
     tokens_per_s: float
     elapsed_s: float
-    kind: str = "step"  # "step", "eval" (val_loss in train_loss), "checkpoint"
+    kind: str = "step"  # "step", "eval" (val_loss in train_loss), "checkpoint", "resume"
 
     @property
     def percent(self) -> float:

@@ -107,6 +107,8 @@ def fine_tune(
     log = MetricLog(mlc if main else None, job.run_id)
     if main:
         _record_start(mlc, job, ready, log, resume)
+        if resume is not None and on_event is not None:
+            on_event(_resume_event(resume))
     uploaded: dict[str, str | None] = {"name": None}
 
     def on_checkpoint(path: Path, state: checkpoints.TrainState) -> None:
@@ -181,6 +183,13 @@ def _finish(mlc, job: TrainJob, ready: _Prepared, log, result: LoopResult, peak:
     shutil.rmtree(job.folder / "checkpoints", ignore_errors=True)
     shutil.rmtree(out_dir, ignore_errors=True)
     return final_loss
+
+
+def _resume_event(checkpoint: Path) -> StepEvent:
+    """'Resumed from step N': the step of the checkpoint this attempt continues from."""
+    step = int(checkpoint.name.removeprefix(checkpoints.PREFIX))
+    nan = float("nan")
+    return StepEvent(step, 0, 0.0, nan, nan, nan, nan, nan, 0.0, "resume")
 
 
 def _checkpoint_event(state: checkpoints.TrainState) -> StepEvent:

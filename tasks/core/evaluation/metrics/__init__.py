@@ -62,7 +62,7 @@ def classification(
     metrics: dict[str, float] = {}
     confusion: list[list[int]] = []
     for key, value in results.items():
-        if key in ("precision", "recall", "support"):
+        if key in ("precision", "recall", "f1", "support"):
             padded = list(value) + [0] * (len(labels) - len(value))
             metrics |= {f"{key}_{name}": float(v) for name, v in zip(labels, padded, strict=False)}
         elif key == "confusion_matrix":

@@ -1,4 +1,4 @@
-"""Per-class precision, recall and support (a local ``evaluate`` module).
+"""Per-class precision, recall, F1 and support (a local ``evaluate`` module).
 
 Lists are indexed by class id, covering ids 0 .. the largest id seen; the caller names them
 and pads classes that never occur.
@@ -9,13 +9,13 @@ import evaluate
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-_DESCRIPTION = "Precision, recall and support of every class id."
+_DESCRIPTION = "Precision, recall, F1 and support of every class id."
 _KWARGS = """
 Args:
     predictions (list[int]): predicted class ids.
     references (list[int]): true class ids.
 Returns:
-    precision, recall (list[float]), support (list[int]): one entry per class id.
+    precision, recall, f1 (list[float]), support (list[int]): one entry per class id.
 """
 
 
@@ -32,13 +32,14 @@ class PerClass(evaluate.Metric):
 
     def _compute(self, predictions, references):
         if len(references) == 0:
-            return {"precision": [], "recall": [], "support": []}
+            return {"precision": [], "recall": [], "f1": [], "support": []}
         ids = list(range(int(max(np.max(predictions), np.max(references))) + 1))
-        precision, recall, _, support = precision_recall_fscore_support(
+        precision, recall, f1, support = precision_recall_fscore_support(
             references, predictions, labels=ids, zero_division=0
         )
         return {
             "precision": [float(p) for p in precision],
             "recall": [float(r) for r in recall],
+            "f1": [float(f) for f in f1],
             "support": [int(s) for s in support],
         }

@@ -1,0 +1,98 @@
+"""Which local process runs which flow run, so a run whose process died is not shown running.
+
+Prefect marks a flow run Crashed when its process reports the crash; ``kill -9`` (or the OOM
+killer, a power cut) reports nothing, and the run, its task runs and its MLflow runs would
+show ``Running`` forever. Each flow started on this machine writes a small record here
+(``<home>/processes/<flow run id>.json``: pid, the process's start time, host); the
+reconciler (``loraflow status`` / ``run`` / ``promote``) compares it with the live processes.
+The start time guards against a recycled pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from tasks.core.home import Home
+
+PARENT_ENV = "LORAFLOW_PARENT_PROCESS"  # "pid:start time" of the task that launched a child
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    flow_run_id: str
+    kind: str  # finetune, promotion, validate-data, ...
+    pid: int
+    started: float  # psutil's create_time of that pid
+    host: str
+
+    @property
+    def local(self) -> bool:
+        return self.host == socket.gethostname()
+
+
+def folder(home: Home) -> Path:
+    return home.root / "processes"
+
+
+def this_process(flow_run_id: str, kind: str) -> ProcessRecord:
+    me = psutil.Process()
+    return ProcessRecord(flow_run_id, kind, me.pid, me.create_time(), socket.gethostname())
+
+
+def register_process(home: Home, kind: str, flow_run_id: str) -> Path | None:
+    """Record that this process runs ``flow_run_id`` (nothing outside a flow run)."""
+    if not flow_run_id:
+        return None
+    path = folder(home) / f"{flow_run_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(this_process(flow_run_id, kind))))
+    os.replace(tmp, path)
+    return path
+
+
+def records(home: Home) -> list[ProcessRecord]:
+    found = []
+    for path in sorted(folder(home).glob("*.json")):
+        try:
+            found.append(ProcessRecord(**json.loads(path.read_text())))
+        except (ValueError, TypeError, OSError):
+            path.unlink(missing_ok=True)  # unreadable: nothing can be learnt from it
+    return found
+
+
+def forget(home: Home, flow_run_id: str) -> None:
+    (folder(home) / f"{flow_run_id}.json").unlink(missing_ok=True)
+
+
+def alive(pid: int, started: float) -> bool:
+    """Is process ``pid`` still the one that started at ``started``?"""
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def is_alive(record: ProcessRecord) -> bool | None:
+    """True/False on this host; None for a process on another host (cannot tell from here)."""
+    return alive(record.pid, record.started) if record.local else None
+
+
+def parent_marker() -> str:
+    """What a child process is told about the process it must not outlive."""
+    me = psutil.Process()
+    return f"{me.pid}:{me.create_time()}"
+
+
+def parent_alive(marker: str) -> bool:
+    pid, _, started = marker.partition(":")
+    try:
+        return alive(int(pid), float(started))
+    except ValueError:
+        return True  # no usable marker: do not stop anything
