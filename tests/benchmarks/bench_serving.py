@@ -148,8 +148,10 @@ def serving_form_line(name: str) -> str:
 
     mlc = client(mlflow.get_tracking_uri())
     version = mlc.get_model_version_by_alias(name, "champion")
+    # The serving-form record of the decision history (older versions: in the training run).
+    holder = (version.tags or {}).get("serving_form.record") or version.run_id
     try:
-        record = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/serving_form/decision.json")
+        record = mlflow.artifacts.load_dict(f"runs:/{holder}/serving_form/decision.json")
     except Exception:  # registered before serving forms existed
         return f"loraflow serves v{version.version} exact (no serving-form record)"
     tried = "; ".join(
