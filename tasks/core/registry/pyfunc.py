@@ -44,7 +44,8 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         # Inside a loraflow home, its mirror; elsewhere the standard Hugging Face cache.
         cache = Home.from_env().hf_hub_cache if os.environ.get("LORAFLOW_HOME") else None
         adapter = Path(context.artifacts["adapter"])
-        self.model, self.tokenizer, self.labels = load_classifier(adapter, cache)
+        # The LoRA folded into the base, as evaluation scored it: the same function, faster.
+        self.model, self.tokenizer, self.labels = load_classifier(adapter, cache, merge=True)
         recorded = (context.artifacts or {}).get(PREPROCESSING_ARTIFACT)
         self.preprocessing = Preprocessing.read(recorded) if recorded else None
 
@@ -55,17 +56,30 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         return preprocessing.apply if preprocessing is not None else None
 
     def predict(self, context, model_input, params=None):
-        from tasks.core.training.modeling import predict_proba
-
         if isinstance(model_input, pd.DataFrame):
             column = "text" if "text" in model_input.columns else model_input.columns[0]
             texts = model_input[column].astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
-        if self.preprocess is not None:
-            texts = self.preprocess(texts)
-        probs = predict_proba(self.model, self.tokenizer, texts, batch_size=64)
+        probs = self.predict_proba(texts)
         best = probs.argmax(axis=1)
         return pd.DataFrame(
             {"label": [self.labels[i] for i in best], "score": probs.max(axis=1).astype(float)}
         )
+
+    def predict_proba(self, texts: list[str]):
+        """Class probabilities of the texts after the recorded preprocessing, at the precision
+        evaluation used (bf16 autocast where the hardware has native bf16, ``precision:
+        auto``): the exact model as it was evaluated."""
+        from tasks.core.training.modeling import predict_proba
+        from tasks.core.training.precision import resolve
+
+        if self.preprocess is not None:
+            texts = self.preprocess(texts)
+        dtype = resolve("auto").dtype
+        return predict_proba(self.model, self.tokenizer, texts, batch_size=64, dtype=dtype)
+
+    def predict_texts(self, texts: list[str]) -> list[tuple[str, float]]:
+        """(label, score) per text, without a DataFrame: the service's per-batch call."""
+        probs = self.predict_proba(texts)
+        return [(self.labels[i], float(probs[row, i])) for row, i in enumerate(probs.argmax(1))]
