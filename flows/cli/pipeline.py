@@ -148,6 +148,7 @@ def start_temporary_server():
         from prefect.server.api.server import SubprocessASGIServer
         from prefect.settings import PREFECT_SERVER_EPHEMERAL_ENABLED
 
+        tame_prefect_console()  # its "Starting temporary server" lines are not the user's
         if PREFECT_SERVER_EPHEMERAL_ENABLED.value():
             with contextlib.suppress(Exception):  # the flow's own start reports it
                 SubprocessASGIServer().start()
