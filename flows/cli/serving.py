@@ -13,7 +13,7 @@ import typer
 
 from flows.cli.output import console, warning_line
 from tasks.core.errors import BadInput, RollbackImpossible
-from tasks.core.home import CANARY_POLICY, apply_env
+from tasks.core.home import CANARY_POLICY, MONITORING_POLICY, apply_env
 
 
 def _policy(path: Path):
@@ -35,10 +35,16 @@ def serve_command(
         float | None,
         typer.Option(help="Challenger share while no canary sets one (default: the policy's)."),
     ] = None,
+    monitoring_policy: Annotated[
+        Path, typer.Option(help="Monitoring policy YAML whose `live` section applies.")
+    ] = MONITORING_POLICY,
 ) -> None:
     """Serve NAME@champion and NAME@challenger over HTTP (FastAPI + uvicorn), in the foreground."""
     home = apply_env()
     spec = _policy(policy).serving
+    from tasks.core.config.loader import load_monitoring_policy
+
+    live = load_monitoring_policy(monitoring_policy).live
     if challenger_percent is not None:
         if not 0 <= challenger_percent <= 100:
             raise BadInput(f"--challenger-percent {challenger_percent}: use 0..100")
@@ -50,11 +56,11 @@ def serve_command(
         warning_line(f"binding {host}: the service has no authentication")
     console.print(
         f"serving {name}@champion (+ challenger) from {home.tracking_uri} on http://{host}:{port}"
-        "  (POST /predict, /feedback; GET /healthz, /readyz, /metrics)",
+        "  (POST /predict, /feedback; GET /healthz, /readyz, /metrics, /monitoring/window)",
         highlight=False,
         soft_wrap=True,
     )
-    serve_foreground(build_service(name, spec, home.tracking_uri), sock)
+    serve_foreground(build_service(name, spec, home.tracking_uri, live=live), sock)
 
 
 def promote_command(

@@ -10,6 +10,7 @@ registered version, which is why ``tasks/core/registry/__init__.py`` keeps the o
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mlflow.types import ColSpec, Schema
 
 from tasks.core.home import Home
 
+PROFILE_ARTIFACT = "reference_profile"  # tasks.core.monitoring.profile.MODEL_ARTIFACT
 PREPROCESSING_ARTIFACT = "preprocessing"  # artifact key (and file stem) of the recorded steps
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.57", "peft>=0.17", "mlflow>=3.5", "pandas"]
 SIGNATURE = ModelSignature(
@@ -47,6 +49,9 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         self.model, self.tokenizer, self.labels = load_classifier(adapter, cache)
         recorded = (context.artifacts or {}).get(PREPROCESSING_ARTIFACT)
         self.preprocessing = Preprocessing.read(recorded) if recorded else None
+        profile = (context.artifacts or {}).get(PROFILE_ARTIFACT)
+        vocab = json.loads(Path(profile).read_text()).get("vocabulary", ()) if profile else ()
+        self.vocabulary = frozenset(vocab)  # empty: registered before profiles, OOV not counted
 
     @property
     def preprocess(self):
@@ -55,8 +60,6 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         return preprocessing.apply if preprocessing is not None else None
 
     def predict(self, context, model_input, params=None):
-        from tasks.core.training.modeling import predict_proba
-
         if isinstance(model_input, pd.DataFrame):
             column = "text" if "text" in model_input.columns else model_input.columns[0]
             texts = model_input[column].astype(str).tolist()
@@ -64,8 +67,19 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
             texts = [str(t) for t in model_input]
         if self.preprocess is not None:
             texts = self.preprocess(texts)
-        probs = predict_proba(self.model, self.tokenizer, texts, batch_size=64)
+        from tasks.core.monitoring.profile import score_with_features
+
+        vocab = getattr(self, "vocabulary", frozenset())
+        probs, feats = score_with_features(self.model, self.tokenizer, texts, vocab, 64, 128)
         best = probs.argmax(axis=1)
+        # The monitoring features ride along (never the text): the service's live window.
         return pd.DataFrame(
-            {"label": [self.labels[i] for i in best], "score": probs.max(axis=1).astype(float)}
+            {
+                "label": [self.labels[i] for i in best],
+                "score": probs.max(axis=1).astype(float),
+                "tokens": [f.tokens for f in feats],
+                "words": [f.words for f in feats],
+                "oov": [f.oov for f in feats],
+                "sketch": [list(f.sketch) for f in feats],
+            }
         )

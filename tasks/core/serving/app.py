@@ -1,4 +1,4 @@
-"""The FastAPI application: /predict, /feedback, /healthz, /readyz, /metrics.
+"""The FastAPI application: /predict, /feedback, /healthz, /readyz, /metrics, /monitoring/window.
 
 Routing, batching and swapping live in ``ModelHolder``; this module turns HTTP into calls on
 it and keeps the accounting honest: refused input is counted by reason and never as a model
@@ -17,7 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tasks.core.config.canary import ServingSpec
+from tasks.core.config.monitoring import LiveSpec
 from tasks.core.errors import RequestRejected, ServiceNotReady
+from tasks.core.monitoring.features import Features
+from tasks.core.monitoring.window import LiveWindows
 from tasks.core.serving.models import ModelHolder
 from tasks.core.serving.schemas import (
     PredictionLog,
@@ -29,10 +32,21 @@ from tasks.core.serving.schemas import (
 from tasks.core.serving.telemetry import ServiceMetrics
 
 
-def create_app(holder: ModelHolder) -> FastAPI:
+def split_features(results) -> tuple[list[tuple[str, float]], list[Features] | None]:
+    """(label, score) pairs, and the monitoring features when every result carries them."""
+    pairs = [(r[0], r[1]) for r in results]
+    if results and all(len(r) > 2 for r in results):
+        return pairs, [r[2] for r in results]
+    return pairs, None
+
+
+def create_app(holder: ModelHolder, live: LiveSpec | None = None) -> FastAPI:
+    """``live``: what the monitoring policy keeps of served inputs (default: features of the
+    last 500 per version, no text)."""
     spec: ServingSpec = holder.spec
     metrics: ServiceMetrics = holder.metrics
     predictions = PredictionLog(spec.feedback_window)
+    windows = LiveWindows(live or LiveSpec())
     shadows: set[asyncio.Task] = set()
 
     @asynccontextmanager
@@ -67,6 +81,12 @@ def create_app(holder: ModelHolder) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/monitoring/window")
+    async def monitoring_window() -> dict:
+        """Each version's live window as statistics (and redacted samples only if the
+        monitoring policy enables them): what `loraflow monitor` compares with the reference."""
+        return windows.snapshot()
+
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
         """Body ``{"text": str}`` or ``{"texts": [str, ...]}``, optional ``"key"`` (or header
@@ -99,6 +119,9 @@ def create_app(holder: ModelHolder) -> FastAPI:
         finally:
             holder.release(model)
         metrics.latency.labels(version).observe(time.perf_counter() - started)
+        results, feats = split_features(results)
+        windows.add(version, holder.labels.get(version, ()), texts, results, feats)
+        metrics.observe_inputs(version, results, feats)
         ids = [f"{request_id}-{i}" for i in range(len(texts))]
         for pid, (label, _) in zip(ids, results, strict=True):
             metrics.predictions.labels(version, label).inc()
@@ -134,6 +157,7 @@ def create_app(holder: ModelHolder) -> FastAPI:
             return
         finally:
             holder.release(champion)
+        results = split_features(results)[0]
         for pid, mine, (theirs, _) in zip(ids, labels, results, strict=True):
             agree = "true" if mine == theirs else "false"
             metrics.agreement.labels(version, champion.version, agree).inc()
@@ -156,6 +180,7 @@ def create_app(holder: ModelHolder) -> FastAPI:
             accepted += 1
             correct = "true" if record["label"] == outcome.label else "false"
             metrics.feedback.labels(record["version"], correct).inc()
+            windows.outcome(record["version"], correct == "true")
             if record["shadow"] is not None:
                 shadow_version, shadow_label = record["shadow"]
                 correct = "true" if shadow_label == outcome.label else "false"

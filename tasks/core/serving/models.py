@@ -20,6 +20,7 @@ from functools import partial
 
 from tasks.core.config.canary import ServingSpec
 from tasks.core.errors import ServiceNotReady
+from tasks.core.monitoring.features import Features
 from tasks.core.promotion.lease import (
     LEASE_TAG,
     LEGACY_WEIGHT_TAG,
@@ -78,9 +79,19 @@ def pyfunc_loader(name: str, version: str) -> PredictFn:
 
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
-    def predict(texts: list[str]) -> list[tuple[str, float]]:
+    def predict(texts: list[str]) -> list[tuple]:
+        """(label, score) per text, and its monitoring ``Features`` when the model gives them."""
         out = model.predict(pd.DataFrame({"text": texts}))
-        return list(zip(out["label"].astype(str), out["score"].astype(float), strict=True))
+        pairs = zip(out["label"].astype(str), out["score"].astype(float), strict=True)
+        if "sketch" not in out.columns:
+            return list(pairs)
+        feats = [
+            Features(int(t), int(w), int(o), tuple(s))
+            for t, w, o, s in zip(
+                out["tokens"], out["words"], out["oov"], out["sketch"], strict=True
+            )
+        ]
+        return [(label, score, f) for (label, score), f in zip(pairs, feats, strict=True)]
 
     predict.labels = tuple(getattr(model.unwrap_python_model(), "labels", ()) or ())
     return predict

@@ -204,3 +204,34 @@ def predict_proba(
         if on_batch is not None:
             on_batch(min(start + batch_size, len(order)))
     return probs
+
+
+@torch.inference_mode()
+def predict_with_states(
+    model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128
+):
+    """(class probabilities, mean-pooled last hidden states, token counts) in one pass: what
+    monitoring profiles (``tasks/core/monitoring/features.py``) alongside the prediction."""
+    collator = DataCollatorWithPadding(tokenizer)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    tokens = [0] * len(texts)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        encoded = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length)
+        overflow = [0] * len(idx)
+        if any(len(ids) >= max_length for ids in encoded["input_ids"]):
+            full = tokenizer([texts[i] for i in idx], verbose=False)["input_ids"]
+            overflow = [len(f) - len(e) for f, e in zip(full, encoded["input_ids"], strict=True)]
+        batch = collator([{k: encoded[k][j] for k in encoded} for j in range(len(idx))])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch, output_hidden_states=True)
+        probs[idx] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        states = out.hidden_states[-1].float()
+        pooled[idx] = ((states * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+        for j, i in enumerate(idx):  # the full length, truncation or not: length drift shows
+            tokens[i] = len(encoded["input_ids"][j]) + overflow[j]
+    return probs, pooled, tokens
