@@ -136,9 +136,7 @@ class ServiceMetrics:
 
 def parse_snapshot(text: str) -> Snapshot:
     """{(sample name, sorted label pairs): value} of a Prometheus text exposition."""
-    snapshot: TOKEN_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
-CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-Snapshot = {}
+    snapshot: Snapshot = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             snapshot[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
