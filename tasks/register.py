@@ -33,7 +33,7 @@ from tasks.core.training.modeling import drop_peft_template_card
 from tasks.gate import EvalOutcome, fetch_adapter
 
 # Recorded on the version, never keyed: a new commit or flow run alone must not re-register.
-UNKEYED_TAGS = ("git_commit", "prefect.flow_run_id")
+UNKEYED_TAGS = ("git_commit", "prefect.flow_run_id", "retrain.cause")
 HEADLINE_METRICS = ("accuracy", "macro_f1", "ece", "latency_ms_per_example")
 
 

@@ -51,7 +51,8 @@ def test_prefect_deployments_reference_the_flow_and_valid_configs():
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         flow = getattr(module, name)
         assert set(deployment["parameters"]) <= set(flow.parameters.properties)
-        load_config(REPO / deployment["parameters"]["config_path"])
+        if "config_path" in deployment["parameters"]:
+            load_config(REPO / deployment["parameters"]["config_path"])
 
 
 def test_prefect_yaml_agrees_with_loraflow_deploy():
@@ -61,6 +62,8 @@ def test_prefect_yaml_agrees_with_loraflow_deploy():
     spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
     assert spec["prefect-version"] == prefect.__version__
     for deployment in spec["deployments"]:
+        if deployment["entrypoint"] != stack.ENTRYPOINT:
+            continue
         config = REPO / deployment["parameters"]["config_path"]
         plan = stack.deployment_plan(load_config(config).config, config, REPO)
         assert deployment["entrypoint"] == stack.ENTRYPOINT
@@ -76,9 +79,20 @@ def test_prefect_yaml_agrees_with_loraflow_deploy():
             for t in deployment["triggers"]
         ]
         assert triggers == [
-            (t.name, (t.event,), t.resource_id, plan.parameters(force=t.force))
-            for t in plan.triggers
+            (t.name, (t.event,), t.resource_id, plan.trigger_parameters(t)) for t in plan.triggers
         ]
+
+
+def test_monitor_deployment_runs_on_the_monitoring_policy_schedule():
+    from tasks.core.config.loader import load_monitoring_policy
+    from tasks.core.home import MONITORING_POLICY
+
+    spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
+    [monitor] = [
+        d for d in spec["deployments"] if d["entrypoint"] == "flows/monitor.py:monitor_flow"
+    ]
+    assert monitor["schedules"][0]["cron"] == load_monitoring_policy(MONITORING_POLICY).cron
+    assert monitor["parameters"]["service_url"] == "http://serve:8080"  # compose's `serve`
 
 
 # -- compose -----------------------------------------------------------------------------------

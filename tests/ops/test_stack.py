@@ -43,7 +43,11 @@ def test_deploy_registers_schedule_typed_parameters_and_triggers(stack):
     assert deployment.parameters == {"config_path": str(stack.config), "force": False}
     [automation] = automations
     assert automation.trigger.expect == {"loraflow.drift.detected"}
-    assert automation.actions[0].parameters == {"config_path": str(stack.config), "force": True}
+    assert automation.actions[0].parameters == {
+        "config_path": str(stack.config),
+        "force": True,
+        "cause": plan.CAUSE_TEMPLATE,
+    }
 
 
 def test_deployment_run_completes_through_the_worker(stack):
@@ -76,6 +80,7 @@ def test_drift_event_starts_a_forced_retraining_run(stack):
 
     [retrain] = wait_for(triggered, 60, "the automation to create a retraining run")
     assert retrain.parameters["config_path"] == str(stack.config)
+    assert retrain.parameters["cause"].startswith("loraflow.drift.detected ")
     assert retrain.created_by and retrain.created_by.type == "AUTOMATION"
     # The worker would now retrain from scratch; that path is the test above. Cancel it.
     from prefect.states import Cancelling
