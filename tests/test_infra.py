@@ -254,14 +254,22 @@ def test_grafana_dashboard_uses_the_provisioned_datasource_and_real_metrics():
     job = yaml.safe_load((INFRA / "prometheus/prometheus.yml").read_text())["scrape_configs"][0]
     served = _served_metric_names()
     assert served, "the service declares no metrics"
-    referenced = set()
+    rules = yaml.safe_load((INFRA / "prometheus/rules/loraflow-slo.yaml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    referenced, used_records = set(), set()
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == datasource["uid"]
         for target in panel["targets"]:
-            assert f'job="{job["job_name"]}"' in target["expr"]
+            records = set(re.findall(r"\bslo:[\w:]+", target["expr"]))
+            # A raw series is the scraped job's; a recorded one is already aggregated.
+            assert records or f'job="{job["job_name"]}"' in target["expr"], target["expr"]
             referenced |= set(re.findall(r"\bloraflow_\w+", target["expr"]))
+            used_records |= records
     assert referenced and referenced <= served, referenced - served
+    assert used_records <= recorded, used_records - recorded  # recorded from served series
     assert {"loraflow_requests_total", "loraflow_request_latency_seconds_bucket"} <= referenced
+    assert "slo:error_budget_remaining:ratio" in used_records  # the error-budget panel
+    assert {"loraflow_input_oov_words_total", "loraflow_input_tokens_bucket"} <= referenced
 
 
 # -- Kubernetes work pool ----------------------------------------------------------------------

@@ -12,7 +12,9 @@ from typing import Annotated
 import typer
 
 from flows.cli.output import console
-from tasks.core.home import MONITORING_POLICY, apply_env
+from tasks.core.home import MONITORING_POLICY, REPO_ROOT, SLO_POLICY, apply_env
+
+SLO_RULES = REPO_ROOT / "infra/prometheus/rules/loraflow-slo.yaml"
 
 
 def monitor_command(
@@ -56,5 +58,24 @@ def monitor_command(
     )
 
 
+def slo_rules_command(
+    slo: Annotated[Path, typer.Option(help="SLO file.")] = SLO_POLICY,
+    out: Annotated[Path, typer.Option(help="Rule file to write.")] = SLO_RULES,
+) -> None:
+    """Render the SLO file into Prometheus recording and burn-rate alert rules."""
+    from tasks.core.config.loader import load_slo_policy
+    from tasks.core.monitoring.slo import render_yaml
+
+    text = render_yaml(load_slo_policy(slo))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)  # nothing half-written
+    console.print(
+        f"wrote {out} from {slo}; check with `promtool check rules {out}`", highlight=False
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("monitor")(monitor_command)
+    app.command("slo-rules")(slo_rules_command)

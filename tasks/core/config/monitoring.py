@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tasks.core.config.spec import Spec
 
@@ -108,6 +108,25 @@ class Objective(Spec):
     runbook: str = Field(description="Section anchor in docs/operations.md for its alerts.")
 
 
+class SignalAlerts(Spec):
+    """Alerts on single signals that no SLO covers, each with its runbook section."""
+
+    max_oov_ratio: float = Field(
+        0.30,
+        gt=0,
+        le=1,
+        description="Out-of-vocabulary word share of served inputs over 1h above which "
+        "LoraflowInputOovHigh fires (a tokenizer mismatch or a new domain).",
+    )
+    max_rejected_ratio: float = Field(
+        0.20,
+        gt=0,
+        le=1,
+        description="Refused requests per served request over 15m above which "
+        "LoraflowRejectedInputSpike fires (malformed or hostile input).",
+    )
+
+
 class SloPolicy(Spec):
     """``configs/policies/slo.yaml``: objectives rendered into Prometheus rules."""
 
@@ -116,3 +135,17 @@ class SloPolicy(Spec):
     service: str = Field("loraflow", description="Value of the `service` label on every rule.")
     period_days: int = Field(30, ge=1, le=90, description="Error budget period.")
     objectives: tuple[Objective, ...] = Field(description="One per SLI, each name once.")
+    signals: SignalAlerts = Field(
+        default_factory=SignalAlerts, description="Thresholds of the single-signal alerts."
+    )
+
+    @field_validator("objectives")
+    @classmethod
+    def _once_each(cls, objectives: tuple[Objective, ...]) -> tuple[Objective, ...]:
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each objective once; got {names}")
+        for o in objectives:
+            if (o.name == "latency") != (o.threshold_seconds is not None):
+                raise ValueError("threshold_seconds is set on the latency objective only")
+        return objectives
