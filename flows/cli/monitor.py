@@ -49,9 +49,11 @@ def monitor_command(
     result = result_or_pointer(state, home)
     for line in result["findings"]:
         console.print(f"  {line}", highlight=False, soft_wrap=True)
-    events = ", ".join(result["events"]) or "none"
+    events = ", ".join(
+        f"{e} (id {i})" for e, i in zip(result["events"], result["event_ids"], strict=False)
+    )
     console.print(
-        f"{name} v{result['version']}: {result['outcome']}; events emitted: {events}; "
+        f"{name} v{result['version']}: {result['outcome']}; events emitted: {events or 'none'}; "
         f"record {result['record']}",
         highlight=False,
         soft_wrap=True,

@@ -80,6 +80,13 @@ def promote_command(
         str | None,
         typer.Option(help="A running `loraflow serve` to canary on (default: start one)."),
     ] = None,
+    prometheus_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Prometheus holding the SLO recordings: the error budget over its whole period "
+            "(default: the service's counters)."
+        ),
+    ] = None,
 ) -> None:
     """Run the promotion flow: canary the challenger against the champion; exit 3 on rollback."""
     home = apply_env()
@@ -100,6 +107,7 @@ def promote_command(
         replay_path=str(data.resolve()) if data else None,
         service_url=service_url,
         actor=actor_cli(),
+        prometheus_url=prometheus_url,
         return_state=True,
     )
     decision = result_or_pointer(state, home)  # a rollback: one line, exit 3, no traceback

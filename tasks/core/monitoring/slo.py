@@ -205,3 +205,29 @@ def budgets(slo: SloPolicy, before: dict, after: dict) -> list[Budget]:
             bad, all_ = delta(FEEDBACK, correct="false"), delta(FEEDBACK)
         out.append(Budget(o.name, bad, all_, o.target))
     return out
+
+
+def remaining_from_scrape(slo: SloPolicy, snapshot: dict) -> dict[str, float]:
+    """{objective: budget left} from one scrape of a service's ``/metrics`` (its counters since
+    it started); objectives without events are left out (nothing to judge)."""
+    return {b.objective: b.remaining for b in budgets(slo, {}, snapshot) if b.total > 0}
+
+
+def remaining_from_prometheus(url: str, timeout: float = 10.0) -> dict[str, float]:
+    """{objective: budget left} as Prometheus records it (``slo:error_budget_remaining:ratio``,
+    the whole budget period)."""
+    import httpx
+
+    answer = httpx.get(
+        f"{url.rstrip('/')}/api/v1/query",
+        params={"query": "slo:error_budget_remaining:ratio"},
+        timeout=timeout,
+    )
+    answer.raise_for_status()
+    result = answer.json()["data"]["result"]
+    return {r["metric"].get("slo", "?"): float(r["value"][1]) for r in result}
+
+
+def exhausted(remaining: dict[str, float]) -> dict[str, float]:
+    """The objectives whose budget is spent (none left or overspent)."""
+    return {name: left for name, left in remaining.items() if left <= 0}
