@@ -49,8 +49,10 @@ def monitor_command(
     result = result_or_pointer(state, home)
     for line in result["findings"]:
         console.print(f"  {line}", highlight=False, soft_wrap=True)
+    from tasks.core.ops.stack import EVENTS
+
     events = ", ".join(
-        f"{e} (id {i})" for e, i in zip(result["events"], result["event_ids"], strict=False)
+        f"{EVENTS[e]} (id {i})" for e, i in zip(result["events"], result["event_ids"], strict=False)
     )
     console.print(
         f"{name} v{result['version']}: {result['outcome']}; events emitted: {events or 'none'}; "

@@ -11,6 +11,8 @@ from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.finetune import finetune
 from tasks.core.errors import GateFailed, LicenseDenied
+from tasks.core.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
+from tasks.core.registry.history import read_record
 from tasks.core.tracking import client
 from tests.flows.conftest import TINY_REPO, write_config
 
@@ -86,6 +88,17 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     loaded = mlflow.pyfunc.load_model("models:/tiny-lora@champion")
     predictions = loaded.predict(pd.DataFrame({"text": ["a good film", "a bad plot"]}))
     assert set(predictions["label"]) <= {"negative", "positive"}
+
+    # The reference profile: in the evaluation record, and registered with the model (the
+    # service counts OOV words against its vocabulary and sends the features it monitors).
+    profile = read_record(mlc, evaluation.info.run_id, PROFILE_ARTIFACT)
+    stats = profile["stats"]
+    assert stats["count"] == 16 and sum(stats["predictions"].values()) == 16  # the eval split
+    assert profile["accuracy"] == pytest.approx(evaluation.data.metrics["eval_accuracy"])
+    assert len(stats["sketches"]) == 16 and stats["oov"] == 0 and stats["words"] == 64
+    assert loaded.unwrap_python_model().vocabulary == frozenset(profile["vocabulary"])
+    assert list(predictions["tokens"]) == [5, 5] and predictions["oov"].tolist() == [0, 0]
+    assert all(len(s) == 8 for s in predictions["sketch"])
 
     # 2. Identical re-run: every stage cached, nothing trained, registry unchanged.
     again = finetune(config_path=str(config), return_state=True)
