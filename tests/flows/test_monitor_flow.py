@@ -25,7 +25,18 @@ from tests.tiny import sentiment_rows
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 NAME = "tiny-monitor"
 WINDOW = 120
-SHIFTED = "revenue grew while margins fell after supply constraints delayed shipments".split()
+SHIFTED = [
+    "revenue",
+    "grew",
+    "while",
+    "margins",
+    "fell",
+    "after",
+    "supply",
+    "constraints",
+    "delayed",
+    "shipments",
+]
 
 
 def registered_with_profile(home, mirrored, tmp_path) -> str:
