@@ -96,9 +96,14 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert stats["count"] == 16 and sum(stats["predictions"].values()) == 16  # the eval split
     assert profile["accuracy"] == pytest.approx(evaluation.data.metrics["eval_accuracy"])
     assert len(stats["sketches"]) == 16 and stats["oov"] == 0 and stats["words"] == 64
-    assert loaded.unwrap_python_model().vocabulary == frozenset(profile["vocabulary"])
-    assert list(predictions["tokens"]) == [5, 5] and predictions["oov"].tolist() == [0, 0]
-    assert all(len(s) == 8 for s in predictions["sketch"])
+    python_model = loaded.unwrap_python_model()
+    assert python_model.vocabulary == frozenset(profile["vocabulary"])
+    assert list(predictions.columns) == ["label", "score"]  # the public output is unchanged
+    frame = pd.DataFrame({"text": ["a good film", "a bad plot"]})
+    served = python_model.predict(None, frame, params={"features": True})  # as the service asks
+    assert list(served["tokens"]) == [5, 5] and served["oov"].tolist() == [0, 0]
+    assert all(len(s) == 8 for s in served["sketch"])
+    assert served["label"].tolist() == predictions["label"].tolist()
 
     # 2. Identical re-run: every stage cached, nothing trained, registry unchanged.
     again = finetune(config_path=str(config), return_state=True)

@@ -72,14 +72,14 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         vocab = getattr(self, "vocabulary", frozenset())
         probs, feats = score_with_features(self.model, self.tokenizer, texts, vocab, 64, 128)
         best = probs.argmax(axis=1)
-        # The monitoring features ride along (never the text): the service's live window.
-        return pd.DataFrame(
-            {
-                "label": [self.labels[i] for i in best],
-                "score": probs.max(axis=1).astype(float),
+        out = {"label": [self.labels[i] for i in best], "score": probs.max(axis=1).astype(float)}
+        if (params or {}).get("features"):
+            # What the service's live window keeps (never the text): asked for by the service
+            # only, so the model's public output stays (label, score).
+            out |= {
                 "tokens": [f.tokens for f in feats],
                 "words": [f.words for f in feats],
                 "oov": [f.oov for f in feats],
                 "sketch": [list(f.sketch) for f in feats],
             }
-        )
+        return pd.DataFrame(out)

@@ -79,9 +79,12 @@ def pyfunc_loader(name: str, version: str) -> PredictFn:
 
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
+    python_model = model.unwrap_python_model()
+
     def predict(texts: list[str]) -> list[tuple]:
-        """(label, score) per text, and its monitoring ``Features`` when the model gives them."""
-        out = model.predict(pd.DataFrame({"text": texts}))
+        """(label, score) per text, and its monitoring ``Features`` when the model gives them
+        (the Python model directly: pyfunc drops ``params`` its signature does not declare)."""
+        out = python_model.predict(None, pd.DataFrame({"text": texts}), params={"features": True})
         pairs = zip(out["label"].astype(str), out["score"].astype(float), strict=True)
         if "sketch" not in out.columns:
             return list(pairs)
@@ -93,7 +96,7 @@ def pyfunc_loader(name: str, version: str) -> PredictFn:
         ]
         return [(label, score, f) for (label, score), f in zip(pairs, feats, strict=True)]
 
-    predict.labels = tuple(getattr(model.unwrap_python_model(), "labels", ()) or ())
+    predict.labels = tuple(getattr(python_model, "labels", ()) or ())
     return predict
 
 
