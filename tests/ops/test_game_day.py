@@ -138,7 +138,7 @@ def test_shifted_traffic_is_found_recorded_and_starts_retraining(stack, service)
     for check in ("input_length: breach", "oov_rate: breach", "online_accuracy: breach"):
         assert check in out, out  # each with its figure and threshold
     assert re.search(r"input_length: breach \d\.\d{4} \(threshold 0\.5\)", out), out
-    [(event_id,)] = re.findall(r"loraflow\.drift\.detected \(id ([0-9a-f-]{36})\)", events)
+    [event_id] = re.findall(r"loraflow\.drift\.detected \(id ([0-9a-f-]{36})\)", events)
 
     def triggered():
         with prefect_client(stack.api) as client:
