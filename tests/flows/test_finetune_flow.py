@@ -135,7 +135,9 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert mlc.get_registered_model("tiny-lora").aliases == {"challenger": 1, "champion": 1}
 
     # 5. --force recomputes: a new training run and a new version that waits for the canary.
-    forced = finetune(config_path=str(config), force=True, return_state=True)
+    #    Started by a trigger: the event (and the monitor record) is the new version's cause.
+    cause = "loraflow.drift.detected 0f0e-test record=abc123"
+    forced = finetune(config_path=str(config), force=True, cause=cause, return_state=True)
     assert set(task_states(forced).values()) == {"Completed"}
     assert sorted(str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")) == [
         "1",
@@ -144,6 +146,8 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     aliases = mlc.get_registered_model("tiny-lora").aliases
     assert aliases == {"challenger": 2, "champion": 1}
     assert mlc.get_model_version("tiny-lora", "2").tags["promotion.action"] == "keep"
+    assert mlc.get_model_version("tiny-lora", "2").tags["retrain.cause"] == cause
+    assert "retrain.cause" not in mlc.get_model_version("tiny-lora", "1").tags
 
 
 def test_denied_license_stops_before_data_and_training(home, tmp_path, tiny_bert_dir):

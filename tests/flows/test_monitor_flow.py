@@ -125,3 +125,10 @@ def test_monitor_finds_shift_records_it_and_emits_the_event(home, mirrored, tmp_
     payload = event["payload"]
     assert payload["record"] == alarm["record"] and payload["version"] == version
     assert {f["check"] for f in payload["findings"]} >= {"input_length", "oov_rate"}
+
+
+def test_a_model_without_champion_is_bad_input(home):
+    from tasks.core.errors import BadInput
+
+    with pytest.raises(BadInput, match="registered model 'nothing-here': no champion alias"):
+        monitor_flow(model_name="nothing-here", service_url="http://127.0.0.1:9")
