@@ -154,5 +154,6 @@ def test_shifted_traffic_is_found_recorded_and_starts_retraining(stack, service)
     with prefect_client(stack.api) as client:  # retraining itself is the stack test's subject
         client.set_flow_run_state(retrain.id, Cancelling(), force=True)
 
-    lineage = run([str(BIN / "loraflow"), "lineage", f"{MODEL}@{version}"], stack.env)
+    wide = {**stack.env, "COLUMNS": "400"}  # whole record ids in the decisions table
+    lineage = run([str(BIN / "loraflow"), "lineage", f"{MODEL}@{version}"], wide)
     assert "monitor" in lineage and "breach" in lineage and record[:12] in lineage, lineage
