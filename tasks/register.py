@@ -7,7 +7,6 @@ a re-run after a gate change) finds the run's version instead of adding one.
 
 from __future__ import annotations
 
-import getpass
 import tempfile
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from tasks.core.home import Home
 from tasks.core.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
 from tasks.core.monitoring.profile import MODEL_ARTIFACT as PROFILE_MODEL_ARTIFACT
 from tasks.core.registry import model_card
-from tasks.core.registry.history import Decision, actor_pipeline, append
+from tasks.core.registry.history import Decision, actor_pipeline, append, user
 from tasks.core.registry.lineage import EVALUATION_TAG
 from tasks.core.registry.pyfunc import PREPROCESSING_ARTIFACT
 from tasks.core.registry.versions import Registration, register
@@ -104,7 +103,7 @@ def version_tags(outcome: EvalOutcome, tags: dict[str, str]) -> dict[str, str]:
         **gate_tags,
         **metric_tags,
         **compared,
-        "registered_by": getpass.getuser(),
+        "registered_by": user(),
     }
 
 

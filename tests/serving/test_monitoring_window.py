@@ -56,3 +56,20 @@ def test_sampling_keeps_only_redacted_texts(home, registry):
         "the plot was awful and cold",
         "a good film, write to [EMAIL]",
     ]
+
+
+def test_window_needs_the_feedback_token_and_the_monitor_sends_it(home, registry, monkeypatch):
+    """An administrative endpoint: with a feedback token set, the window answers 401 without it;
+    the monitor's reader sends it from the environment, as the canary's replay does."""
+    from tasks.core.monitoring.sources import live_window
+    from tasks.core.security.tokens import FEEDBACK_ENV
+    from tests.serving.test_service_auth import FEEDBACK_TOKEN, ServiceTokens, serve
+
+    with serve(home, ServiceTokens(feedback=FEEDBACK_TOKEN)) as server:
+        v1 = server.wait_ready(60)["champion"]
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.post("/predict", json={"texts": TEXTS}).is_success
+            assert http.get("/monitoring/window").status_code == 401
+        monkeypatch.setenv(FEEDBACK_ENV, FEEDBACK_TOKEN)
+        stats, feedback = live_window(server.url, v1)
+    assert stats.count == 3 and feedback.count == 0

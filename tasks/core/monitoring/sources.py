@@ -2,7 +2,7 @@
 
 The version under watch (the champion unless one is named), its reference profile (an
 artifact of its evaluation record), when it was validated (that record's time), the live window
-(``GET /monitoring/window`` of a running service), and the report as a ``monitor`` decision
+(``GET /monitoring/window`` of a running service, with the feedback token when one is set), and the report as a ``monitor`` decision
 record on the version: append-only, one per monitor run, read back by ``loraflow lineage``.
 """
 
@@ -23,6 +23,7 @@ from tasks.core.monitoring.profile import ARTIFACT, ReferenceProfile, Stats
 from tasks.core.registry.history import append_about_version
 from tasks.core.registry.lineage import EVALUATION_TAG
 from tasks.core.registry.versions import CHAMPION
+from tasks.core.security.tokens import ServiceTokens
 
 
 def version_under_watch(mlc: MlflowClient, name: str, version: str | None = None):
@@ -74,8 +75,10 @@ def live_window(
 ) -> tuple[Stats | None, Feedback]:
     """The service's window of ``version`` (None and no feedback when it served none)."""
     url = f"{service_url.rstrip('/')}/monitoring/window"
+    token = ServiceTokens.from_env().feedback  # an administrative endpoint, as /feedback
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        answer = httpx.get(url, timeout=timeout)
+        answer = httpx.get(url, timeout=timeout, headers=headers)
         answer.raise_for_status()
     except httpx.HTTPError as exc:
         raise ServiceUnavailable(f"cannot read {url}: {exc}") from None

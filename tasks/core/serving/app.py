@@ -1,5 +1,8 @@
 """The FastAPI application: /predict, /feedback, /healthz, /readyz, /metrics, /monitoring/window.
 
+/feedback (and any administrative endpoint) needs the feedback bearer token, /predict the
+predict token when one is set (``guard.py``); the probes and /metrics stay open.
+
 Routing, batching and swapping live in ``ModelHolder``; this module turns HTTP into calls on
 it and keeps the accounting honest: refused input is counted by reason and never as a model
 error, a model failure or timeout is a 5xx counted against the version that failed.
@@ -21,6 +24,8 @@ from tasks.core.config.monitoring import LiveSpec
 from tasks.core.errors import RequestRejected, ServiceNotReady
 from tasks.core.monitoring.features import Features
 from tasks.core.monitoring.window import LiveWindows
+from tasks.core.security.tokens import FEEDBACK, PREDICT, ServiceTokens
+from tasks.core.serving.guard import require
 from tasks.core.serving.models import ModelHolder
 from tasks.core.serving.schemas import (
     PredictionLog,
@@ -40,9 +45,13 @@ def split_features(results) -> tuple[list[tuple[str, float]], list[Features] | N
     return pairs, None
 
 
-def create_app(holder: ModelHolder, live: LiveSpec | None = None) -> FastAPI:
-    """``live``: what the monitoring policy keeps of served inputs (default: features of the
+def create_app(
+    holder: ModelHolder, tokens: ServiceTokens | None = None, live: LiveSpec | None = None
+) -> FastAPI:
+    """``tokens``: the bearer tokens /feedback and /predict need (default: from the env);
+    ``live``: what the monitoring policy keeps of served inputs (default: features of the
     last 500 per version, no text)."""
+    tokens = ServiceTokens.from_env() if tokens is None else tokens
     spec: ServingSpec = holder.spec
     metrics: ServiceMetrics = holder.metrics
     predictions = PredictionLog(spec.feedback_window)
@@ -65,7 +74,10 @@ def create_app(holder: ModelHolder, live: LiveSpec | None = None) -> FastAPI:
     @app.exception_handler(RequestRejected)
     async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
         metrics.rejected.labels(exc.reason).inc()
-        return JSONResponse({"error": exc.message, "reason": exc.reason}, status_code=exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            {"error": exc.message, "reason": exc.reason}, status_code=exc.status, headers=headers
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -81,13 +93,14 @@ def create_app(holder: ModelHolder, live: LiveSpec | None = None) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/monitoring/window")
+    @app.get("/monitoring/window", dependencies=[require(tokens, FEEDBACK)])
     async def monitoring_window() -> dict:
         """Each version's live window as statistics (and redacted samples only if the
-        monitoring policy enables them): what `loraflow monitor` compares with the reference."""
+        monitoring policy enables them): what `loraflow monitor` compares with the reference.
+        Administrative: the feedback token, as /feedback."""
         return windows.snapshot()
 
-    @app.post("/predict")
+    @app.post("/predict", dependencies=[require(tokens, PREDICT)])
     async def predict(request: Request) -> JSONResponse:
         """Body ``{"text": str}`` or ``{"texts": [str, ...]}``, optional ``"key"`` (or header
         ``X-Request-Key``) for sticky routing; answers a label and score per text."""
@@ -163,7 +176,7 @@ def create_app(holder: ModelHolder, live: LiveSpec | None = None) -> FastAPI:
             metrics.agreement.labels(version, champion.version, agree).inc()
             predictions.add_shadow(pid, champion.version, theirs)
 
-    @app.post("/feedback")
+    @app.post("/feedback", dependencies=[require(tokens, FEEDBACK)])
     async def feedback(request: Request) -> JSONResponse:
         """Body ``{"id": ..., "label": ...}`` or ``{"items": [...]}``: the true class of earlier
         predictions, scored against the version that made each (and its shadow). A label

@@ -44,7 +44,7 @@ def build_service(
     holder = ModelHolder(
         name, spec, ServiceMetrics(), lambda: read_registry(mlc, name), load, lease_expired
     )
-    return create_app(holder, live)
+    return create_app(holder, live=live)
 
 
 def bind(host: str, port: int) -> socket.socket:
