@@ -127,6 +127,40 @@ def test_in_distribution_windows_raise_no_alarm(stack, service):
         assert "breach" not in out.split("events emitted")[0], out
 
 
+def test_monitor_deployment_runs_on_its_schedule_through_the_worker(stack, service):
+    """`python -m flows.monitor` registers monitor/NAME on the policy's cron; a run of it goes
+    through the stack's worker like any deployment (the window is in-distribution here)."""
+    url, policy = service
+    env = {**stack.env, "PREFECT_API_URL": stack.api}
+    out = run(
+        [str(BIN / "python"), "-m", "flows.monitor", MODEL, "--service-url", url]
+        + ["--policy", str(policy)],
+        env,
+    )
+    assert f"deployed monitor/{MODEL}" in out, out
+    with prefect_client(stack.api) as client:
+        deployment = client.read_deployment_by_name(f"monitor/{MODEL}")
+    [schedule] = deployment.schedules
+    assert schedule.schedule.cron == "0 * * * *" and deployment.work_pool_name == "cpu"
+    started = run(
+        [str(BIN / "prefect"), "deployment", "run", f"monitor/{MODEL}", "--watch"]
+        + ["--watch-timeout", "240"],
+        env,
+        timeout=270,
+    )
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with prefect_client(stack.api) as client:
+        finished = client.read_flow_run(flow_run_id)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    assert finished.state.is_completed(), finished.state
+    [report] = [a for a in artifacts if a.key == "monitor-report"]
+    assert f"## Monitor `{MODEL}` v" in report.data and ": ok" in report.data, report.data
+
+
 def test_shifted_traffic_is_found_recorded_and_starts_retraining(stack, service):
     url, policy = service
     flip = {"negative": "positive", "positive": "negative"}
