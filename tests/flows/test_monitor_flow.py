@@ -107,6 +107,7 @@ def test_monitor_finds_shift_records_it_and_emits_the_event(home, mirrored, tmp_
         alarm = monitor_flow(model_name=NAME, service_url=server.url)
     assert alarm["outcome"] == "breach" and alarm["events"] == ["drift.detected"], alarm
     lines = "\n".join(alarm["findings"])
+    print(f"calm:\n{chr(10).join(calm['findings'])}\nshifted:\n{lines}")  # shown with -s
     for check in ("input_length", "oov_rate", "online_accuracy", "embedding"):
         assert f"{check}: breach" in lines, lines
     [calm_record, alarm_record] = history(client(home.tracking_uri), NAME, version, "monitor")
