@@ -1,7 +1,9 @@
-"""The ``finetune`` flow: seven stages, wiring only. Each stage is a retried, cached task."""
+"""The ``finetune`` flow: seven stages (registration with its serving-form step), wiring only.
+Each stage is a retried, cached task."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tasks.core.home import Home
 from tasks.core.ops.processes import register_process
 from tasks.gate import evaluate_and_gate
 from tasks.register import register_model
+from tasks.serving_form import build_serving_form
 from tasks.train import TrainingInputs
 
 
@@ -35,6 +38,11 @@ def _run_name() -> str:
     return f"{cfg.name}: {model} on {cfg.data.name} @ {when}"
 
 
+def fresh(seconds: float, finished_at: float, since: float) -> float:
+    """A stage's compute seconds if it ran in this flow run, 0 for a cached result."""
+    return seconds if finished_at >= since else 0.0
+
+
 @flow(name="finetune", flow_run_name=_run_name)
 def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     """Discover -> audit -> validate -> fine-tune -> evaluate/gate -> register -> promote.
@@ -42,6 +50,7 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     ``force`` recomputes every stage instead of reusing cached results. ``cause``: the event
     that started this run (a deployment trigger fills it in), recorded on the version.
     """
+    started = time.time()
     loaded = load_config(config_path)
     cfg, home = loaded.config, Home.from_env().ensure()
     register_process(home, "finetune", str(flow_run.get_id() or ""))
@@ -55,16 +64,10 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     inputs = TrainingInputs(model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit)
     trained = train_stage(inputs, home, force)  # in-process, or the deployment on train.work_pool
     outcome = refreshed(evaluate_and_gate, force)(
-        trained,
-        data,
-        cfg.eval,
-        cfg.gates,
-        cfg.registry,
-        cfg.train.max_length,
-        home,
+        trained, data, cfg.eval, cfg.gates, cfg.registry, cfg.train.max_length, home,
         loaded.gate_policy_version,
         {"config_sha256": tags["config_sha256"], "resolved_config": tags["resolved_config"]},
-    )
+    )  # fmt: skip
     version_tags = {
         "base_repo_id": model.repo_id,
         "base_revision": model.revision,
@@ -83,6 +86,10 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     registration = refreshed(register_model, force)(
         outcome, trained.adapter_artifact, cfg.registry, version_tags, home
     )
+    served = refreshed(build_serving_form, force)(
+        registration, outcome, trained.adapter_artifact, data, cfg.eval, cfg.gates,
+        cfg.train.max_length, home,
+    )  # fmt: skip
     promotion = promote_stage(
         registration, key("decision", outcome.decision), cfg.canary, home, force
     )
@@ -100,5 +107,17 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
         "gates": gate_lines(outcome.decision),
         "registered": f"{registration.name} v{registration.version}",
         "promotion": f"{promotion.action}: {promotion.reason}",
+        "serving form": served.chosen,
         "train_peak_rss_mb": round(trained.peak_rss_mb),
+        "compute_s": compute_seconds(trained, outcome, served, started),
+    }
+
+
+def compute_seconds(trained, outcome, served, since: float) -> dict[str, float]:
+    """Compute of this run's stages (0 when cached): the CLI subtracts it from the wall time
+    to show the pipeline's own overhead."""
+    return {
+        "training": fresh(trained.runtime_s, trained.finished_at, since),
+        "evaluation": fresh(outcome.compute_s, outcome.finished_at, since)
+        + fresh(served.compute_s, served.finished_at, since),
     }

@@ -11,13 +11,15 @@ at. A failing gate then raises GateFailed (no retry, CLI exit 3) and nothing is 
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
+from functools import partial
 from logging import INFO, WARNING
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
@@ -28,10 +30,12 @@ from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
 from tasks.core.digests import file_sha256, key
 from tasks.core.errors import GateFailed
+from tasks.core.evaluation.base_cache import CachedBase
 from tasks.core.evaluation.gates import GateDecision, decide_gates, gate_lines, to_markdown
 from tasks.core.evaluation.progress import ScoringProgress
 from tasks.core.evaluation.report import EvalReport
 from tasks.core.evaluation.scoring import (
+    BASE_SEED,
     Classifier,
     adapter_classifier,
     base_classifier,
@@ -44,6 +48,7 @@ from tasks.core.monitoring.profile import ReferenceProfile, profile_split
 from tasks.core.registry.history import Decision, actor_pipeline, append
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
+from tasks.core.training.modeling import read_base_ref
 from tasks.core.training.runs import TrainResult
 
 
@@ -56,6 +61,8 @@ class EvalOutcome:
     record_run_id: str = ""  # the evaluation's record in the decision history
     # The preprocessing every evaluated text went through; registered with the model.
     preprocessing: dict | None = None
+    compute_s: float = 0.0  # loading and scoring the models (the CLI's overhead figure)
+    finished_at: float = 0.0  # epoch seconds: older than a pipeline run means cached
 
 
 def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
@@ -136,13 +143,17 @@ def figures(report: EvalReport) -> dict[str, float]:
 
 def record(
     mlc, trained_run_id: str, model_name: str, report: EvalReport, decision: GateDecision,
-    config: dict[str, str], record_key: str, profile: ReferenceProfile | None = None,
+    config: dict[str, str], record_key: str, run_facts: dict[str, str] | None = None,
+    profile: ReferenceProfile | None = None,
 ) -> str:  # fmt: skip
     """The evaluation as its own decision record (also when a gate fails); its run id.
 
     ``config``: the sha256 and resolved YAML of the config that asked for this evaluation, so
     a refusal names the config that refused (the training run holds the one that trained).
+    ``run_facts``: how it was computed (precision and its reason, base scores cached), as tags
+    and details of the record.
     """
+    run_facts = run_facts or {}
     failures = decision.failures()
     outcome = Decision(
         kind="evaluation",
@@ -153,14 +164,18 @@ def record(
         train_run_id=trained_run_id,
         config_sha256=config.get("config_sha256", ""),
         figures=figures(report),
-        details={"gate_policy_version": decision.policy_version},
+        details={"gate_policy_version": decision.policy_version} | run_facts,
         key=record_key,
     )
-    extra = {
-        "gate_decision": decision.label,
-        "gate_failures": "; ".join(failures),
-        "champion_compared": report.champion_version or "none",
-    } | {f"gate.{g.gate}": g.status for g in decision.gates}
+    extra = (
+        {
+            "gate_decision": decision.label,
+            "gate_failures": "; ".join(failures),
+            "champion_compared": report.champion_version or "none",
+        }
+        | {f"gate.{g.gate}": g.status for g in decision.gates}
+        | run_facts
+    )
     experiment_id = mlc.get_run(trained_run_id).info.experiment_id
     with tempfile.TemporaryDirectory() as tmp:
         png = confusion_png(report, Path(tmp) / "confusion_matrix.png")
@@ -240,17 +255,16 @@ def evaluate_and_gate(
     record_key = key("evaluation", _cache_key(None, locals()), str(flow_run.get_id() or ""))
     mlc = client(home.tracking_uri)
     adapter = fetch_adapter(home, trained.run_id, trained.adapter_artifact)
+    started = time.perf_counter()
+    precision = eval_precision(spec)
     recorded = getattr(data, "preprocessing", None) or None
-    preprocessing = Preprocessing.from_dict(recorded) if recorded else None
-    candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache, preprocessing)
-    champion, champion_version = _champion(mlc, registry.model_name, trained.run_id)
-    base = None
-    if gates.base_model.score:
-        base = base_classifier(adapter, home.hf_hub_cache, preprocessing)
-    progress = ScoringProgress()
+    candidate, champion, champion_version, base = _models(
+        mlc, adapter, trained.run_id, recorded, gates, registry, home, precision
+    )
+    bar, log = ScoringProgress(), ProgressLog(get_run_logger())
     for model in (candidate, champion, base):
         if model is not None:
-            model.on_progress = progress
+            model.on_progress = partial(_both, bar, log)
     try:
         report = evaluate_models(
             candidate,
@@ -263,12 +277,14 @@ def evaluate_and_gate(
             base=base,
         )
     finally:
-        progress.close()
+        bar.close()
+    compute_s = time.perf_counter() - started
     decision = decide_gates(report, gates, policy_version)
+    cached = base is not None and base.hit
     profile = reference_profile(candidate, data.prepared_path, spec, max_length, report)
     record_run_id = record(
         mlc, trained.run_id, registry.model_name, report, decision, config or {}, record_key,
-        profile,
+        precision.params("eval") | {"eval.base_scores_cached": str(cached)}, profile,
     )  # fmt: skip
     log_scores(report, decision)
     create_markdown_artifact(
@@ -282,5 +298,67 @@ def evaluate_and_gate(
             f"(evaluation record {record_run_id}, MLflow run {trained.run_id})"
         )
     return EvalOutcome(
-        trained.run_id, report.candidate.metrics, decision, report, record_run_id, recorded
+        trained.run_id, report.candidate.metrics, decision, report, record_run_id, recorded,
+        compute_s, time.time(),
+    )  # fmt: skip
+
+
+def _models(mlc, adapter, run_id, recorded, gates, registry, home, precision):
+    """(candidate, champion, its version, base scorer): every model the evaluation scores, each
+    with the run's preprocessing (the champion with its own) and the chosen precision."""
+    preprocessing = Preprocessing.from_dict(recorded) if recorded else None
+    candidate = adapter_classifier(
+        adapter, run_id, home.hf_hub_cache, preprocessing, precision.dtype
     )
+    champion, champion_version = _champion(mlc, registry.model_name, run_id)
+    if champion is not None:
+        champion.dtype = precision.dtype
+    base = None
+    if gates.base_model.score:
+        base = cached_base(adapter, home, precision, preprocessing)
+    return candidate, champion, champion_version, base
+
+
+def eval_precision(spec: EvalSpec):
+    """The evaluation batches' precision on this machine (bf16 autocast where it is native)."""
+    from tasks.core.training.precision import resolve
+
+    return resolve(spec.precision)
+
+
+def cached_base(
+    adapter: Path, home: Home, precision, preprocessing: Preprocessing | None
+) -> CachedBase:
+    """The base model's scorer, reading and filling the cache under the state home; the
+    preprocessing is applied before the cache key is taken, so it is part of the key."""
+    ref, labels = read_base_ref(adapter)
+    return CachedBase(
+        load=partial(base_classifier, adapter, home.hf_hub_cache, None, precision.dtype),
+        root=home.work_dir / "eval-cache" / "base",
+        repo_id=ref.repo_id,
+        revision=ref.revision,
+        labels=labels,
+        seed=BASE_SEED,
+        precision=precision.mode,
+        source=str(ref),
+        preprocess=preprocessing.apply if preprocessing is not None else None,
+    )
+
+
+def _both(bar, log, role: str, done: int, total: int) -> None:
+    bar(role, done, total)
+    log(role, done, total)
+
+
+class ProgressLog:
+    """Logs each model's scoring progress at about every quarter (the stage's progress in the
+    Prefect run log, where no terminal bar is drawn)."""
+
+    def __init__(self, logger):
+        self.logger, self.shown = logger, {}
+
+    def __call__(self, role: str, done: int, total: int) -> None:
+        quarter = 4 * done // max(total, 1)
+        if quarter > self.shown.get(role, 0):
+            self.shown[role] = quarter
+            self.logger.info("scoring %s: %d/%d examples", role, done, total)

@@ -44,6 +44,10 @@ def test_quickstart_end_to_end(tmp_path):
     assert second_s < 0.5 * first_s
     (memory,) = [line for line in first.stdout.splitlines() if "peak memory:" in line]
     print(memory.strip())
+    (split,) = [line for line in first.stdout.splitlines() if "pipeline overhead" in line]
+    print(split.strip())  # wall = training + evaluation + overhead; evaluation/training
+    (cached,) = [line for line in second.stdout.splitlines() if "pipeline overhead" in line]
+    assert "training 0.0 s + evaluation 0.0 s" in cached  # nothing computed again
 
     mlc = client(f"sqlite:///{home.mlflow_db}")
     (run,) = mlc.search_runs([mlc.get_experiment_by_name("loraflow").experiment_id])
@@ -55,6 +59,9 @@ def test_quickstart_end_to_end(tmp_path):
     assert version.tags["base_repo_id"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert len(version.tags["dataset_sha256"]) == 64
     assert mlc.get_registered_model("sst2-minilm-lora").aliases == {"challenger": 1, "champion": 1}
+    # Served optimised: the merged model in ONNX Runtime passed its agreement gate.
+    assert version.tags["serving_form"] == "onnx-fp32"
+    assert version.tags["serving_form.passed"] == "true"
 
     # The champion's lineage from MLflow alone: base revision, data and config shas, verdicts,
     # gate figures; then the registered model loads and predicts with the Hub offline.
@@ -86,5 +93,5 @@ def test_quickstart_end_to_end(tmp_path):
 
     status, _ = run_cli(home.root, "status")
     lines = [line for line in status.stdout.splitlines() if line.startswith("flow run")]
-    assert len(lines) == 2 and all("Completed, 7 task runs" in line for line in lines)
-    assert lines[-1].count("=Completed") == 7  # the first run: every stage ran
+    assert len(lines) == 2 and all("Completed, 8 task runs" in line for line in lines)
+    assert lines[-1].count("=Completed") == 8  # the first run: every stage ran

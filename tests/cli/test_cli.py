@@ -101,6 +101,9 @@ def test_run_prints_summary_peak_memory_and_ui_commands(home, tmp_path, tiny_ber
     pipeline_mb, training_mb = (int(m) for m in re.findall(r"(\d+) MB", memory))
     assert 100 < pipeline_mb < 8000 and 100 < training_mb < 8000, memory
     assert f"sqlite:///{home.mlflow_db}" in out and "prefect server start" in out
+    (time_split,) = [line for line in out.splitlines() if "pipeline overhead" in line]
+    assert re.search(r"training \d+\.\d s \+ evaluation \d+\.\d s", time_split), time_split
+    assert "evaluation/training 0." in time_split or "evaluation/training 1." in time_split
     # Every gate with its figure and threshold (issue 14), and no library noise around it.
     assert "  gates:\n    min_accuracy " in out and ">= 0: pass" in out, out
     assert "training: 12 steps" in out

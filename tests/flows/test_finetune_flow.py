@@ -12,7 +12,7 @@ from prefect.client.schemas.sorting import TaskRunSort
 from flows.finetune import finetune
 from tasks.core.errors import GateFailed, LicenseDenied
 from tasks.core.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
-from tasks.core.registry.history import read_record
+from tasks.core.registry.history import history, read_record
 from tasks.core.tracking import client
 from tests.flows.conftest import TINY_REPO, write_config
 
@@ -25,6 +25,7 @@ STAGES = {
     "fine-tune": "fine-tune",
     "evaluate": "evaluate-gate",
     "register": "register",
+    "serving": "serving-form",
     "promote": "promote",
 }
 
@@ -59,7 +60,7 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert state.is_completed(), state.message
     summary = state.result()
     states = task_states(state)
-    assert len(states) == 7 and set(states.values()) == {"Completed"}, states
+    assert len(states) == 8 and set(states.values()) == {"Completed"}, states
 
     runs = training_runs(mlc)
     assert len(runs) == 1
@@ -83,6 +84,22 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert tags["license_verdict"] == "allow" and tags["gate_decision"] == "pass"
     model = mlc.get_registered_model("tiny-lora")
     assert model.aliases == {"challenger": 1, "champion": 1}
+    # The serving form's decision: its own record of the history, indexed on the version.
+    (record,) = history(mlc, "tiny-lora", "1", kind="serving-form")
+    assert tags["serving_form.record"] == record.run_id and record.outcome == tags["serving_form"]
+    assert record.train_run_id == run.info.run_id
+    form = mlflow.artifacts.load_dict(f"runs:/{record.run_id}/serving_form/decision.json")
+    assert tags["serving_form"] == form["chosen"] and form["min_agreement"] == 0.99
+    assert tags["serving_form.passed"] == str(form["passed"]).lower()
+    assert form["forms"] and form["forms"][0]["form"] == "onnx-fp32"  # the policy's choice
+    assert form["forms"][0]["examples"] == evaluation.data.metrics["eval_examples"]
+    assert "onnx-fp32.agreement" in mlc.get_run(record.run_id).data.metrics
+    # How the evaluation was computed: on its record (the training run is not written to).
+    eval_tags = evaluation.data.tags
+    assert eval_tags["eval.resolved_precision"] == run.data.params["train.resolved_precision"]
+    assert eval_tags["eval.base_scores_cached"] == "False"  # first evaluation on this base
+    assert set(summary["compute_s"]) == {"training", "evaluation"}
+    assert summary["compute_s"]["training"] > 0 and summary["compute_s"]["evaluation"] > 0
 
     # The registered model loads offline from the mirror and predicts class names.
     loaded = mlflow.pyfunc.load_model("models:/tiny-lora@champion")
@@ -99,11 +116,9 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     python_model = loaded.unwrap_python_model()
     assert python_model.vocabulary == frozenset(profile["vocabulary"])
     assert list(predictions.columns) == ["label", "score"]  # the public output is unchanged
-    frame = pd.DataFrame({"text": ["a good film", "a bad plot"]})
-    served = python_model.predict(None, frame, params={"features": True})  # as the service asks
-    assert list(served["tokens"]) == [5, 5] and served["oov"].tolist() == [0, 0]
-    assert all(len(s) == 8 for s in served["sketch"])
-    assert served["label"].tolist() == predictions["label"].tolist()
+    served = python_model.predict_texts(["a good film", "a bad plot"])  # as the service asks
+    assert [label for label, _, _ in served] == predictions["label"].tolist()
+    assert [(f.tokens, f.oov, len(f.sketch)) for _, _, f in served] == [(5, 0, 8), (5, 0, 8)]
 
     # 2. Identical re-run: every stage cached, nothing trained, registry unchanged.
     again = finetune(config_path=str(config), return_state=True)
@@ -121,7 +136,12 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert {changed[s] for s in ("discover", "audit-licenses", "validate-data", "fine-tune")} == {
         "Cached"
     }
-    assert {changed[s] for s in ("evaluate-gate", "register", "promote")} == {"Completed"}
+    assert {changed[s] for s in ("evaluate-gate", "register", "serving-form", "promote")} == {
+        "Completed"
+    }
+    latest = history(mlc, "tiny-lora", kind="evaluation")[-1]
+    reevaluated = mlc.get_run(latest.run_id).data.tags
+    assert reevaluated["eval.base_scores_cached"] == "True"  # the base was scored once
     assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
     # The re-check (already champion: noop) keeps the record of why version 1 became champion.
     tags = mlc.get_model_version("tiny-lora", "1").tags

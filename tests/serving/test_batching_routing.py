@@ -67,6 +67,33 @@ def test_a_lone_text_waits_no_longer_than_max_wait():
     assert run(main()) < 1.0
 
 
+def test_a_lone_text_is_dispatched_at_once_and_waits_only_while_another_batch_runs():
+    calls, release = [], threading.Event()
+
+    def predict(texts):
+        calls.append(list(texts))
+        if texts == ["first"]:
+            release.wait(10)  # keeps the first batch in flight
+        return [(t, 1.0) for t in texts]
+
+    async def main():
+        batcher = MicroBatcher(predict, max_batch=8, max_wait_s=2.0, workers=2).start()
+        started = time.perf_counter()
+        first = asyncio.ensure_future(batcher.submit(["first"]))
+        while not calls:
+            await asyncio.sleep(0.005)
+        alone = time.perf_counter() - started  # nothing else queued or in flight: no wait
+        rest = [asyncio.ensure_future(batcher.submit([t])) for t in ("second", "third")]
+        await asyncio.gather(*rest)  # gathered together while 'first' was being scored
+        release.set()
+        await first
+        await batcher.close()
+        return alone
+
+    assert run(main()) < 1.0  # far below max_wait (2 s)
+    assert calls == [["first"], ["second", "third"]]
+
+
 def test_a_failing_batch_fails_its_requests_only_and_close_refuses_new_ones():
     calls = []
 

@@ -172,3 +172,46 @@ def test_candidate_champion_and_base_on_one_split(home, adapter, prepared, tmp_p
     )
     assert report.champion is None and "not comparable" in report.champion_note
     assert not decide_gates(report, GateSpec()).passed
+
+
+def test_the_base_is_scored_once_per_base_eval_texts_and_max_length(home, adapter, prepared):
+    from tasks.core.evaluation.base_cache import CachedBase, texts_sha256
+    from tasks.core.training.modeling import read_base_ref
+
+    ref, labels = read_base_ref(adapter)
+    loads, progress = [], []
+
+    def load():
+        loads.append(1)
+        return base_classifier(adapter, home.hf_hub_cache)
+
+    def cached(precision: str = "no") -> CachedBase:
+        return CachedBase(
+            load, home.work_dir / "eval-cache", ref.repo_id, ref.revision, labels, 0,
+            precision, str(ref), on_progress=lambda *args: progress.append(args),
+        )  # fmt: skip
+
+    first = evaluate_models(
+        adapter_classifier(adapter, "run-1", home.hf_hub_cache), prepared, EvalSpec(),
+        GateSpec(), 16, base=(base := cached()),
+    )  # fmt: skip
+    assert loads == [1] and not base.hit and progress[-1][1:] == (20, 20)
+    # Another adapter on the same base and eval data: the base's figures come from the cache.
+    again = evaluate_models(
+        adapter_classifier(adapter, "run-2", home.hf_hub_cache), prepared, EvalSpec(),
+        GateSpec(), 16, base=(base := cached()),
+    )  # fmt: skip
+    assert loads == [1] and base.hit
+    assert again.base.metrics == first.base.metrics  # latency included: the measured one
+    # Other preprocessing is other texts for the base: the key covers it, the base runs again.
+    changed = cached()
+    changed.preprocess = lambda texts: [f"{text} !" for text in texts]
+    evaluate_models(
+        adapter_classifier(adapter, "run-3", home.hf_hub_cache), prepared, EvalSpec(),
+        GateSpec(), 16, base=changed,
+    )  # fmt: skip
+    assert loads == [1, 1] and not changed.hit
+    # Any ingredient changed is another key: the truncation length, the precision, the texts.
+    assert len({cached().key(["a"], 16), cached().key(["a"], 32), cached("bf16").key(["a"], 16),
+                cached().key(["b"], 16)}) == 4  # fmt: skip
+    assert texts_sha256(["ab", "c"]) != texts_sha256(["a", "bc"])

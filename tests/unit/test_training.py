@@ -12,6 +12,7 @@ from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.tracking import client, ensure_experiment
 from tasks.core.training.checkpoints import list_checkpoints
 from tasks.core.training.modeling import ModelRef
+from tasks.core.training.precision import cpu_bf16_unit, cpu_flags
 from tasks.core.training.run import fine_tune
 from tasks.core.training.runs import ADAPTER_ARTIFACT, TrainJob, job_dir
 from tests.tiny import build_tiny_llama, sentiment_rows, sft_rows
@@ -101,6 +102,9 @@ def test_classifier_trains_records_every_step_and_uploads_the_adapter(home, bert
     assert [e.step for e in events if e.kind == "step"] == list(range(1, 13))
     run = mlc.get_run(run_id)
     assert run.data.params["lora.resolved_target_modules"] == "['query', 'value']"
+    unit = cpu_bf16_unit(cpu_flags())  # precision auto: bf16 autocast where the CPU has it
+    assert run.data.params["train.resolved_precision"] == ("bf16" if unit else "no")
+    assert run.data.params["train.precision_reason"].startswith("auto: CPU ")
     assert run.data.metrics["train_steps"] == 12 and run.data.metrics["train_peak_rss_mb"] > 0
     adapter = {a.path for a in mlc.list_artifacts(run_id, ADAPTER_ARTIFACT)}
     assert {"adapter/adapter_model.safetensors", "adapter/loraflow_base.json"} <= adapter
@@ -113,7 +117,7 @@ def test_resume_after_a_crash_continues_exactly_where_training_stopped(home, ber
     """A crash after step 5 (checkpoint at 4), then a resume, equals an uninterrupted run."""
     spec = TrainSpec(
         epochs=3, batch_size=8, learning_rate=0.01, logging_steps=1, max_length=16,
-        checkpoint_steps=2, gradient_accumulation_steps=2,
+        checkpoint_steps=2, gradient_accumulation_steps=2, precision="fp32",
     )  # fmt: skip
     lora = LoraSpec(r=4, alpha=8, dropout=0.1)  # dropout: the RNG state must be restored too
 

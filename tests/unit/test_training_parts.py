@@ -13,6 +13,7 @@ from tasks.core.errors import TrainingInputError
 from tasks.core.training import checkpoints
 from tasks.core.training.batches import epoch_batches, make_collator
 from tasks.core.training.loop import CAUSAL_FORWARD, plan_steps
+from tasks.core.training.precision import choose, cpu_bf16_unit, cpu_flags
 from tasks.core.training.setup import mixed_precision
 from tasks.core.training.sft import IGNORE, encode_pair, tokenize_sft
 from tests.tiny import build_tiny_llama
@@ -50,10 +51,64 @@ def test_identity_ignores_only_where_and_how_often(change, same_identity):
 def test_precision_on_cpu():
     if torch.cuda.is_available():
         pytest.skip("CPU-only expectations")
-    assert mixed_precision(TrainSpec()) == "no"
+    expected = "bf16" if cpu_bf16_unit(cpu_flags()) else "no"  # auto follows this CPU's flags
+    assert mixed_precision(TrainSpec()) == expected
+    assert mixed_precision(TrainSpec(precision="fp32")) == "no"
     assert mixed_precision(TrainSpec(precision="bf16")) == "bf16"
-    with pytest.raises(TrainingInputError, match="fp16 needs a CUDA GPU"):
+    with pytest.raises(TrainingInputError, match="train.precision: fp16 needs a CUDA GPU"):
         mixed_precision(TrainSpec(precision="fp16"))
+
+
+@pytest.mark.parametrize(
+    ("requested", "cuda", "cuda_bf16", "flags", "mode", "reason"),
+    [
+        ("auto", False, False, {"avx2", "amx_bf16", "avx512_bf16"}, "bf16", "(amx_bf16)"),
+        ("auto", False, False, {"avx2", "avx512_bf16"}, "bf16", "(avx512_bf16)"),
+        ("auto", False, False, {"avx2", "avx512f"}, "no", "without a native bf16 unit"),
+        ("auto", False, False, set(), "no", "without a native bf16 unit"),
+        ("auto", True, True, set(), "bf16", "CUDA GPU with bf16"),
+        ("auto", True, False, {"amx_bf16"}, "fp16", "CUDA GPU without bf16"),
+        ("fp32", False, False, {"amx_bf16"}, "no", "configured: fp32"),
+        ("bf16", False, False, set(), "bf16", "configured: bf16"),
+    ],
+)
+def test_auto_precision_follows_the_hardware(requested, cuda, cuda_bf16, flags, mode, reason):
+    choice = choose(requested, cuda, cuda_bf16, frozenset(flags))
+    assert choice.mode == mode and reason in choice.reason
+    assert choice.params("train") == {
+        "train.resolved_precision": mode,
+        "train.precision_reason": choice.reason,
+    }
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 avx2\n\nprocessor\t: 1\n")
+    assert cpu_bf16_unit(cpu_flags(str(info))) == "avx512_bf16"
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_bf16_training_keeps_lora_weights_and_their_gradients_fp32():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tasks.core.training.modeling import add_lora
+    from tasks.core.training.setup import make_accelerator
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=37,
+    )  # fmt: skip
+    model = add_lora(BertForSequenceClassification(config), LoraSpec(r=4))
+    acc = make_accelerator(TrainSpec(precision="bf16"))
+    batch = {"input_ids": torch.randint(0, 30, (4, 7)), "labels": torch.tensor([0, 1, 0, 1])}
+    with acc.autocast():
+        out = model(**batch)
+    assert out.logits.dtype == torch.bfloat16  # the matmuls ran in bf16
+    out.loss.float().backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable)
 
 
 @pytest.mark.parametrize(
@@ -246,3 +301,37 @@ def test_only_complete_checkpoints_count_and_old_ones_go(tmp_path):
         checkpoints.load_checkpoint(
             checkpoints.latest_checkpoint(tmp_path), other, optimizer, scheduler
         )
+
+
+def test_frozen_linears_stored_in_bf16_give_the_autocast_results_exactly():
+    import copy
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tasks.core.training.modeling import add_lora
+    from tasks.core.training.setup import frozen_linears_to_bf16
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=37,
+    )  # fmt: skip
+    plain = add_lora(BertForSequenceClassification(config), LoraSpec(r=4, dropout=0.0))
+    for name, param in plain.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.1)  # a LoRA branch that contributes
+    cast = copy.deepcopy(plain)
+    assert frozen_linears_to_bf16(cast) > 0
+    batch = {"input_ids": torch.randint(0, 30, (4, 9)), "labels": torch.tensor([0, 1, 1, 0])}
+    results = []
+    for model in (plain, cast):
+        model.eval()  # no dropout: both see the same computation
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.float().backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.item(), grads))
+        assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert results[0][0] == results[1][0]
+    for name, grad in results[0][1].items():
+        assert torch.equal(grad, results[1][1][name]), name

@@ -37,8 +37,18 @@ CEILING_METRICS = ("ece", "latency_ms_per_example", "loss", "perplexity")
 HUB_METRIC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
+# Optimised serving forms (tasks/core/registry/serving_form.py), fastest first.
+SERVING_FORMS = ("onnx-int8", "onnx-fp32")
+
+
 class EvalSpec(Spec):
     batch_size: int = Field(64, ge=1, description="Examples per inference batch.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Compute precision of evaluation batches. 'auto': bf16 autocast where the "
+        "hardware has native bf16 (a CUDA GPU, a CPU with AMX-BF16 or AVX512-BF16), fp32 "
+        "elsewhere; the registered model serves its exact form at the same precision.",
+    )
     metrics: tuple[str, ...] = Field(
         CLASSIFICATION_METRICS,
         min_length=1,
@@ -148,6 +158,42 @@ class SliceSpec(Spec):
         return self
 
 
+class ServingFormSpec(Spec):
+    enabled: bool = Field(
+        True,
+        description="Build an optimised serving form at registration (the LoRA merged into the "
+        "base, exported to ONNX Runtime), gated on agreement with the exact model; `loraflow "
+        "serve` uses it when it passed. Sequence classification only.",
+    )
+    candidates: tuple[Literal[SERVING_FORMS], ...] = Field(  # type: ignore[valid-type]
+        ("onnx-fp32",),
+        description="Forms tried in this order; the first that passes is served. 'onnx-int8': "
+        "int8 weights (ONNX Runtime dynamic quantization, per channel; fastest, least exact); "
+        "'onnx-fp32': the merged model in fp32. [] builds none.",
+    )
+    min_agreement: float = Field(
+        0.99,
+        ge=0,
+        le=1,
+        description="Lowest share of eval-split examples on which the form predicts the exact "
+        "model's label.",
+    )
+    max_accuracy_drop: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="Largest accuracy loss of the form against the exact model on the eval "
+        "split (0.005: half a point).",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique_forms(cls, forms: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(forms)) != len(forms):
+            raise ValueError("a serving form is listed twice")
+        return forms
+
+
 class GateSpec(Spec):
     policy_file: Path | None = Field(
         None,
@@ -177,6 +223,11 @@ class GateSpec(Spec):
     )
     slices: tuple[SliceSpec, ...] = Field(
         default_factory=tuple, description="Per-slice minimums (text length buckets or a column)."
+    )
+    serving_form: ServingFormSpec = Field(
+        default_factory=ServingFormSpec,
+        description="The optimised serving form's gate: agreement with the exact model and "
+        "accuracy delta on the whole eval split.",
     )
 
     @field_validator("policy_file")

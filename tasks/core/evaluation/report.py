@@ -72,12 +72,16 @@ class EvalReport:
     slices: tuple[SliceFigure, ...] = field(default_factory=tuple)
     golden: tuple[GoldenCase, ...] = field(default_factory=tuple)
     confusion: tuple[tuple[int, ...], ...] = field(default_factory=tuple)
+    # The candidate's predicted class id per eval example (what its serving form must agree
+    # with); kept out of the report file.
+    predictions: tuple[int, ...] = field(default_factory=tuple, repr=False)
 
     def golden_changes(self) -> list[GoldenCase]:
         return [case for case in self.golden if case.changed]
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data.pop("predictions")
         data["golden"] = [
             asdict(c) | {"passed": c.passed, "changed": c.changed} for c in self.golden
         ]

@@ -28,18 +28,26 @@ from tasks.core.training.modeling import load_base, load_classifier, predict_pro
 BASE_SEED = 0  # the base model's classification head is freshly initialised: seed it
 
 
+Progress = Callable[[str, int, int], None]  # (role, texts done, texts)
+
+
 @dataclass
 class Classifier:
     """A loaded model, the class names it predicts and the preprocessing it was trained with
-    (applied to every text first, as the registered model applies it); lives in one task."""
+    (applied to every text first, as the registered model applies it); lives in one task.
+
+    ``dtype`` is the autocast dtype of its batches (bf16 where chosen, None: fp32);
+    ``on_progress`` hears (role, texts done, texts) after every batch.
+    """
 
     model: object
     tokenizer: object
     labels: list[str]
     source: str
     preprocess: Callable[[list[str]], list[str]] | None = None
-    on_progress: Callable[[str, int, int], None] | None = None  # (role, done, total)
+    on_progress: Progress | None = None
     role: str = "candidate"
+    dtype: torch.dtype | None = None
 
     def predict(self, texts: list[str], batch_size: int, max_length: int):
         """(class probabilities, seconds taken)."""
@@ -50,7 +58,7 @@ class Classifier:
         if self.on_progress is not None:
             progress = lambda done: self.on_progress(self.role, done, len(texts))  # noqa: E731
         probs = predict_proba(
-            self.model, self.tokenizer, texts, batch_size, max_length, on_batch=progress
+            self.model, self.tokenizer, texts, batch_size, max_length, self.dtype, progress
         )
         return probs, time.perf_counter() - started
 
@@ -64,13 +72,18 @@ def adapter_classifier(
     source: str,
     cache_dir: Path | None,
     preprocessing: Preprocessing | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Classifier:
-    model, tokenizer, labels = load_classifier(adapter_dir, cache_dir)
-    return Classifier(model, tokenizer, labels, source, _apply(preprocessing))
+    # Merged: the registered model serves the same merged function (pyfunc.load_context).
+    model, tokenizer, labels = load_classifier(adapter_dir, cache_dir, merge=True)
+    return Classifier(model, tokenizer, labels, source, _apply(preprocessing), dtype=dtype)
 
 
 def base_classifier(
-    adapter_dir: Path, cache_dir: Path | None, preprocessing: Preprocessing | None = None
+    adapter_dir: Path,
+    cache_dir: Path | None,
+    preprocessing: Preprocessing | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Classifier:
     """The adapter's base model alone (seeded head), with the adapter's tokenizer."""
     from transformers import AutoTokenizer
@@ -80,7 +93,9 @@ def base_classifier(
     model = load_base(ref, labels, cache_dir)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
-    return Classifier(model, tokenizer, labels, str(ref), _apply(preprocessing), role="base")
+    return Classifier(
+        model, tokenizer, labels, str(ref), _apply(preprocessing), role="base", dtype=dtype
+    )
 
 
 def score(
@@ -216,6 +231,7 @@ def evaluate_models(
         slices=slice_figures(gates.slices, columns, predictions, references),
         golden=golden,
         confusion=tuple(tuple(row) for row in confusion),
+        predictions=tuple(predictions),
     )
 
 

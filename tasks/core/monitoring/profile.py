@@ -147,14 +147,18 @@ def build_profile(
 
 
 def score_with_features(
-    model, tokenizer, texts: list[str], vocab: frozenset[str], batch_size: int, max_length: int
-) -> tuple[np.ndarray, list[Features]]:
+    model, tokenizer, texts: list[str], vocab: frozenset[str], batch_size: int, max_length: int,
+    dtype=None,
+) -> tuple[np.ndarray, list[Features]]:  # fmt: skip
     """Class probabilities and each text's ``Features`` from one forward pass of ``model``
-    (already preprocessed texts: the model sees what the profile counts)."""
+    (already preprocessed texts: the model sees what the profile counts); ``dtype`` the
+    autocast precision, as ``predict_proba``."""
     from tasks.core.monitoring.features import features
     from tasks.core.training.modeling import predict_with_states
 
-    probs, pooled, tokens = predict_with_states(model, tokenizer, texts, batch_size, max_length)
+    probs, pooled, tokens = predict_with_states(
+        model, tokenizer, texts, batch_size, max_length, dtype
+    )
     return probs, features(texts, tokens, pooled, vocab)
 
 

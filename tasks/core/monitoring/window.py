@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from tasks.core.config.monitoring import LiveSpec
 from tasks.core.data.pii import find_pii, redact
-from tasks.core.monitoring.features import Features, oov_count
+from tasks.core.monitoring.features import Features
 from tasks.core.monitoring.profile import Stats, stats_of
 
 
@@ -56,10 +56,11 @@ class LiveWindows:
         results: list[tuple[str, float]],
         feats: list[Features] | None,
     ) -> None:
-        """Served ``texts`` with their results; ``feats`` None when the model gives none (then
-        only the words are counted, no tokens or sketch)."""
+        """Served ``texts`` with their results; ``feats`` None when the served form gives none
+        (an ONNX form, a version registered before profiles): then only predictions and
+        confidences count, and length, OOV and embedding checks say ``skip``."""
         if feats is None:
-            feats = [Features(0, oov_count(t, frozenset())[0], 0, ()) for t in texts]
+            feats = [Features(0, 0, 0, ()) for _ in texts]
         redacted = []
         if self.spec.sample_inputs:
             kinds = self.spec.pii_kinds

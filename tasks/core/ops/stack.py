@@ -374,6 +374,18 @@ def api_url(home: Home, environ: dict[str, str] | None = None) -> str | None:
     return state.urls.prefect_api if state else None
 
 
+def server_answers(api: str, timeout_s: float = 1.0) -> bool:
+    """Whether the Prefect API at ``api`` answers its health check (a stack left running)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=timeout_s) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def status_lines(state: StackState) -> list[str]:
     lines = [
         f"Prefect UI   {state.urls.prefect}",

@@ -3,8 +3,10 @@
 ``pyfunc`` the registered model itself (an MLflow pyfunc: adapter and tokenizer as artifacts,
 the base as repo@revision); ``versions`` registry I/O: register once per run, read and move
 aliases; ``lineage`` the full chain behind a version, read back from MLflow alone;
-``model_card`` the version's card, generated from what the run recorded; ``history`` the
-append-only decision history (each decision an MLflow run of its own).
+``model_card`` the version's card, generated from what the run recorded; ``serving_form`` the
+version's optimised serving form (LoRA merged, ONNX Runtime, int8 or fp32), gated on
+agreement with the exact model and recorded with its figures; ``history`` the append-only
+decision history (each decision an MLflow run of its own).
 """
 
 # Models registered before the code was regrouped into packages were pickled (cloudpickle,

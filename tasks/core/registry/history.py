@@ -162,9 +162,10 @@ def append(
     and before it is marked FINISHED: if the registry refuses it, the record ends FAILED
     (readers skip it) and the refusal is raised, so no record claims what did not happen.
 
-    ``artifacts`` maps artifact paths to JSON-able dicts or text; ``files`` to local files
-    (artifact folder -> path); ``extra_tags`` are searchable facts of this record (written
-    with it, never changed); ``parent_run_id`` nests it (default: under the training run).
+    ``artifacts`` maps artifact paths to JSON-able dicts or text; ``files`` to local files or
+    folders (artifact folder -> path); ``extra_tags`` are searchable facts of this record
+    (written with it, never changed); ``parent_run_id`` nests it (default: under the
+    training run).
     The record itself is ``decision.json``.
     """
     existing = find(mlc, decision.model, decision.key)
@@ -189,7 +190,10 @@ def append(
             else:
                 mlc.log_dict(run_id, content, path)
         for folder, local in (files or {}).items():
-            mlc.log_artifact(run_id, str(local), folder)
+            if Path(local).is_dir():  # a folder's files, under ``folder``
+                mlc.log_artifacts(run_id, str(local), folder)
+            else:
+                mlc.log_artifact(run_id, str(local), folder)
         if effect is not None:
             effect()
     except BaseException:

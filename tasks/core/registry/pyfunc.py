@@ -46,7 +46,8 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         # Inside a loraflow home, its mirror; elsewhere the standard Hugging Face cache.
         cache = Home.from_env().hf_hub_cache if os.environ.get("LORAFLOW_HOME") else None
         adapter = Path(context.artifacts["adapter"])
-        self.model, self.tokenizer, self.labels = load_classifier(adapter, cache)
+        # The LoRA folded into the base, as evaluation scored it: the same function, faster.
+        self.model, self.tokenizer, self.labels = load_classifier(adapter, cache, merge=True)
         recorded = (context.artifacts or {}).get(PREPROCESSING_ARTIFACT)
         self.preprocessing = Preprocessing.read(recorded) if recorded else None
         profile = (context.artifacts or {}).get(PROFILE_ARTIFACT)
@@ -65,21 +66,36 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
             texts = model_input[column].astype(str).tolist()
         else:
             texts = [str(t) for t in model_input]
+        probs = self.predict_proba(texts)
+        best = probs.argmax(axis=1)
+        return pd.DataFrame(
+            {"label": [self.labels[i] for i in best], "score": probs.max(axis=1).astype(float)}
+        )
+
+    def predict_proba(self, texts: list[str]):
+        """Class probabilities of the texts after the recorded preprocessing, at the precision
+        evaluation used (bf16 autocast where the hardware has native bf16, ``precision:
+        auto``): the exact model as it was evaluated."""
+        from tasks.core.training.modeling import predict_proba
+        from tasks.core.training.precision import resolve
+
         if self.preprocess is not None:
             texts = self.preprocess(texts)
-        from tasks.core.monitoring.profile import score_with_features
+        dtype = resolve("auto").dtype
+        return predict_proba(self.model, self.tokenizer, texts, batch_size=64, dtype=dtype)
 
+    def predict_texts(self, texts: list[str]) -> list[tuple]:
+        """(label, score, monitoring ``Features``) per text, without a DataFrame: the service's
+        per-batch call. The same forward pass as ``predict_proba`` (same batches, precision
+        and probabilities) also yields what the live window keeps: token count, OOV words
+        against the version's training vocabulary, the embedding sketch; never the text."""
+        from tasks.core.monitoring.profile import score_with_features
+        from tasks.core.training.precision import resolve
+
+        if self.preprocess is not None:
+            texts = self.preprocess(texts)
         vocab = getattr(self, "vocabulary", frozenset())
-        probs, feats = score_with_features(self.model, self.tokenizer, texts, vocab, 64, 128)
-        best = probs.argmax(axis=1)
-        out = {"label": [self.labels[i] for i in best], "score": probs.max(axis=1).astype(float)}
-        if (params or {}).get("features"):
-            # What the service's live window keeps (never the text): asked for by the service
-            # only, so the model's public output stays (label, score).
-            out |= {
-                "tokens": [f.tokens for f in feats],
-                "words": [f.words for f in feats],
-                "oov": [f.oov for f in feats],
-                "sketch": [list(f.sketch) for f in feats],
-            }
-        return pd.DataFrame(out)
+        dtype = resolve("auto").dtype
+        probs, feats = score_with_features(self.model, self.tokenizer, texts, vocab, 64, 128, dtype)
+        best = probs.argmax(1)
+        return [(self.labels[i], float(probs[row, i]), feats[row]) for row, i in enumerate(best)]

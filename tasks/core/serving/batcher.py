@@ -1,9 +1,10 @@
 """Dynamic micro-batching: texts that arrive close together share one forward pass.
 
-A transformer scores 32 short texts in little more time than one, so under concurrent load
-the service waits at most ``max_wait`` after the first queued text for others to join, up to
-``max_batch`` texts, then scores them together on one of the model's ``workers`` threads (the
-event loop keeps accepting requests meanwhile). Without load a text waits ``max_wait`` at most.
+Under concurrent load the first queued text waits at most ``max_wait`` for others to join, up
+to ``max_batch`` texts, then they are scored together on one of the model's ``workers``
+threads (the event loop keeps accepting requests meanwhile). It waits only while another batch
+of this model is being scored: when nothing else is queued or in flight, a text is dispatched
+at once, so a lone request pays no batching delay (no latency tax at low load).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class MicroBatcher:
         deadline = loop.time() + self.max_wait_s
         while size < self.max_batch:
             if self._queue.empty():
+                if self._busy == 1:  # nothing else in flight: waiting would only add latency
+                    break
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break

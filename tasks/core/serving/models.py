@@ -20,7 +20,6 @@ from functools import partial
 
 from tasks.core.config.canary import ServingSpec
 from tasks.core.errors import ServiceNotReady
-from tasks.core.monitoring.features import Features
 from tasks.core.promotion.lease import (
     LEASE_TAG,
     LEGACY_WEIGHT_TAG,
@@ -72,32 +71,13 @@ def torch_threads(count: int) -> None:
         torch.set_num_threads(count)
 
 
-def pyfunc_loader(name: str, version: str) -> PredictFn:
-    """Load ``models:/NAME/VERSION`` (the version the alias pointed at when read)."""
-    import mlflow
-    import pandas as pd
+def pyfunc_loader(name: str, version: str, threads: int = 1) -> PredictFn:
+    """Load ``models:/NAME/VERSION`` (the version the alias pointed at when read) in its
+    served form: the optimised one when it passed its gate, else the exact pyfunc
+    (``runtime.load_version``; the function's ``form`` attribute names it)."""
+    from tasks.core.serving.runtime import load_version
 
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-
-    python_model = model.unwrap_python_model()
-
-    def predict(texts: list[str]) -> list[tuple]:
-        """(label, score) per text, and its monitoring ``Features`` when the model gives them
-        (the Python model directly: pyfunc drops ``params`` its signature does not declare)."""
-        out = python_model.predict(None, pd.DataFrame({"text": texts}), params={"features": True})
-        pairs = zip(out["label"].astype(str), out["score"].astype(float), strict=True)
-        if "sketch" not in out.columns:
-            return list(pairs)
-        feats = [
-            Features(int(t), int(w), int(o), tuple(s))
-            for t, w, o, s in zip(
-                out["tokens"], out["words"], out["oov"], out["sketch"], strict=True
-            )
-        ]
-        return [(label, score, f) for (label, score), f in zip(pairs, feats, strict=True)]
-
-    predict.labels = tuple(getattr(python_model, "labels", ()) or ())
-    return predict
+    return load_version(name, version, threads)
 
 
 @dataclass(eq=False)
@@ -105,6 +85,7 @@ class ServedModel:
     version: str
     batcher: MicroBatcher
     inflight: int = 0
+    form: str = "exact"  # exact, onnx-int8, onnx-fp32 (runtime.served_form)
 
 
 class ModelHolder:
@@ -222,7 +203,7 @@ class ModelHolder:
             initializer=partial(torch_threads, self.spec.torch_threads),
             workers=self.spec.workers,
         )
-        return ServedModel(version, batcher.start())
+        return ServedModel(version, batcher.start(), form=getattr(predict, "form", "exact"))
 
     async def _retire(self, model: ServedModel, patience_s: float = 300.0) -> None:
         """Close a replaced version once its last routed request has been answered."""
@@ -241,7 +222,7 @@ class ModelHolder:
         self.metrics.loaded.clear()
         for role, model in (("champion", self.champion), ("challenger", self.challenger)):
             if model is not None:
-                self.metrics.loaded.labels(model.version, role).set(1)
+                self.metrics.loaded.labels(model.version, role, model.form).set(1)
         self.metrics.weight.set(self.percent if self.challenger else 0)
 
     # -- requests ----------------------------------------------------------------------------
@@ -276,6 +257,12 @@ class ModelHolder:
             "champion": self.champion.version if self.champion else None,
             "challenger": self.challenger.version if self.challenger else None,
             "challenger_percent": self.percent if self.challenger else 0.0,
+            # How each is served: its optimised form when that passed its gate, else exact.
+            "forms": {
+                role: model.form
+                for role, model in (("champion", self.champion), ("challenger", self.challenger))
+                if model is not None
+            },
             "canary": self._canary_state(),
             "load_errors": dict(self.load_errors),
         }

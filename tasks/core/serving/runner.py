@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 
 import httpx
 import uvicorn
@@ -26,13 +27,15 @@ def build_service(
     name: str,
     spec: ServingSpec,
     tracking_uri: str,
-    load: Loader = pyfunc_loader,
+    load: Loader | None = None,
     live: LiveSpec | None = None,
 ) -> FastAPI:
     """The app for registered model ``name``, following its aliases in ``tracking_uri``;
+    versions load in their served form (``runtime.load_version``) unless ``load`` says else;
     ``live``: the monitoring policy's live window (default: features only, no text)."""
     from tasks.core.tracking import client
 
+    load = load or partial(pyfunc_loader, threads=spec.torch_threads)
     mlc = client(tracking_uri)
 
     def lease_expired(lease) -> None:  # a replica that sees it first writes the record

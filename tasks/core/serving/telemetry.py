@@ -77,8 +77,8 @@ class ServiceMetrics:
         )
         self.loaded = Gauge(
             "loraflow_model_loaded",
-            "1 for each loaded version, by role.",
-            ["version", "role"],
+            "1 for each loaded version, by role and served form (exact, onnx-int8, onnx-fp32).",
+            ["version", "role", "form"],
             registry=r,
         )
         self.weight = Gauge(

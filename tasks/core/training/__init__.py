@@ -3,6 +3,8 @@
 ``run`` trains (or resumes) into an MLflow run and uploads the adapter; ``runs`` what a
 training run is outside its process (the job, the result, finding the MLflow run again);
 ``setup`` what a process sets up first (precision, accelerator, model, tokenized splits);
+``precision`` the compute precision and its reason (bf16 autocast on a GPU or a CPU with a
+native bf16 unit), shared by training, evaluation and serving;
 ``loop`` the training loop itself, step by step; ``launcher`` runs it in a child process (torchrun across CPU cores,
 ``accelerate launch`` across GPUs) and relays its progress; ``checkpoints`` the resumable
 state on disk and in the run's artifacts; ``batches`` length-grouped, dynamically padded or

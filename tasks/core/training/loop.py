@@ -117,15 +117,20 @@ def sigterm_flag():
 
 
 @torch.no_grad()
-def validation_loss(model, split: Split, collate, spec: TrainSpec, causal: bool, device) -> float:
-    """Mean loss over the eval split (per target token for causal LMs, per example otherwise)."""
+def validation_loss(
+    model, split: Split, collate, spec: TrainSpec, causal: bool, device, autocast=nullcontext
+) -> float:
+    """Mean loss over the eval split (per target token for causal LMs, per example otherwise),
+    computed under ``autocast()`` (the training's precision)."""
     model.eval()
     total, weight = 0.0, 0
     for batch_idx in epoch_batches(split.lengths, spec.batch_size, 0, 0, group_by_length=True):
         batch = collate(rows(split.data, batch_idx))
         n = count_targets(batch) if causal else len(batch_idx)
         inputs = {k: v.to(device) for k, v in batch.items()} | (CAUSAL_FORWARD if causal else {})
-        total += float(model(**inputs).loss) * n
+        with autocast():
+            loss = model(**inputs).loss
+        total += float(loss) * n
         weight += n
     model.train()
     return total / max(weight, 1)
@@ -286,12 +291,17 @@ class TrainingLoop:
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
             last = i == len(micro) - 1
             sync = nullcontext() if last or self.step_sync else acc.no_sync(self.model)
+            # The model runs under the accelerator's autocast (bf16 where chosen) also when
+            # it is not wrapped by acc.prepare (CPU process groups); LoRA weights stay fp32.
             with sync:
-                if self.causal:
-                    n_items = torch.tensor(denominator / rank_scale, device=acc.device)
-                    loss = self.model(**batch, **CAUSAL_FORWARD, num_items_in_batch=n_items).loss
-                else:
-                    loss = self.model(**batch).loss * (weights[i] * rank_scale / denominator)
+                with acc.autocast():
+                    if self.causal:
+                        n_items = torch.tensor(denominator / rank_scale, device=acc.device)
+                        out = self.model(**batch, **CAUSAL_FORWARD, num_items_in_batch=n_items)
+                        loss = out.loss
+                    else:
+                        loss = self.model(**batch).loss * (weights[i] * rank_scale / denominator)
+                loss = loss.float()
                 if not shards[i][1]:
                     loss = loss * 0.0
                 acc.backward(loss)
@@ -338,8 +348,9 @@ class TrainingLoop:
     def _validate(self, split: Split) -> None:
         state = self.state
         val = validation_loss(
-            self.model, split, self.collate, self.spec, self.causal, self.acc.device
-        )
+            self.model, split, self.collate, self.spec, self.causal, self.acc.device,
+            self.acc.autocast,
+        )  # fmt: skip
         event = StepEvent(
             state.step, self.total, state.epoch, val, 0, 0, 0, 0, self.elapsed(), "eval"
         )

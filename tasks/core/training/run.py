@@ -29,7 +29,7 @@ from tasks.core.training.loop import LoopHooks, LoopResult, Split, train_loop
 from tasks.core.training.modeling import load_tokenizer, save_adapter
 from tasks.core.training.progress import MetricLog, ProgressCallback, StepEvent, plot_loss_curve
 from tasks.core.training.runs import ADAPTER_ARTIFACT, RESUMED_TAG, TrainJob, TrainResult
-from tasks.core.training.setup import load_model, make_accelerator, mixed_precision, tokenized
+from tasks.core.training.setup import load_model, make_accelerator, precision_choice, tokenized
 
 LOSS_CURVE_ARTIFACT = "plots/loss_curve.png"
 
@@ -88,7 +88,7 @@ def _record_start(mlc, job: TrainJob, ready: _Prepared, log: MetricLog, resume) 
         "trainable_parameters": trainable,
         "total_parameters": total,
         "lora.resolved_target_modules": ready.targets,
-        "train.resolved_precision": mixed_precision(job.train_spec),
+        **precision_choice(job.train_spec).params("train"),
         "train.cpu_dropout_modules": ready.fast_dropout,
     }
     mlc.log_batch(job.run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -144,7 +144,7 @@ def fine_tune(
     final_loss = _finish(mlc, job, ready, log, result, peak)
     return TrainResult(
         job.run_id, ADAPTER_ARTIFACT, result.steps, final_loss, result.runtime_s, trainable,
-        total, result.resumed_from, peak,
+        total, result.resumed_from, peak, time.time(),
     )  # fmt: skip
 
 

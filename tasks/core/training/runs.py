@@ -64,6 +64,7 @@ class TrainResult:
     total_parameters: int
     resumed_from_step: int = 0
     peak_rss_mb: float = 0.0
+    finished_at: float = 0.0  # epoch seconds: a result older than a pipeline run was cached
 
 
 def job_dir(work_dir: Path, identity: str) -> Path:
@@ -129,4 +130,5 @@ def result_from_run(run) -> TrainResult:
         total_parameters=int(params.get("total_parameters", 0)),
         resumed_from_step=int(run.data.tags.get(RESUMED_TAG, 0)),
         peak_rss_mb=float(metrics.get("train_peak_rss_mb", 0.0)),
+        finished_at=(run.info.end_time or 0) / 1000,
     )

@@ -1,0 +1,310 @@
+"""The optimised serving form of a registered version: built, gated on agreement, recorded.
+
+The exact model is the base + LoRA adapter as evaluated. Its serving form merges the LoRA
+into the base (no adapter matmuls at inference), exports the merged classifier to ONNX and
+runs it in ONNX Runtime, either in fp32 (``onnx-fp32``) or with int8 weights from ONNX
+Runtime's dynamic quantization, per output channel (``onnx-int8``). Measured on this
+project's CPU (docs/benchmarks.md): both run 2-6x faster than the exact PyTorch model, and
+int8 gives up some agreement.
+
+A form is served only when it passes its gate (``gates.serving_form`` of the gate policy):
+on the *whole* eval split it predicts the exact model's label on at least ``min_agreement``
+of the examples and loses at most ``max_accuracy_drop`` accuracy. The candidates are tried
+in the configured order (fastest first); the first that passes is chosen, none passing
+leaves the exact model served. ``decide_serving_form`` is the pure decision over the
+measured figures; ``record_serving_form`` records it as one ``serving-form`` record of the
+decision history (``serving_form/decision.json`` and the chosen form's files under
+``serving_form/<form>/`` in that record's run), indexed by the version's tags.
+The form carries the version's preprocessing (``preprocessing.json``) and applies it first.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tasks.core.config.evaluation import ServingFormSpec
+from tasks.core.serving.runtime import (
+    ARTIFACT_ROOT,
+    EXACT,
+    FORM_TAG,
+    LABELS_FILE,
+    MODEL_FILE,
+    PASSED_TAG,
+    PREPROCESSING_FILE,
+    RECORD_TAG,
+    OnnxClassifier,
+)
+
+DECISION_ARTIFACT = f"{ARTIFACT_ROOT}/decision.json"
+ONNX_OPSET = 17
+
+
+@dataclass(frozen=True)
+class FormFigures:
+    """One candidate form measured against the exact model on the whole eval split."""
+
+    form: str
+    examples: int
+    agreement: float  # share of examples with the exact model's label
+    accuracy: float
+    accuracy_delta: float  # form - exact, in accuracy (negative: the form is worse)
+    ms_per_example: float  # scoring the eval split in batches, this machine
+    passed: bool
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServingFormDecision:
+    """Which form a version is served in, and every figure and threshold behind it."""
+
+    chosen: str  # a form name, or "exact"
+    passed: bool  # an optimised form passed its gate
+    min_agreement: float
+    max_accuracy_drop: float
+    exact_accuracy: float | None
+    exact_ms_per_example: float | None
+    forms: tuple[FormFigures, ...] = field(default_factory=tuple)
+    policy_version: str = ""
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"decision": "pass" if self.passed else "exact"}
+
+    def tags(self) -> dict[str, str]:
+        """The version's tags: the served form, whether it passed, its figures."""
+        tags = {FORM_TAG: self.chosen, PASSED_TAG: str(self.passed).lower()}
+        for figures in self.forms:
+            tags[f"{FORM_TAG}.{figures.form}"] = (
+                f"{'pass' if figures.passed else 'fail'}: agreement {figures.agreement:.4f} "
+                f">= {self.min_agreement}, accuracy delta {100 * figures.accuracy_delta:+.2f} "
+                f"points >= -{100 * self.max_accuracy_drop:g}, "
+                f"{figures.ms_per_example:.2f} ms/example"
+            )
+        if self.note:
+            tags[f"{FORM_TAG}.note"] = self.note[:500]
+        return tags
+
+
+def judge_form(
+    form: str,
+    predictions: list[int],
+    exact: list[int],
+    references: list[int],
+    seconds: float,
+    spec: ServingFormSpec,
+) -> FormFigures:
+    """A form's figures against the exact model's predictions, and its gate."""
+    n = len(references)
+    got, want, truth = np.asarray(predictions), np.asarray(exact), np.asarray(references)
+    agreement = float((got == want).mean()) if n else 0.0
+    accuracy = float((got == truth).mean()) if n else 0.0
+    delta = accuracy - (float((want == truth).mean()) if n else 0.0)
+    reasons = []
+    if agreement < spec.min_agreement:
+        reasons.append(f"agreement {agreement:.4f} < {spec.min_agreement}")
+    if delta < -spec.max_accuracy_drop - 1e-12:
+        reasons.append(f"accuracy delta {delta:+.4f} < -{spec.max_accuracy_drop}")
+    if not n:
+        reasons.append("no eval examples")
+    return FormFigures(
+        form, n, agreement, accuracy, delta, 1000 * seconds / max(n, 1), not reasons, tuple(reasons)
+    )
+
+
+def decide_serving_form(
+    figures: list[FormFigures],
+    spec: ServingFormSpec,
+    exact_accuracy: float | None,
+    exact_ms_per_example: float | None = None,
+    policy_version: str = "",
+    note: str = "",
+) -> ServingFormDecision:
+    """The first candidate (in the configured order) that passed is served; else the exact."""
+    order = {form: i for i, form in enumerate(spec.candidates)}
+    ranked = sorted(figures, key=lambda f: order.get(f.form, len(order)))
+    chosen = next((f.form for f in ranked if f.passed), EXACT)
+    if chosen == EXACT and not note:
+        note = "no optimised form passed its gate" if figures else "no optimised form built"
+    return ServingFormDecision(
+        chosen=chosen,
+        passed=chosen != EXACT,
+        min_agreement=spec.min_agreement,
+        max_accuracy_drop=spec.max_accuracy_drop,
+        exact_accuracy=exact_accuracy,
+        exact_ms_per_example=exact_ms_per_example,
+        forms=tuple(ranked),
+        policy_version=policy_version,
+        note=note,
+    )
+
+
+# -- building the forms (PyTorch -> ONNX -> ONNX Runtime) ----------------------------------
+
+
+def export_merged(
+    model, tokenizer, labels: list[str], max_length: int, folder: Path,
+    preprocessing: dict | None = None,
+) -> Path:  # fmt: skip
+    """The PEFT classifier with its LoRA merged into the base, as ONNX fp32, with tokenizer
+    and the version's preprocessing (applied to every text first, as the exact model does)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    merged = copy.deepcopy(model)  # the caller's model keeps its adapter
+    if hasattr(merged, "merge_and_unload"):
+        merged = merged.merge_and_unload()
+    merged = merged.float().eval()
+    sample = tokenizer(["a short example", "and a second, longer example text"], padding=True)
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    args = tuple(torch.tensor(sample[n]) for n in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    with torch.inference_mode():
+        torch.onnx.export(
+            merged, args, str(folder / MODEL_FILE), input_names=names,
+            output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False,
+        )  # fmt: skip
+    tokenizer.save_pretrained(str(folder))
+    meta = {"labels": list(labels), "max_length": max_length}
+    (folder / LABELS_FILE).write_text(json.dumps(meta))
+    if preprocessing:
+        (folder / PREPROCESSING_FILE).write_text(json.dumps(preprocessing))
+    return folder
+
+
+def quantize_int8(fp32: Path, folder: Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantization of every MatMul's weights, per channel."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    shutil.copytree(fp32, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MODEL_FILE))
+    quantize_dynamic(
+        str(fp32 / MODEL_FILE), str(folder / MODEL_FILE),
+        weight_type=QuantType.QInt8, per_channel=True,
+    )  # fmt: skip
+    return folder
+
+
+def build_form(form: str, fp32: Path, work: Path) -> Path:
+    """The folder of ``form`` (``onnx-fp32`` is the export itself)."""
+    if form == "onnx-fp32":
+        return fp32
+    if form == "onnx-int8":
+        return quantize_int8(fp32, work / form)
+    raise ValueError(f"unknown serving form {form!r}")
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """The eval split and what the exact model predicted on it (its evaluation)."""
+
+    texts: list[str]
+    references: list[int]
+    exact: list[int]
+    exact_ms_per_example: float | None = None
+
+
+def measure_forms(
+    model, tokenizer, labels: list[str], split: EvalSplit, spec: ServingFormSpec,
+    work: Path, max_length: int, batch_size: int = 64, threads: int = 0,
+    preprocessing: dict | None = None,
+) -> tuple[list[FormFigures], dict[str, Path]]:  # fmt: skip
+    """Export, then score the candidates in order until one passes (later ones are not built).
+
+    ``model`` (the exact PEFT classifier) is merged on a copy; ``threads``: ONNX Runtime's
+    intra-op threads for scoring (0: one per core); ``preprocessing`` (the version's, as a
+    dict) travels in the form, which applies it to the split's raw texts as the exact did.
+    """
+    fp32 = export_merged(model, tokenizer, labels, max_length, work / "onnx-fp32", preprocessing)
+    figures, folders = [], {}
+    for form in spec.candidates:
+        folder = build_form(form, fp32, work)
+        classifier = OnnxClassifier(folder, threads)
+        started = time.perf_counter()
+        probs = classifier.predict_proba(split.texts, batch_size)
+        seconds = time.perf_counter() - started
+        result = judge_form(
+            form, probs.argmax(1).tolist(), split.exact, split.references, seconds, spec
+        )
+        figures.append(result)
+        folders[form] = folder
+        if result.passed:
+            break
+    return figures, folders
+
+
+# -- recording ------------------------------------------------------------------------------
+
+
+def record_serving_form(
+    mlc, run_id: str, name: str, version: str, decision: ServingFormDecision,
+    folder: Path | None, config_sha256: str = "", record_key: str = "",
+) -> str:  # fmt: skip
+    """The serving-form decision as its own record of the decision history (kind
+    ``serving-form``: figures, thresholds, ``decision.json``, the chosen form's files under
+    ``serving_form/<form>/``); the version's tags index it (the form, whether it passed, its
+    figures, ``serving_form.record``: the run the service loads the form from). Its run id.
+    """
+    from tasks.core.registry.history import Decision, actor_pipeline, append
+
+    figures = {"min_agreement": decision.min_agreement}
+    for f in decision.forms:
+        figures |= {
+            f"{f.form}.agreement": f.agreement,
+            f"{f.form}.accuracy_delta": f.accuracy_delta,
+            f"{f.form}.ms_per_example": f.ms_per_example,
+        }
+    chosen = next((f for f in decision.forms if f.form == decision.chosen), None)
+    reason = decision.note or (
+        f"agreement {chosen.agreement:.4f} >= {decision.min_agreement}, accuracy delta "
+        f"{100 * chosen.accuracy_delta:+.2f} points on {chosen.examples} eval texts"
+        if chosen is not None
+        else "exact model"
+    )
+    record = Decision(
+        kind="serving-form", model=name, outcome=decision.chosen, reason=reason,
+        actor=actor_pipeline(), version=str(version), train_run_id=run_id,
+        config_sha256=config_sha256, figures=figures, details=decision.to_dict(),
+        key=record_key,
+    )  # fmt: skip
+    files = None
+    if decision.passed and folder is not None:
+        files = {f"{ARTIFACT_ROOT}/{decision.chosen}": folder}
+    experiment_id = mlc.get_run(run_id).info.experiment_id
+    record_id = append(
+        mlc, experiment_id, record, artifacts={DECISION_ARTIFACT: decision.to_dict()}, files=files
+    )
+    for tag, value in (decision.tags() | {RECORD_TAG: record_id}).items():
+        mlc.set_model_version_tag(name, version, tag, value)
+    return record_id
+
+
+def to_markdown(decision: ServingFormDecision) -> str:
+    rows = [
+        f"## Serving form: `{decision.chosen}`",
+        "",
+        f"Gate: agreement with the exact model >= {decision.min_agreement}, accuracy delta >= "
+        f"-{100 * decision.max_accuracy_drop:g} points, on the whole eval split. "
+        + (decision.note or ""),
+        "",
+        "| form | agreement | accuracy | delta (points) | ms/example | gate |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    if decision.exact_accuracy is not None:
+        ms = decision.exact_ms_per_example
+        rows.append(
+            f"| exact | 1.0000 | {decision.exact_accuracy:.4f} | 0.00 | "
+            f"{'-' if ms is None else f'{ms:.2f}'} | reference |"
+        )
+    for f in decision.forms:
+        verdict = "pass" if f.passed else "fail: " + "; ".join(f.reasons)
+        rows.append(
+            f"| {f.form} | {f.agreement:.4f} | {f.accuracy:.4f} | {100 * f.accuracy_delta:+.2f} "
+            f"| {f.ms_per_example:.2f} | {verdict} |"
+        )
+    return "\n".join(rows)

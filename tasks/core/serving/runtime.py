@@ -1,0 +1,157 @@
+"""How a registered version is served: its optimised form when that passed its gate, else exact.
+
+A version registered with an optimised serving form (``tasks/core/registry/serving_form.py``)
+carries the tags ``serving_form`` (the chosen form), ``serving_form.passed`` and
+``serving_form.record`` (the run of its ``serving-form`` decision record); the form's files
+(``model.onnx``, tokenizer, ``labels.json``, ``preprocessing.json``: the version's
+preprocessing, applied to every text first as the exact model does) lie in that run's
+artifacts under ``serving_form/<form>/``. ``served_form`` decides from the tags alone;
+``load_version`` loads that form: an ONNX Runtime session (``OnnxClassifier``), or the exact
+registered pyfunc, called directly on lists of texts (no DataFrame, no schema check per
+request). Versions registered before optimised forms existed have no such tags and are
+served exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from tasks.core.serving.batcher import Prediction
+
+EXACT = "exact"
+FORM_TAG = "serving_form"
+PASSED_TAG = "serving_form.passed"
+ARTIFACT_ROOT = "serving_form"  # in the training run: serving_form/<form>/model.onnx, ...
+LABELS_FILE = "labels.json"
+MODEL_FILE = "model.onnx"
+RECORD_TAG = "serving_form.record"  # the serving-form record's run, which holds the files
+PREPROCESSING_FILE = "preprocessing.json"  # the version's preprocessing, in the form's folder
+
+
+def served_form(tags: dict[str, str]) -> str:
+    """The form a version is served in: its optimised form if that passed, else the exact one."""
+    form = tags.get(FORM_TAG, EXACT)
+    return form if form != EXACT and tags.get(PASSED_TAG) == "true" else EXACT
+
+
+class OnnxClassifier:
+    """A sequence classifier exported to ONNX, run by ONNX Runtime on the CPU.
+
+    ``threads`` is ONNX Runtime's intra-op thread count (1: the calling thread computes, so
+    several predict threads share the cores without oversubscribing them). A folder with
+    ``preprocessing.json`` applies that preprocessing to every text first.
+    """
+
+    def __init__(self, folder: Path, threads: int = 1):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(threads, 0)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        )
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.labels = list(json.loads((folder / LABELS_FILE).read_text())["labels"])
+        self.max_length = int(json.loads((folder / LABELS_FILE).read_text())["max_length"])
+        self.preprocess = None
+        if (folder / PREPROCESSING_FILE).is_file():
+            from tasks.core.data.preprocess import Preprocessing
+
+            self.preprocess = Preprocessing.read(folder / PREPROCESSING_FILE).apply
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        encoded = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="np",
+        )
+        feed = {name: encoded[name].astype(np.int64) for name in self.inputs}
+        return self.session.run(None, feed)[0]
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, in batches of similar token length (padding stays small)."""
+        if not len(texts):
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if self.preprocess is not None:
+            texts = self.preprocess(list(texts))
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=True)["input_ids"]]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            probs[idx] = softmax(self.logits([texts[i] for i in idx]))
+        return probs
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        """(label, score) per text: one forward pass over the batch the service gathered."""
+        if self.preprocess is not None:
+            texts = self.preprocess(list(texts))
+        return to_predictions(softmax(self.logits(texts)), self.labels)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def to_predictions(probs: np.ndarray, labels: list[str]) -> list[Prediction]:
+    best = probs.argmax(axis=1)
+    return [(labels[i], float(probs[row, i])) for row, i in enumerate(best)]
+
+
+def _exact_predict(loaded):
+    """The registered classifier called on a list of texts directly (no DataFrame, no schema
+    check per batch); any other pyfunc, or a subclass with its own ``predict``, through its
+    DataFrame interface."""
+    from tasks.core.registry.pyfunc import LoraClassifierModel
+
+    model = loaded.unwrap_python_model()
+    if type(model).predict is LoraClassifierModel.predict:
+        return model.predict_texts, tuple(model.labels)
+    return partial(_pyfunc_predict, loaded), tuple(getattr(model, "labels", ()) or ())
+
+
+def _pyfunc_predict(model, texts: list[str]) -> list[Prediction]:
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"text": texts}))
+    return list(zip(out["label"].astype(str), out["score"].astype(float), strict=True))
+
+
+def load_version(name: str, version: str, threads: int = 1):
+    """A predict function for ``models:/NAME/VERSION`` in its served form; its ``form``
+    attribute names the form (``exact``, ``onnx-int8``, ``onnx-fp32``), ``labels`` the
+    classes it predicts (feedback is checked against them)."""
+    import mlflow
+
+    from tasks.core.tracking import client
+
+    mlc = client(mlflow.get_tracking_uri())
+    found = mlc.get_model_version(name, version)
+    form = served_form(found.tags or {})
+    if form != EXACT:
+        folder = mlflow.artifacts.download_artifacts(
+            run_id=(found.tags or {}).get(RECORD_TAG) or found.run_id,
+            artifact_path=f"{ARTIFACT_ROOT}/{form}",
+        )
+        onnx = OnnxClassifier(Path(folder), threads)
+        predict, labels = onnx.predict, tuple(onnx.labels)
+    else:
+        predict, labels = _exact_predict(mlflow.pyfunc.load_model(f"models:/{name}/{version}"))
+
+    def served(texts: list[str]) -> list[Prediction]:
+        return predict(texts)
+
+    served.form, served.labels = form, labels
+    return served

@@ -1,0 +1,143 @@
+"""Stage 6b - serving form: the registered version's optimised form, gated on agreement.
+
+Runs after registration: the exact model (base + adapter, as evaluated) is merged, exported
+to ONNX Runtime and each candidate form is scored on the whole eval split against the exact
+model's predictions of the evaluation (the form applies the run's preprocessing, as the exact
+model does); the decision (figures, thresholds, chosen form) is a ``serving-form`` record of
+the decision history, indexed by the version's tags (``tasks/core/registry/serving_form.py``). A form that
+fails its gate is not served; the exact model is, as before. Never fails the pipeline for
+the form's sake: an export error is recorded as the decision's note and the exact model serves.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from tasks.common import stage_options
+from tasks.core.config.evaluation import EvalSpec, GateSpec
+from tasks.core.data.prepare import load_prepared
+from tasks.core.data.preprocess import Preprocessing
+from tasks.core.data.report import DataReport
+from tasks.core.digests import key
+from tasks.core.evaluation.scoring import adapter_classifier
+from tasks.core.home import Home
+from tasks.core.registry import serving_form as forms
+from tasks.core.registry.versions import Registration
+from tasks.core.tracking import client
+from tasks.gate import EvalOutcome, eval_precision, fetch_adapter
+
+
+@dataclass(frozen=True)
+class ServingFormOutcome:
+    chosen: str
+    passed: bool
+    compute_s: float  # scoring the forms on the eval split (the CLI's overhead figure)
+    build_s: float  # merging, exporting, quantizing
+    finished_at: float = 0.0  # epoch seconds: older than a pipeline run means cached
+
+
+def _cache_key(context, params) -> str:
+    return key(
+        "serving-form",
+        params["registration"],
+        params["outcome"].run_id,
+        params["outcome"].decision,
+        getattr(params["outcome"], "preprocessing", None),
+        params["gates"].serving_form,
+        params["spec"],
+        params["max_length"],
+        params["home"].tracking_uri,
+    )
+
+
+@task(
+    name="serving-form",
+    task_run_name="serving form {registration.name} v{registration.version}",
+    timeout_seconds=1800,
+    cache_key_fn=_cache_key,
+    **stage_options(),
+)
+def build_serving_form(
+    registration: Registration,
+    outcome: EvalOutcome,
+    adapter_artifact: str,
+    data: DataReport,
+    spec: EvalSpec,
+    gates: GateSpec,
+    max_length: int,
+    home: Home,
+) -> ServingFormOutcome:
+    rule, log = gates.serving_form, get_run_logger()
+    version = outcome.decision.policy_version
+    # One record per decision: a retry in this flow run finds it instead of writing another.
+    record_key = key("serving-form", _cache_key(None, locals()), str(flow_run.get_id() or ""))
+    if not rule.enabled or not rule.candidates:
+        decision = forms.decide_serving_form([], rule, None, policy_version=version,
+                                             note="serving_form disabled by the gate policy")  # fmt: skip
+        _record(registration, decision, None, home, record_key)
+        return ServingFormOutcome(decision.chosen, False, 0.0, 0.0, time.time())
+    adapter = fetch_adapter(home, outcome.run_id, adapter_artifact)
+    with tempfile.TemporaryDirectory(prefix="serving-form-") as tmp:
+        started = time.perf_counter()
+        try:
+            figures, folders = _measure(
+                adapter, outcome, data, spec, rule, max_length, home, Path(tmp)
+            )
+            note = ""
+        except Exception as exc:  # an export the runtime cannot take: serve the exact model
+            log.warning("building the serving form failed", exc_info=True)
+            figures, folders = [], {}
+            note = f"building the optimised form failed: {type(exc).__name__}: {exc}"[:400]
+        elapsed = time.perf_counter() - started
+        exact_accuracy = outcome.metrics.get("accuracy")
+        exact_ms = outcome.metrics.get("latency_ms_per_example")
+        decision = forms.decide_serving_form(figures, rule, exact_accuracy, exact_ms, version, note)
+        _record(registration, decision, folders.get(decision.chosen), home, record_key)
+    scored = sum(f.ms_per_example * f.examples for f in figures) / 1000
+    log.info("serving form of %s v%s: %s", registration.name, registration.version,
+             decision.chosen + (f" ({decision.note})" if decision.note else ""))  # fmt: skip
+    return ServingFormOutcome(
+        decision.chosen, decision.passed, scored, max(elapsed - scored, 0), time.time()
+    )
+
+
+def _measure(adapter, outcome, data, spec, rule, max_length, home, work):
+    """(figures, folders) of the candidate forms, scored against the exact predictions."""
+    precision = eval_precision(spec)
+    recorded = getattr(outcome, "preprocessing", None) or None
+    preprocessing = Preprocessing.from_dict(recorded) if recorded else None
+    exact = adapter_classifier(
+        adapter, outcome.run_id, home.hf_hub_cache, preprocessing, precision.dtype
+    )
+    eval_data = load_prepared(data.prepared_path)["eval"]
+    texts, references = list(eval_data["text"]), list(eval_data["label"])
+    # An evaluation cached before reports kept predictions has none: score the exact model.
+    predictions = list(getattr(outcome.report, "predictions", None) or ())
+    if len(predictions) != len(texts):
+        probs, _ = exact.predict(texts, spec.batch_size, max_length)
+        predictions = probs.argmax(1).tolist()
+    split = forms.EvalSplit(texts, references, predictions)
+    return forms.measure_forms(
+        exact.model, exact.tokenizer, list(exact.labels), split, rule, work, max_length,
+        spec.batch_size, preprocessing=recorded,
+    )  # fmt: skip
+
+
+def _record(registration: Registration, decision, folder, home: Home, record_key: str) -> None:
+    mlc = client(home.tracking_uri)
+    forms.record_serving_form(
+        mlc, registration.run_id, registration.name, registration.version, decision, folder,
+        record_key=record_key,
+    )  # fmt: skip
+    create_markdown_artifact(
+        key="serving-form",
+        markdown=forms.to_markdown(decision),
+        description=f"Serving form of {registration.name} v{registration.version}",
+    )

@@ -1,0 +1,70 @@
+"""Start-up off the critical path: `run` reuses a running Prefect server, the time split."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from flows.cli.pipeline import time_line, use_running_server
+from tasks.core.ops import stack
+
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200 if self.path == "/api/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"true")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def prefect_like_server():
+    """A loopback HTTP server answering Prefect's health route, as `loraflow up`'s does."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_run_uses_the_running_stack_server_instead_of_a_temporary_one(
+    home, monkeypatch, prefect_like_server
+):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert use_running_server(home) is None  # no stack: Prefect starts a temporary server
+
+    state = stack.StackState(prefect_like_server, None, home.tracking_uri, ("cpu",))
+    stack.write_state(home, state)
+    api = f"{prefect_like_server}/api"
+    assert use_running_server(home) == api
+    import os
+
+    assert os.environ["PREFECT_API_URL"] == api
+
+
+def test_a_recorded_but_dead_server_is_not_used(home, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    dead = f"http://127.0.0.1:{stack.free_port()}"
+    stack.write_state(home, stack.StackState(dead, None, home.tracking_uri, ("cpu",)))
+    assert use_running_server(home) is None
+    assert not stack.server_answers(f"{dead}/api")
+
+
+def test_a_user_set_api_url_wins(home, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    assert use_running_server(home) == "http://127.0.0.1:1/api"
+
+
+def test_the_time_line_splits_wall_time_into_compute_and_overhead():
+    line = time_line(100.0, {"training": 60.0, "evaluation": 12.0})
+    assert line == (
+        "wall 100.0 s = training 60.0 s + evaluation 12.0 s + pipeline overhead 28.0 s; "
+        "evaluation/training 0.20"
+    )
+    cached = time_line(20.0, {"training": 0.0, "evaluation": 0.0})
+    assert "pipeline overhead 20.0 s" in cached and "n/a (training cached)" in cached
