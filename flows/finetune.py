@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from flows.promote import promote_stage
 from flows.train_deployment import train_stage
 from flows.validate_data import audited_model_and_data
-from tasks.common import refreshed
+from tasks.common import log_decision, refreshed
 from tasks.core.config.loader import lineage, load_config
 from tasks.core.config.preflight import check_model, preflight
 from tasks.core.digests import key
@@ -44,10 +44,11 @@ def fresh(seconds: float, finished_at: float, since: float) -> float:
 
 
 @flow(name="finetune", flow_run_name=_run_name)
-def finetune(config_path: str, force: bool = False) -> dict:
+def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     """Discover -> audit -> validate -> fine-tune -> evaluate/gate -> register -> promote.
 
-    ``force`` recomputes every stage instead of reusing cached results.
+    ``force`` recomputes every stage instead of reusing cached results. ``cause``: the event
+    that started this run (a deployment trigger fills it in), recorded on the version.
     """
     started = time.time()
     loaded = load_config(config_path)
@@ -55,6 +56,8 @@ def finetune(config_path: str, force: bool = False) -> dict:
     register_process(home, "finetune", str(flow_run.get_id() or ""))
     preflight(loaded, home.hf_hub_cache)  # what would fail after training fails now
     tags = lineage(loaded)
+    if cause:
+        log_decision("retrain", f"started by {cause}")
 
     model, audit, data = audited_model_and_data(loaded, home, tags, force)
     check_model(cfg.lora, model, home.hf_hub_cache)
@@ -77,6 +80,7 @@ def finetune(config_path: str, force: bool = False) -> dict:
         "train_run_id": trained.run_id,
         "config_artifact": f"runs:/{trained.run_id}/config/resolved.yaml",
         "prefect.flow_run_id": str(flow_run.get_id() or ""),
+        **({"retrain.cause": cause} if cause else {}),
         **{k: v for k, v in tags.items() if k != "resolved_config"},
     }
     registration = refreshed(register_model, force)(

@@ -23,13 +23,13 @@ from tasks.common import refreshed
 from tasks.core.config.canary import CanarySpec
 from tasks.core.config.loader import load_canary_policy
 from tasks.core.errors import CanaryEnded, CanaryRolledBack
-from tasks.core.home import CANARY_POLICY, Home
+from tasks.core.home import CANARY_POLICY, SLO_POLICY, Home
 from tasks.core.ops.processes import register_process
 from tasks.core.promotion.decision import PromotionDecision
 from tasks.core.registry.history import actor_pipeline
 from tasks.core.registry.versions import Registration
 from tasks.core.serving.runner import loopback_service
-from tasks.promote import plan_promotion, promote_model
+from tasks.promote import check_error_budget, plan_promotion, promote_model
 
 
 @flow(name="promotion", flow_run_name="promote {model_name}")
@@ -40,16 +40,23 @@ def promotion(
     replay_path: str | None = None,
     service_url: str | None = None,
     actor: str = "",
+    slo_path: str | None = None,
+    prometheus_url: str | None = None,
 ) -> PromotionDecision:
     """Promote ``version`` (default: the ``challenger`` alias) of ``model_name`` through the
     canary steps of ``policy_path`` (default: configs/policies/canary.yaml). ``actor``: who
-    asked (the pipeline, or the CLI's user), recorded with a direct promotion."""
+    asked (the pipeline, or the CLI's user), recorded with a direct promotion. No canary
+    starts while an SLO's error budget (``slo_path``, default configs/policies/slo.yaml) is
+    spent: exit 3, recorded."""
     home = Home.from_env().ensure()
     register_process(home, "promotion", str(flow_run.get_id() or ""))
     policy = load_canary_policy(policy_path or CANARY_POLICY)
     decision = plan_promotion(model_name, version, home, actor)
     if decision.action != "canary":
         return decision
+    check_error_budget(
+        model_name, decision, slo_path or str(SLO_POLICY), service_url, prometheus_url, actor, home
+    )
     examples = (
         replay_source(model_name, decision.candidate, replay_path, home)
         if policy.replay.enabled

@@ -43,6 +43,8 @@ from tasks.core.evaluation.scoring import (
     evaluate_models,
 )
 from tasks.core.home import Home
+from tasks.core.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
+from tasks.core.monitoring.profile import ReferenceProfile, profile_split
 from tasks.core.registry.history import Decision, actor_pipeline, append
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
@@ -142,6 +144,7 @@ def figures(report: EvalReport) -> dict[str, float]:
 def record(
     mlc, trained_run_id: str, model_name: str, report: EvalReport, decision: GateDecision,
     config: dict[str, str], record_key: str, run_facts: dict[str, str] | None = None,
+    profile: ReferenceProfile | None = None,
 ) -> str:  # fmt: skip
     """The evaluation as its own decision record (also when a gate fails); its run id.
 
@@ -184,10 +187,29 @@ def record(
                 "eval/report.json": report.to_dict(),
                 "gates/decision.json": decision.to_dict(),
                 "config/resolved.yaml": config.get("resolved_config", ""),
-            },
+            }
+            | ({PROFILE_ARTIFACT: profile.to_dict()} if profile is not None else {}),
             files={"eval": png} if png is not None else None,
             extra_tags=extra,
         )
+
+
+def reference_profile(
+    candidate: Classifier, prepared_path: str, spec: EvalSpec, max_length: int, report: EvalReport
+) -> ReferenceProfile:
+    """What the candidate saw, for the monitor: its eval split as it scores it (preprocessed),
+    against its training split's vocabulary; stored in the evaluation record."""
+    from tasks.core.data.prepare import load_prepared
+
+    splits = load_prepared(prepared_path)
+    texts = {name: list(splits[name]["text"]) for name in ("train", "eval") if name in splits}
+    if candidate.preprocess is not None:
+        texts = {name: candidate.preprocess(t) for name, t in texts.items()}
+    return profile_split(
+        candidate.model, candidate.tokenizer, candidate.labels, texts.get("eval", []),
+        texts.get("train", []), max_length, spec.batch_size,
+        report.candidate.metrics.get("accuracy"),
+    )  # fmt: skip
 
 
 def log_scores(report: EvalReport, decision: GateDecision) -> None:
@@ -259,9 +281,10 @@ def evaluate_and_gate(
     compute_s = time.perf_counter() - started
     decision = decide_gates(report, gates, policy_version)
     cached = base is not None and base.hit
+    profile = reference_profile(candidate, data.prepared_path, spec, max_length, report)
     record_run_id = record(
         mlc, trained.run_id, registry.model_name, report, decision, config or {}, record_key,
-        precision.params("eval") | {"eval.base_scores_cached": str(cached)},
+        precision.params("eval") | {"eval.base_scores_cached": str(cached)}, profile,
     )  # fmt: skip
     log_scores(report, decision)
     create_markdown_artifact(

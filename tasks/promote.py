@@ -153,3 +153,52 @@ def plan_promotion(
         description=f"{model_name} v{candidate}",
     )
     return decision
+
+
+@task(name="error-budget", task_run_name="error budget {model_name}", cache_policy=NONE)
+def check_error_budget(
+    model_name: str,
+    decision: PromotionDecision,
+    slo_path: str,
+    service_url: str | None,
+    prometheus_url: str | None,
+    actor: str,
+    home: Home,
+) -> dict[str, float]:
+    """Refuse (exit 3, recorded) to start a canary while an SLO's error budget is spent.
+
+    The budget comes from Prometheus when ``prometheus_url`` is given (the whole budget
+    period), else from the running service's counters (since it started); a service this flow
+    starts itself has served nothing yet, so there is nothing to judge.
+    """
+    from tasks.core.config.loader import load_slo_policy
+    from tasks.core.errors import ErrorBudgetExhausted
+    from tasks.core.monitoring import slo as slos
+    from tasks.core.serving.runner import scrape
+    from tasks.core.serving.telemetry import parse_snapshot
+
+    policy = load_slo_policy(slo_path)
+    if prometheus_url:
+        remaining, source = slos.remaining_from_prometheus(prometheus_url), prometheus_url
+    elif service_url:
+        snapshot = parse_snapshot(scrape(service_url))
+        remaining, source = slos.remaining_from_scrape(policy, snapshot), f"{service_url}/metrics"
+    else:
+        return {}
+    spent = slos.exhausted(remaining)
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in sorted(remaining.items())) or "no events"
+    if not spent:
+        log_decision("error-budget", f"budget left ({source}): {shown}")
+        return remaining
+    reason = (
+        "error budget exhausted ("
+        + ", ".join(f"{k} {v:.2f} left" for k, v in sorted(spent.items()))
+        + f", from {source}): no canary until it recovers"
+    )
+    record_id = append_about_version(
+        client(home.tracking_uri), model_name, decision.candidate, kind="promotion",
+        outcome="refused", reason=reason, actor=actor or actor_cli(),
+        figures={f"error_budget_remaining_{k}": v for k, v in remaining.items()},
+        details={"slo_version": policy.version, "source": source, "champion": decision.champion},
+    )  # fmt: skip
+    raise ErrorBudgetExhausted(f"{model_name} v{decision.candidate}: {reason} (record {record_id})")

@@ -20,6 +20,8 @@ from tasks.core.config.experiment import RegistrySpec
 from tasks.core.data.preprocess import Preprocessing
 from tasks.core.digests import key
 from tasks.core.home import Home
+from tasks.core.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
+from tasks.core.monitoring.profile import MODEL_ARTIFACT as PROFILE_MODEL_ARTIFACT
 from tasks.core.registry import model_card
 from tasks.core.registry.history import Decision, actor_pipeline, append, user
 from tasks.core.registry.lineage import EVALUATION_TAG
@@ -30,7 +32,7 @@ from tasks.core.training.modeling import drop_peft_template_card
 from tasks.gate import EvalOutcome, fetch_adapter
 
 # Recorded on the version, never keyed: a new commit or flow run alone must not re-register.
-UNKEYED_TAGS = ("git_commit", "prefect.flow_run_id")
+UNKEYED_TAGS = ("git_commit", "prefect.flow_run_id", "retrain.cause")
 HEADLINE_METRICS = ("accuracy", "macro_f1", "ece", "latency_ms_per_example")
 
 
@@ -56,6 +58,22 @@ def _run_record(run_id: str, path: str, loader) -> dict:
         return {}
     data = loader(text)
     return data if isinstance(data, dict) else {}
+
+
+def _reference_profile(record_run_id: str, folder: Path, home: Home) -> Path | None:
+    """The evaluation record's reference profile, to register with the model (the service
+    reads its vocabulary; the monitor compares live windows with it); None when absent."""
+    if not record_run_id:
+        return None
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"runs:/{record_run_id}/{PROFILE_ARTIFACT}",
+            dst_path=str(folder / "profile"),
+            tracking_uri=home.tracking_uri,
+        )
+    except Exception:  # an evaluation recorded before profiles existed
+        return None
+    return Path(local)
 
 
 def version_tags(outcome: EvalOutcome, tags: dict[str, str]) -> dict[str, str]:
@@ -150,6 +168,9 @@ def register_model(
             extra[PREPROCESSING_ARTIFACT] = Preprocessing.from_dict(outcome.preprocessing).write(
                 path
             )
+        profile = _reference_profile(outcome.record_run_id, Path(tmp), home)
+        if profile is not None:
+            extra[PROFILE_MODEL_ARTIFACT] = profile
         description = model_card.without_front_matter(card)
         reg = register(
             mlc, registry.model_name, outcome.run_id, adapter, all_tags, description, card_path,

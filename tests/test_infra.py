@@ -53,7 +53,8 @@ def test_prefect_deployments_reference_the_flow_and_valid_configs():
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         flow = getattr(module, name)
         assert set(deployment["parameters"]) <= set(flow.parameters.properties)
-        load_config(REPO / deployment["parameters"]["config_path"])
+        if "config_path" in deployment["parameters"]:
+            load_config(REPO / deployment["parameters"]["config_path"])
 
 
 def test_prefect_yaml_agrees_with_loraflow_deploy():
@@ -63,6 +64,8 @@ def test_prefect_yaml_agrees_with_loraflow_deploy():
     spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
     assert spec["prefect-version"] == prefect.__version__
     for deployment in spec["deployments"]:
+        if deployment["entrypoint"] != stack.ENTRYPOINT:
+            continue
         config = REPO / deployment["parameters"]["config_path"]
         plan = stack.deployment_plan(load_config(config).config, config, REPO)
         assert deployment["entrypoint"] == stack.ENTRYPOINT
@@ -78,9 +81,20 @@ def test_prefect_yaml_agrees_with_loraflow_deploy():
             for t in deployment["triggers"]
         ]
         assert triggers == [
-            (t.name, (t.event,), t.resource_id, plan.parameters(force=t.force))
-            for t in plan.triggers
+            (t.name, (t.event,), t.resource_id, plan.trigger_parameters(t)) for t in plan.triggers
         ]
+
+
+def test_monitor_deployment_runs_on_the_monitoring_policy_schedule():
+    from tasks.core.config.loader import load_monitoring_policy
+    from tasks.core.home import MONITORING_POLICY
+
+    spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
+    [monitor] = [
+        d for d in spec["deployments"] if d["entrypoint"] == "flows/monitor.py:monitor_flow"
+    ]
+    assert monitor["schedules"][0]["cron"] == load_monitoring_policy(MONITORING_POLICY).cron
+    assert monitor["parameters"]["service_url"] == "http://serve:8080"  # compose's `serve`
 
 
 # -- compose -----------------------------------------------------------------------------------
@@ -244,14 +258,22 @@ def test_grafana_dashboard_uses_the_provisioned_datasource_and_real_metrics():
     job = yaml.safe_load((INFRA / "prometheus/prometheus.yml").read_text())["scrape_configs"][0]
     served = _served_metric_names()
     assert served, "the service declares no metrics"
-    referenced = set()
+    rules = yaml.safe_load((INFRA / "prometheus/rules/loraflow-slo.yaml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    referenced, used_records = set(), set()
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == datasource["uid"]
         for target in panel["targets"]:
-            assert f'job="{job["job_name"]}"' in target["expr"]
+            records = set(re.findall(r"\bslo:[\w:]+", target["expr"]))
+            # A raw series is the scraped job's; a recorded one is already aggregated.
+            assert records or f'job="{job["job_name"]}"' in target["expr"], target["expr"]
             referenced |= set(re.findall(r"\bloraflow_\w+", target["expr"]))
+            used_records |= records
     assert referenced and referenced <= served, referenced - served
+    assert used_records <= recorded, used_records - recorded  # recorded from served series
     assert {"loraflow_requests_total", "loraflow_request_latency_seconds_bucket"} <= referenced
+    assert "slo:error_budget_remaining:ratio" in used_records  # the error-budget panel
+    assert {"loraflow_input_oov_words_total", "loraflow_input_tokens_bucket"} <= referenced
 
 
 # -- Kubernetes work pool ----------------------------------------------------------------------

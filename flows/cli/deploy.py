@@ -70,7 +70,7 @@ def _apply(plan: stack.DeploymentPlan):
             name=t.name,
             expect={t.event},
             match={"prefect.resource.id": t.resource_id},
-            parameters=plan.parameters(force=t.force),
+            parameters=plan.trigger_parameters(t),
         )
         for t in plan.triggers
     ]

@@ -97,7 +97,10 @@ def refused_table(refused: list[RefusedRun]) -> Table:
     return table
 
 
-OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "promote": "green", "rollback": "bold red"}
+OUTCOME_STYLE = {
+    "pass": "green", "fail": "bold red", "promote": "green", "rollback": "bold red",
+    "ok": "green", "breach": "bold red", "refused": "bold red",
+}  # fmt: skip
 
 
 def decisions_table(lineage: Lineage) -> Table:

@@ -13,7 +13,7 @@ import typer
 
 from flows.cli.output import console
 from tasks.core.errors import BadInput, RollbackImpossible
-from tasks.core.home import CANARY_POLICY, apply_env
+from tasks.core.home import CANARY_POLICY, MONITORING_POLICY, apply_env
 
 
 def _policy(path: Path):
@@ -39,10 +39,16 @@ def serve_command(
         float | None,
         typer.Option(help="Challenger share while no canary sets one (default: the policy's)."),
     ] = None,
+    monitoring_policy: Annotated[
+        Path, typer.Option(help="Monitoring policy YAML whose `live` section applies.")
+    ] = MONITORING_POLICY,
 ) -> None:
     """Serve NAME@champion and NAME@challenger over HTTP (FastAPI + uvicorn), in the foreground."""
     home = apply_env()
     spec = _policy(policy).serving
+    from tasks.core.config.loader import load_monitoring_policy
+
+    live = load_monitoring_policy(monitoring_policy).live
     if challenger_percent is not None:
         if not 0 <= challenger_percent <= 100:
             raise BadInput(f"--challenger-percent {challenger_percent}: use 0..100")
@@ -60,12 +66,12 @@ def serve_command(
     sock = bind(host, port)  # a taken port fails here, in one line, before any model loads
     console.print(
         f"serving {name}@champion (+ challenger) from {home.tracking_uri} on http://{host}:{port}"
-        "  (POST /predict, /feedback; GET /healthz, /readyz, /metrics)",
+        "  (POST /predict, /feedback; GET /healthz, /readyz, /metrics, /monitoring/window)",
         highlight=False,
         soft_wrap=True,
     )
     console.print(f"auth: {tokens.describe()}", highlight=False, soft_wrap=True)
-    serve_foreground(build_service(name, spec, home.tracking_uri), sock)
+    serve_foreground(build_service(name, spec, home.tracking_uri, live=live), sock)
 
 
 def promote_command(
@@ -84,6 +90,13 @@ def promote_command(
     service_url: Annotated[
         str | None,
         typer.Option(help="A running `loraflow serve` to canary on (default: start one)."),
+    ] = None,
+    prometheus_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Prometheus holding the SLO recordings: the error budget over its whole period "
+            "(default: the service's counters)."
+        ),
     ] = None,
 ) -> None:
     """Run the promotion flow: canary the challenger against the champion; exit 3 on rollback."""
@@ -105,6 +118,7 @@ def promote_command(
         replay_path=str(data.resolve()) if data else None,
         service_url=service_url,
         actor=actor_cli(),
+        prometheus_url=prometheus_url,
         return_state=True,
     )
     decision = result_or_pointer(state, home)  # a rollback: one line, exit 3, no traceback

@@ -158,6 +158,14 @@ class ServiceNotReady(Transient):
     """The inference service has no champion loaded (yet)."""
 
 
+class ServiceUnavailable(Transient):
+    """The service the monitor reads its live window from did not answer."""
+
+
+class ErrorBudgetExhausted(Refusal):
+    """The SLO error budget is spent: no canary starts until it recovers."""
+
+
 class BatcherClosed(Transient):
     """The model behind a batcher was retired; the request is routed again."""
 

@@ -18,6 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIGS = REPO_ROOT / "configs"
 LICENSE_POLICY = SHIPPED_CONFIGS / "policies/licenses.yaml"
 CANARY_POLICY = SHIPPED_CONFIGS / "policies/canary.yaml"
+MONITORING_POLICY = SHIPPED_CONFIGS / "policies/monitoring.yaml"
+SLO_POLICY = SHIPPED_CONFIGS / "policies/slo.yaml"
 QUICKSTART_CONFIG = SHIPPED_CONFIGS / "experiments/sst2-minilm-lora.yaml"
 
 

@@ -285,3 +285,32 @@ def test_rollback_promote_rollback_each_stays_in_the_history(world):
     assert table.index("first rollback") < table.index("second rollback")
     assert "cli:alice" in shown and "cli:bob" in shown
     assert "by the pipeline" not in shown
+
+
+def test_no_canary_while_the_error_budget_is_spent(world):
+    """Flipped feedback spends the quality budget of the running service: the promotion flow
+    refuses (a Refusal: exit 3) before any traffic moves, and records why on the version."""
+    import httpx
+
+    from tasks.core.config.canary import ServingSpec
+    from tasks.core.errors import ErrorBudgetExhausted
+    from tasks.core.serving.runner import BackgroundServer, build_service
+
+    setup_aliases(world, champion=world.good, challenger=world.better)
+    spec = ServingSpec(poll_seconds=0.1, max_wait_ms=2)
+    service = BackgroundServer(build_service(NAME, spec, world.home.tracking_uri))
+    with service as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        server.wait_ready(60)
+        texts = [text for _, text in sentiment_rows(20, seed=9)]
+        answer = http.post("/predict", json={"texts": texts, "key": "k"}).json()
+        flipped = [
+            {"id": p["id"], "label": "negative" if p["label"] == "positive" else "positive"}
+            for p in answer["predictions"]
+        ]
+        assert http.post("/feedback", json={"items": flipped}).json()["accepted"] == 20
+        with pytest.raises(ErrorBudgetExhausted, match="quality -5.67 left") as refused:
+            promotion(model_name=NAME, policy_path=world.policy, service_url=server.url)
+    assert refused.value.exit_code == 3
+    assert aliases(world)["champion"] == world.good  # nothing moved
+    [record] = history(client(world.home.tracking_uri), NAME, world.better, kind="promotion")[-1:]
+    assert record.outcome == "refused" and "error budget exhausted" in record.reason

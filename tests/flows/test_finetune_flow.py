@@ -11,7 +11,8 @@ from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.finetune import finetune
 from tasks.core.errors import GateFailed, LicenseDenied
-from tasks.core.registry.history import history
+from tasks.core.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
+from tasks.core.registry.history import history, read_record
 from tasks.core.tracking import client
 from tests.flows.conftest import TINY_REPO, write_config
 
@@ -105,6 +106,20 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     predictions = loaded.predict(pd.DataFrame({"text": ["a good film", "a bad plot"]}))
     assert set(predictions["label"]) <= {"negative", "positive"}
 
+    # The reference profile: in the evaluation record, and registered with the model (the
+    # service counts OOV words against its vocabulary and sends the features it monitors).
+    profile = read_record(mlc, evaluation.info.run_id, PROFILE_ARTIFACT)
+    stats = profile["stats"]
+    assert stats["count"] == 16 and sum(stats["predictions"].values()) == 16  # the eval split
+    assert profile["accuracy"] == pytest.approx(evaluation.data.metrics["eval_accuracy"])
+    assert len(stats["sketches"]) == 16 and stats["oov"] == 0 and stats["words"] == 64
+    python_model = loaded.unwrap_python_model()
+    assert python_model.vocabulary == frozenset(profile["vocabulary"])
+    assert list(predictions.columns) == ["label", "score"]  # the public output is unchanged
+    served = python_model.predict_texts(["a good film", "a bad plot"])  # as the service asks
+    assert [label for label, _, _ in served] == predictions["label"].tolist()
+    assert [(f.tokens, f.oov, len(f.sketch)) for _, _, f in served] == [(5, 0, 8), (5, 0, 8)]
+
     # 2. Identical re-run: every stage cached, nothing trained, registry unchanged.
     again = finetune(config_path=str(config), return_state=True)
     assert set(task_states(again).values()) == {"Cached"}, task_states(again)
@@ -140,7 +155,9 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert mlc.get_registered_model("tiny-lora").aliases == {"challenger": 1, "champion": 1}
 
     # 5. --force recomputes: a new training run and a new version that waits for the canary.
-    forced = finetune(config_path=str(config), force=True, return_state=True)
+    #    Started by a trigger: the event (and the monitor record) is the new version's cause.
+    cause = "loraflow.drift.detected 0f0e-test record=abc123"
+    forced = finetune(config_path=str(config), force=True, cause=cause, return_state=True)
     assert set(task_states(forced).values()) == {"Completed"}
     assert sorted(str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")) == [
         "1",
@@ -149,6 +166,8 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     aliases = mlc.get_registered_model("tiny-lora").aliases
     assert aliases == {"challenger": 2, "champion": 1}
     assert mlc.get_model_version("tiny-lora", "2").tags["promotion.action"] == "keep"
+    assert mlc.get_model_version("tiny-lora", "2").tags["retrain.cause"] == cause
+    assert "retrain.cause" not in mlc.get_model_version("tiny-lora", "1").tags
 
 
 def test_denied_license_stops_before_data_and_training(home, tmp_path, tiny_bert_dir):

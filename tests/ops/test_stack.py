@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -47,7 +49,11 @@ def test_deploy_registers_schedule_typed_parameters_and_triggers(stack):
     assert deployment.parameters == {"config_path": str(stack.config), "force": False}
     [automation] = automations
     assert automation.trigger.expect == {"loraflow.drift.detected"}
-    assert automation.actions[0].parameters == {"config_path": str(stack.config), "force": True}
+    assert automation.actions[0].parameters == {
+        "config_path": str(stack.config),
+        "force": True,
+        "cause": plan.CAUSE_TEMPLATE,
+    }
 
 
 def test_deployment_run_completes_through_the_worker(stack):
@@ -72,14 +78,17 @@ def test_deployment_run_completes_through_the_worker(stack):
 def test_drift_event_starts_a_forced_retraining_run(stack):
     out = run([str(BIN / "loraflow"), "emit-event", "drift.detected", str(stack.config)], stack.env)
     assert "emitted loraflow.drift.detected on loraflow.model.tiny-lora" in out
+    event_id = re.search(r"\(id ([0-9a-f-]{36})\)", out).group(1)
 
-    def triggered():
+    def triggered():  # this event's run (the game day's monitor emits its own)
         with prefect_client(stack.api) as client:
-            runs = client.read_flow_runs(limit=20)
-        return [r for r in runs if r.parameters.get("force") is True]
+            runs = client.read_flow_runs(limit=50)
+        return [r for r in runs if event_id in str(r.parameters.get("cause", ""))]
 
     [retrain] = wait_for(triggered, 60, "the automation to create a retraining run")
     assert retrain.parameters["config_path"] == str(stack.config)
+    assert retrain.parameters["cause"] == f"loraflow.drift.detected {event_id} record="
+    assert retrain.parameters["force"] is True
     assert retrain.created_by and retrain.created_by.type == "AUTOMATION"
     # The worker would now retrain from scratch; that path is the test above. Cancel it.
     from prefect.states import Cancelling

@@ -591,7 +591,14 @@ def test_configs_folder_ships_the_known_files():
 def test_every_shipped_config_validates(path):
     summary = validate_file(path)
     assert summary.startswith(
-        ("experiment ", "license policy ", "gate policy ", "canary policy ")
+        (
+            "experiment ",
+            "license policy ",
+            "gate policy ",
+            "canary policy ",
+            "monitoring policy ",
+            "slo policy ",
+        )
     ), summary
     assert "\n" not in summary
 

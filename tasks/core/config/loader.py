@@ -23,6 +23,7 @@ from tasks.core.config.audit import LicensePolicy
 from tasks.core.config.canary import CanaryPolicy
 from tasks.core.config.evaluation import GatePolicy
 from tasks.core.config.experiment import ExperimentConfig
+from tasks.core.config.monitoring import MonitoringPolicy, SloPolicy
 from tasks.core.digests import file_sha256
 from tasks.core.errors import ConfigError
 
@@ -219,6 +220,14 @@ def load_canary_policy(path: str | Path) -> CanaryPolicy:
     return validate_layers(CanaryPolicy, [(Path(path), read_yaml(Path(path)))])
 
 
+def load_monitoring_policy(path: str | Path) -> MonitoringPolicy:
+    return validate_layers(MonitoringPolicy, [(Path(path), read_yaml(Path(path)))])
+
+
+def load_slo_policy(path: str | Path) -> SloPolicy:
+    return validate_layers(SloPolicy, [(Path(path), read_yaml(Path(path)))])
+
+
 def _gate_policy_layer(path: Path) -> dict[str, Any]:
     data = read_yaml(path)
     _resolve_paths(data, path.parent)
@@ -317,6 +326,16 @@ def validate_file(path: str | Path) -> str:
             f"{len(gates.maximum)} maximums, non-inferiority margin {gates.non_inferiority.margin}"
             f", {len(gates.slices)} slices"
         )
+    if kind == "monitoring-policy":
+        monitoring = load_monitoring_policy(path)
+        return (
+            f"monitoring policy {monitoring.version}: window {monitoring.live.window}, "
+            f"stale after {monitoring.quality.max_days_since_validation:g} days"
+        )
+    if kind == "slo-policy":
+        slo = load_slo_policy(path)
+        names = ", ".join(f"{o.name} {o.target:g}" for o in slo.objectives)
+        return f"slo policy {slo.version}: {names} over {slo.period_days} days"
     loaded = load_config(path)
     cfg = loaded.config
     model = cfg.discovery.repo_id or f"discovered ({cfg.discovery.task})"

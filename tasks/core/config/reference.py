@@ -11,6 +11,7 @@ from tasks.core.config.audit import Approval, LicensePolicy
 from tasks.core.config.canary import CanaryPolicy
 from tasks.core.config.evaluation import GatePolicy, SliceSpec
 from tasks.core.config.experiment import ExperimentConfig
+from tasks.core.config.monitoring import MonitoringPolicy, Objective, SloPolicy
 
 
 def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -75,6 +76,26 @@ def render() -> str:
             "",
             header,
             *_rows(GatePolicy),
+            "",
+            "## Monitoring policy (`configs/policies/monitoring.yaml`)",
+            "",
+            "What the service keeps of live traffic and each monitor finding's threshold",
+            "(docs/operations.md, Monitoring and SLOs).",
+            "",
+            header,
+            *_rows(MonitoringPolicy),
+            "",
+            "## SLO file (`configs/policies/slo.yaml`)",
+            "",
+            "Rendered into Prometheus rules by `loraflow slo-rules`. Entry of `objectives`:",
+            "",
+            header,
+            *_rows(Objective),
+            "",
+            "The file:",
+            "",
+            header,
+            *_rows(SloPolicy),
             "",
         ]
     )

@@ -39,6 +39,12 @@ EVENTS = {
 # New data changes the data files' sha256, so the cache keys see it; drift or staleness with
 # the same files would hit every cache, so those retrain with force=True.
 FORCE_ON = {"drift.detected", "model.stale"}
+# A triggered run's ``cause`` parameter, rendered by the server from the event that started it
+# (Prefect's templated action parameters): the run, and the version it registers, name it.
+CAUSE_TEMPLATE = {
+    "__prefect_kind": "jinja",
+    "template": "{{ event.event }} {{ event.id }} record={{ event.payload.record | default('') }}",
+}
 
 
 def dataset_resource(name: str) -> str:
@@ -79,6 +85,10 @@ class DeploymentPlan:
 
     def parameters(self, force: bool = False) -> dict[str, object]:
         return {"config_path": self.config_path, "force": force}
+
+    def trigger_parameters(self, trigger: TriggerPlan) -> dict[str, object]:
+        """A triggered run's parameters: forced or not, and the event as its ``cause``."""
+        return {**self.parameters(force=trigger.force), "cause": CAUSE_TEMPLATE}
 
 
 def deployment_plan(cfg: ExperimentConfig, config_path: Path, repo: Path) -> DeploymentPlan:

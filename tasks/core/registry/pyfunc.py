@@ -10,6 +10,7 @@ registered version, which is why ``tasks/core/registry/__init__.py`` keeps the o
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mlflow.types import ColSpec, Schema
 
 from tasks.core.home import Home
 
+PROFILE_ARTIFACT = "reference_profile"  # tasks.core.monitoring.profile.MODEL_ARTIFACT
 PREPROCESSING_ARTIFACT = "preprocessing"  # artifact key (and file stem) of the recorded steps
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.57", "peft>=0.17", "mlflow>=3.5", "pandas"]
 SIGNATURE = ModelSignature(
@@ -48,6 +50,9 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         self.model, self.tokenizer, self.labels = load_classifier(adapter, cache, merge=True)
         recorded = (context.artifacts or {}).get(PREPROCESSING_ARTIFACT)
         self.preprocessing = Preprocessing.read(recorded) if recorded else None
+        profile = (context.artifacts or {}).get(PROFILE_ARTIFACT)
+        vocab = json.loads(Path(profile).read_text()).get("vocabulary", ()) if profile else ()
+        self.vocabulary = frozenset(vocab)  # empty: registered before profiles, OOV not counted
 
     @property
     def preprocess(self):
@@ -79,7 +84,18 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         dtype = resolve("auto").dtype
         return predict_proba(self.model, self.tokenizer, texts, batch_size=64, dtype=dtype)
 
-    def predict_texts(self, texts: list[str]) -> list[tuple[str, float]]:
-        """(label, score) per text, without a DataFrame: the service's per-batch call."""
-        probs = self.predict_proba(texts)
-        return [(self.labels[i], float(probs[row, i])) for row, i in enumerate(probs.argmax(1))]
+    def predict_texts(self, texts: list[str]) -> list[tuple]:
+        """(label, score, monitoring ``Features``) per text, without a DataFrame: the service's
+        per-batch call. The same forward pass as ``predict_proba`` (same batches, precision
+        and probabilities) also yields what the live window keeps: token count, OOV words
+        against the version's training vocabulary, the embedding sketch; never the text."""
+        from tasks.core.monitoring.profile import score_with_features
+        from tasks.core.training.precision import resolve
+
+        if self.preprocess is not None:
+            texts = self.preprocess(texts)
+        vocab = getattr(self, "vocabulary", frozenset())
+        dtype = resolve("auto").dtype
+        probs, feats = score_with_features(self.model, self.tokenizer, texts, vocab, 64, 128, dtype)
+        best = probs.argmax(1)
+        return [(self.labels[i], float(probs[row, i]), feats[row]) for row, i in enumerate(best)]

@@ -1,4 +1,4 @@
-"""The FastAPI application: /predict, /feedback, /healthz, /readyz, /metrics.
+"""The FastAPI application: /predict, /feedback, /healthz, /readyz, /metrics, /monitoring/window.
 
 /feedback (and any administrative endpoint) needs the feedback bearer token, /predict the
 predict token when one is set (``guard.py``); the probes and /metrics stay open.
@@ -20,7 +20,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tasks.core.config.canary import ServingSpec
+from tasks.core.config.monitoring import LiveSpec
 from tasks.core.errors import RequestRejected, ServiceNotReady
+from tasks.core.monitoring.features import Features
+from tasks.core.monitoring.window import LiveWindows
 from tasks.core.security.tokens import FEEDBACK, PREDICT, ServiceTokens
 from tasks.core.serving.guard import require
 from tasks.core.serving.models import ModelHolder
@@ -34,12 +37,25 @@ from tasks.core.serving.schemas import (
 from tasks.core.serving.telemetry import ServiceMetrics
 
 
-def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> FastAPI:
-    """``tokens``: the bearer tokens /feedback and /predict need (default: from the env)."""
+def split_features(results) -> tuple[list[tuple[str, float]], list[Features] | None]:
+    """(label, score) pairs, and the monitoring features when every result carries them."""
+    pairs = [(r[0], r[1]) for r in results]
+    if results and all(len(r) > 2 for r in results):
+        return pairs, [r[2] for r in results]
+    return pairs, None
+
+
+def create_app(
+    holder: ModelHolder, tokens: ServiceTokens | None = None, live: LiveSpec | None = None
+) -> FastAPI:
+    """``tokens``: the bearer tokens /feedback and /predict need (default: from the env);
+    ``live``: what the monitoring policy keeps of served inputs (default: features of the
+    last 500 per version, no text)."""
     tokens = ServiceTokens.from_env() if tokens is None else tokens
     spec: ServingSpec = holder.spec
     metrics: ServiceMetrics = holder.metrics
     predictions = PredictionLog(spec.feedback_window)
+    windows = LiveWindows(live or LiveSpec())
     shadows: set[asyncio.Task] = set()
 
     @asynccontextmanager
@@ -77,6 +93,13 @@ def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> Fast
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/monitoring/window", dependencies=[require(tokens, FEEDBACK)])
+    async def monitoring_window() -> dict:
+        """Each version's live window as statistics (and redacted samples only if the
+        monitoring policy enables them): what `loraflow monitor` compares with the reference.
+        Administrative: the feedback token, as /feedback."""
+        return windows.snapshot()
+
     @app.post("/predict", dependencies=[require(tokens, PREDICT)])
     async def predict(request: Request) -> JSONResponse:
         """Body ``{"text": str}`` or ``{"texts": [str, ...]}``, optional ``"key"`` (or header
@@ -109,6 +132,9 @@ def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> Fast
         finally:
             holder.release(model)
         metrics.latency.labels(version).observe(time.perf_counter() - started)
+        results, feats = split_features(results)
+        windows.add(version, holder.labels.get(version, ()), texts, results, feats)
+        metrics.observe_inputs(version, results, feats)
         ids = [f"{request_id}-{i}" for i in range(len(texts))]
         for pid, (label, _) in zip(ids, results, strict=True):
             metrics.predictions.labels(version, label).inc()
@@ -144,6 +170,7 @@ def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> Fast
             return
         finally:
             holder.release(champion)
+        results = split_features(results)[0]
         for pid, mine, (theirs, _) in zip(ids, labels, results, strict=True):
             agree = "true" if mine == theirs else "false"
             metrics.agreement.labels(version, champion.version, agree).inc()
@@ -166,6 +193,7 @@ def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> Fast
             accepted += 1
             correct = "true" if record["label"] == outcome.label else "false"
             metrics.feedback.labels(record["version"], correct).inc()
+            windows.outcome(record["version"], correct == "true")
             if record["shadow"] is not None:
                 shadow_version, shadow_label = record["shadow"]
                 correct = "true" if shadow_label == outcome.label else "false"

@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tasks.core.config.canary import ServingSpec
+from tasks.core.config.monitoring import LiveSpec
 from tasks.core.errors import PortInUse
 from tasks.core.serving.app import create_app
 from tasks.core.serving.models import Loader, ModelHolder, pyfunc_loader, read_registry
@@ -23,10 +24,15 @@ LOOPBACK = "127.0.0.1"
 
 
 def build_service(
-    name: str, spec: ServingSpec, tracking_uri: str, load: Loader | None = None
+    name: str,
+    spec: ServingSpec,
+    tracking_uri: str,
+    load: Loader | None = None,
+    live: LiveSpec | None = None,
 ) -> FastAPI:
     """The app for registered model ``name``, following its aliases in ``tracking_uri``;
-    versions load in their served form (``runtime.load_version``) unless ``load`` says else."""
+    versions load in their served form (``runtime.load_version``) unless ``load`` says else;
+    ``live``: the monitoring policy's live window (default: features only, no text)."""
     from tasks.core.tracking import client
 
     load = load or partial(pyfunc_loader, threads=spec.torch_threads)
@@ -41,7 +47,7 @@ def build_service(
     holder = ModelHolder(
         name, spec, ServiceMetrics(), lambda: read_registry(mlc, name), load, lease_expired
     )
-    return create_app(holder)
+    return create_app(holder, live=live)
 
 
 def bind(host: str, port: int) -> socket.socket:

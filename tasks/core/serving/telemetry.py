@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 # 1 ms .. ~25 s in steps of x1.5: fine enough to compare millisecond p95s by interpolation.
 LATENCY_BUCKETS = tuple(round(0.001 * 1.5**k, 6) for k in range(26))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+TOKEN_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 Snapshot = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -93,6 +95,40 @@ class ServiceMetrics:
             "to the champion.",
             registry=r,
         )
+
+        self.tokens = Histogram(
+            "loraflow_input_tokens",
+            "Tokens per served input (before truncation), by version: input length drift.",
+            ["version"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "loraflow_prediction_confidence",
+            "Probability of the predicted class, by version: confidence drift.",
+            ["version"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.words = Counter(
+            "loraflow_input_words", "Words in served inputs, by version.", ["version"], registry=r
+        )
+        self.oov_words = Counter(
+            "loraflow_input_oov_words",
+            "Words of served inputs absent from the version's training vocabulary.",
+            ["version"],
+            registry=r,
+        )
+
+    def observe_inputs(self, version: str, results, feats) -> None:
+        """The drift panel's series: confidence always; lengths and OOV when the model gives
+        features (versions registered before reference profiles give none)."""
+        for _, score in results:
+            self.confidence.labels(version).observe(score)
+        for f in feats or ():
+            self.tokens.labels(version).observe(f.tokens)
+            self.words.labels(version).inc(f.words)
+            self.oov_words.labels(version).inc(f.oov)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

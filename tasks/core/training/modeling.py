@@ -224,3 +224,41 @@ def predict_proba(
         if on_batch is not None:
             on_batch(min(start + batch_size, len(order)))
     return probs
+
+
+@torch.inference_mode()
+def predict_with_states(
+    model,
+    tokenizer,
+    texts: list[str],
+    batch_size: int = 64,
+    max_length: int = 128,
+    dtype: torch.dtype | None = None,
+):
+    """(class probabilities, mean-pooled last hidden states, token counts) in one pass, batched
+    as ``predict_proba`` batches (same probabilities): what monitoring profiles
+    (``tasks/core/monitoring/features.py``) alongside the prediction. Token counts are the
+    full lengths, truncated or not, so length drift shows."""
+    probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    if not len(texts):
+        return probs, pooled, []
+    collator = DataCollatorWithPadding(tokenizer)
+    full = tokenizer(list(texts), verbose=False)["input_ids"]
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
+    device = next(model.parameters()).device
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+    )
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = collator([{k: encoded[k][j] for k in encoded} for j in idx])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast:
+            out = model(**batch, output_hidden_states=True)
+        probs[idx] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        states = out.hidden_states[-1].float()
+        pooled[idx] = ((states * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+    return probs, pooled, [len(ids) for ids in full]
