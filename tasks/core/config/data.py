@@ -38,8 +38,26 @@ class SplitSpec(Spec):
     hub_split: str | None = Field(
         None, description="Split of the Hub dataset to read (e.g. train, validation)."
     )
-    text_column: str = Field(description="Column holding the input text in this file.")
-    label_column: str = Field(description="Column holding the label (class id or class name).")
+    text_column: str | None = Field(
+        None, description="Classification: column holding the input text in this file."
+    )
+    label_column: str | None = Field(
+        None, description="Classification: column holding the label (class id or class name)."
+    )
+    prompt_column: str | None = Field(
+        None, description="Generative (causal-lm): column holding the prompt (the user turn)."
+    )
+    response_column: str | None = Field(
+        None, description="Generative (causal-lm): column holding the reference response."
+    )
+    messages_column: str | None = Field(
+        None,
+        description="Generative (causal-lm): column holding a chat as a list of {role, content} "
+        "turns (roles system, user, assistant); the last turn must be the assistant's answer.",
+    )
+    system_column: str | None = Field(
+        None, description="Generative: column holding a per-row system prompt (optional)."
+    )
     max_samples: int | None = Field(
         None,
         ge=1,
@@ -53,6 +71,30 @@ class SplitSpec(Spec):
         if path is not None and not path.is_file():
             raise ValueError(f"data file not found: {path}")
         return path
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> SplitSpec:
+        """Exactly one column mapping: text+label, prompt+response, or messages."""
+        shapes = {
+            "text_column + label_column": (self.text_column, self.label_column),
+            "prompt_column + response_column": (self.prompt_column, self.response_column),
+            "messages_column": (self.messages_column,),
+        }
+        started = [name for name, cols in shapes.items() if any(cols)]
+        if len(started) != 1:
+            raise ValueError(
+                "map the columns one way: " + ", or ".join(shapes) + f" (got {started or 'none'})"
+            )
+        missing = [c for c in started[0].split(" + ") if getattr(self, c) is None]
+        if missing:
+            raise ValueError(f"{started[0]} go together: set {', '.join(missing)}")
+        if self.system_column and self.shape != "generative":
+            raise ValueError("system_column applies to generative (prompt or messages) data")
+        return self
+
+    @property
+    def shape(self) -> Literal["classification", "generative"]:
+        return "classification" if self.text_column else "generative"
 
     @model_validator(mode="after")
     def _one_source(self) -> SplitSpec:
@@ -156,6 +198,12 @@ class DataChecksSpec(Spec):
     max_truncated_share: float = Field(
         0.01, ge=0, le=1, description="token_lengths: share of texts allowed to be truncated."
     )
+    response_truncation: CheckSeverity = Field(
+        "fail",
+        description="Generative data: share of conversations whose rendered tokens exceed "
+        "train.max_length, so the response would be cut (above max_truncated_share); rows whose "
+        "prompt alone is too long are listed.",
+    )
     report_lengths: tuple[int, ...] = Field(
         (64, 128, 256, 512),
         description="token_lengths: also report the share truncated at each of these lengths.",
@@ -209,8 +257,14 @@ class DataSpec(Spec):
         None, description="License the local data is published under (recorded in the audit)."
     )
     labels: tuple[str, ...] = Field(
-        min_length=2,
-        description="Class names in id order; integer labels in the files index this list.",
+        (),
+        description="Classification: class names in id order (at least two); integer labels in "
+        "the files index this list. Generative data has none.",
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="Generative: system prompt put before every conversation that has none "
+        "(recorded in the data fingerprint; served with the model).",
     )
     train: SplitSpec = Field(
         description="Training split and its column mapping (with `split`: the one file that "
@@ -261,6 +315,25 @@ class DataSpec(Spec):
         if isinstance(mapping, dict):
             return {str(k): v for k, v in mapping.items()}
         return mapping
+
+    @property
+    def kind(self) -> Literal["classification", "generative"]:
+        """classification (text + label) or generative (prompt/response or chat messages)."""
+        return self.train.shape
+
+    @model_validator(mode="after")
+    def _shape(self) -> DataSpec:
+        if self.eval is not None and self.eval.shape != self.train.shape:
+            raise ValueError(
+                f"train is {self.train.shape} data, eval is {self.eval.shape}: map both the same way"
+            )
+        if self.kind == "classification" and len(self.labels) < 2:
+            raise ValueError("classification data needs at least two class names in 'labels'")
+        if self.kind == "generative" and (self.labels or self.label_map):
+            raise ValueError("'labels'/'label_map' apply to classification data, not generative")
+        if self.kind == "classification" and self.system_prompt is not None:
+            raise ValueError("'system_prompt' applies to generative data")
+        return self
 
     @model_validator(mode="after")
     def _sources(self) -> DataSpec:
