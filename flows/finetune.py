@@ -69,6 +69,9 @@ def finetune(config_path: str, force: bool = False) -> dict:
         "tokenizer_revision": model.revision,
         "data_name": cfg.data.name,
         "dataset_sha256": data.fingerprint,
+        **(
+            {"chat_template_sha256": data.chat_template_sha256} if data.chat_template_sha256 else {}
+        ),
         "license_verdict": audit.verdict,
         "validation_verdict": data.verdict,
         "train_run_id": trained.run_id,
@@ -91,7 +94,9 @@ def finetune(config_path: str, force: bool = False) -> dict:
         "training": f"{trained.steps} steps"
         + (f", resumed from step {trained.resumed_from_step}" if trained.resumed_from_step else ""),
         "metrics": {
-            k: round(v, 4) for k, v in outcome.metrics.items() if k in ("accuracy", "macro_f1")
+            k: round(v, 4)
+            for k, v in outcome.metrics.items()
+            if k in ("accuracy", "macro_f1", "exact_match", "rouge_l", "format_valid")
         },
         "gates": gate_lines(outcome.decision),
         "registered": f"{registration.name} v{registration.version}",

@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from tasks.common import log_decision, stage_options
@@ -42,6 +42,7 @@ from tasks.core.home import Home
 from tasks.core.registry.history import Decision, actor_pipeline, append
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
+from tasks.core.training.modeling import CAUSAL_LM, read_task
 from tasks.core.training.runs import TrainResult
 
 
@@ -54,6 +55,8 @@ class EvalOutcome:
     record_run_id: str = ""  # the evaluation's record in the decision history
     # The preprocessing every evaluated text went through; registered with the model.
     preprocessing: dict | None = None
+    # causal-lm: the decoding settings the answers were gated with; pinned with the model.
+    generation: dict | None = None
 
 
 def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
@@ -123,6 +126,33 @@ def _champion(mlc, name: str, run_id: str):
     return classifier, str(version.version)
 
 
+def _champion_generator(mlc, name: str, run_id: str):
+    """(generator, version) of the current champion, loaded as it is served; or (None, None)."""
+    from tasks.core.training.generation import Generator
+
+    if champion_ref(mlc, name, run_id) is None:
+        return None, None
+    found = load_alias(mlc, name, CHAMPION)
+    if found is None or not hasattr(found[1], "generation"):  # moved away, or a classifier
+        return None, None
+    version, model = found
+    source = f"models:/{name}/{version.version}"
+    return Generator(model.model, model.tokenizer, source, "champion"), str(version.version)
+
+
+def score_generative(trained, data, spec, gates, registry, max_length, home, mlc, adapter):
+    """The causal-LM evaluation: candidate, champion and base generators on the eval split."""
+    from tasks.core.evaluation.generation import evaluate_generators
+    from tasks.core.training.generation import load_base_generator, load_generator
+
+    candidate = load_generator(adapter, trained.run_id, home.hf_hub_cache)
+    champion, champion_version = _champion_generator(mlc, registry.model_name, trained.run_id)
+    base = load_base_generator(adapter, home.hf_hub_cache) if gates.base_model.score else None
+    return evaluate_generators(
+        candidate, data.prepared_path, spec, gates, max_length, champion, champion_version, base
+    )
+
+
 def figures(report: EvalReport) -> dict[str, float]:
     """Every figure of an evaluation, named as metrics: candidate, champion, base, slices."""
     out = {f"eval_{k}": v for k, v in report.candidate.metrics.items()}
@@ -169,6 +199,7 @@ def record(
             artifacts={
                 "eval/report.json": report.to_dict(),
                 "gates/decision.json": decision.to_dict(),
+                **({"eval/worst_answers.json": list(report.examples)} if report.examples else {}),
                 "config/resolved.yaml": config.get("resolved_config", ""),
             },
             files={"eval": png} if png is not None else None,
@@ -182,7 +213,7 @@ def log_scores(report: EvalReport, decision: GateDecision) -> None:
         if scores is not None:
             figures = ", ".join(
                 f"{k} {scores.metrics[k]:.4f}"
-                for k in ("accuracy", "macro_f1")
+                for k in ("accuracy", "macro_f1", "exact_match", "rouge_l", "format_valid")
                 if k in scores.metrics
             )
             count = int(scores.metrics.get("examples", 0))
@@ -221,6 +252,44 @@ def evaluate_and_gate(
     adapter = fetch_adapter(home, trained.run_id, trained.adapter_artifact)
     recorded = getattr(data, "preprocessing", None) or None
     preprocessing = Preprocessing.from_dict(recorded) if recorded else None
+    generative = read_task(adapter) == CAUSAL_LM
+    if generative:
+        report = score_generative(
+            trained, data, spec, gates, registry, max_length, home, mlc, adapter
+        )
+    else:
+        report = _score_classifiers(trained, data, spec, gates, registry, max_length, home, mlc,
+                                    adapter, preprocessing)  # fmt: skip
+    decision = decide_gates(report, gates, policy_version)
+    record_run_id = record(
+        mlc, trained.run_id, registry.model_name, report, decision, config or {}, record_key
+    )
+    log_scores(report, decision)
+    create_markdown_artifact(
+        key="gate-decision",
+        markdown=to_markdown(decision, report),
+        description=f"Gates for run {trained.run_id}",
+    )
+    if report.examples:
+        create_table_artifact(
+            key="worst-answers",
+            table=list(report.examples),
+            description=f"Lowest ROUGE-L answers of run {trained.run_id} on the eval split",
+        )
+    if not decision.passed:
+        raise GateFailed(
+            f"gate failed, nothing registered: {'; '.join(decision.failures())} "
+            f"(evaluation record {record_run_id}, MLflow run {trained.run_id})"
+        )
+    pinned = spec.generation.model_dump(mode="json") if generative else None
+    return EvalOutcome(
+        trained.run_id, report.candidate.metrics, decision, report, record_run_id, recorded, pinned
+    )
+
+
+def _score_classifiers(
+    trained, data, spec, gates, registry, max_length, home, mlc, adapter, preprocessing
+) -> EvalReport:
     candidate = adapter_classifier(adapter, trained.run_id, home.hf_hub_cache, preprocessing)
     champion, champion_version = _champion(mlc, registry.model_name, trained.run_id)
     base = None
@@ -231,7 +300,7 @@ def evaluate_and_gate(
         if model is not None:
             model.on_progress = progress
     try:
-        report = evaluate_models(
+        return evaluate_models(
             candidate,
             data.prepared_path,
             spec,
@@ -243,21 +312,3 @@ def evaluate_and_gate(
         )
     finally:
         progress.close()
-    decision = decide_gates(report, gates, policy_version)
-    record_run_id = record(
-        mlc, trained.run_id, registry.model_name, report, decision, config or {}, record_key
-    )
-    log_scores(report, decision)
-    create_markdown_artifact(
-        key="gate-decision",
-        markdown=to_markdown(decision, report),
-        description=f"Gates for run {trained.run_id}",
-    )
-    if not decision.passed:
-        raise GateFailed(
-            f"gate failed, nothing registered: {'; '.join(decision.failures())} "
-            f"(evaluation record {record_run_id}, MLflow run {trained.run_id})"
-        )
-    return EvalOutcome(
-        trained.run_id, report.candidate.metrics, decision, report, record_run_id, recorded
-    )

@@ -18,6 +18,11 @@ from tasks.core.config.evaluation import GateSpec
 from tasks.core.evaluation.report import EvalReport
 
 Status = Literal["pass", "fail", "skip"]
+CLASSIFIER_KEYS = ("accuracy", "macro_f1", "ece", "latency_ms_per_example")
+GENERATIVE_KEYS = (
+    "exact_match", "rouge_l", "format_valid", "refusal_rate", "empty_rate", "perplexity",
+    "latency_ms_per_example",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ def to_markdown(decision: GateDecision, report: EvalReport | None = None) -> str
 
 def comparison_markdown(report: EvalReport) -> list[str]:
     models = [m for m in (report.candidate, report.champion, report.base) if m is not None]
-    keys = [k for k in ("accuracy", "macro_f1", "ece", "latency_ms_per_example")]
+    keys = list(GENERATIVE_KEYS if report.generative else CLASSIFIER_KEYS)
     lines = ["", "### Same eval split, same run", ""]
     lines.append("| model | source | " + " | ".join(keys) + " |")
     lines.append("|---|---|" + "---|" * len(keys))
