@@ -107,13 +107,7 @@ def test_chat_data_through_all_stages(home, llama_mirrored, tmp_path):
     assert (answers["output_tokens"] <= 3).all()
     assert set(answers["output"]) <= {"positive", "negative"}
 
-
-def test_a_challenger_that_answers_wrong_is_refused_by_the_champion_gate(
-    home, llama_mirrored, tmp_path
-):
-    """Second version trained to answer the opposite: non-inferiority vs champion fails."""
-    first = finetune(config_path=str(write_chat_config(tmp_path)), return_state=True)
-    assert first.is_completed(), first.message
+    # A challenger trained to answer the opposite is refused on quality (vs the champion).
     flipped = tmp_path / "flipped"
     flipped.mkdir()
     config = yaml.safe_load(write_chat_config(flipped).read_text())
@@ -132,5 +126,4 @@ def test_a_challenger_that_answers_wrong_is_refused_by_the_champion_gate(
     assert state.is_failed()
     with pytest.raises(GateFailed, match="non_inferiority_exact_match"):
         state.result()
-    mlc = client(home.tracking_uri)
-    assert [v.version for v in mlc.search_model_versions("name = 'tiny-chat'")] == ["1"]
+    assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-chat'")] == ["1"]
