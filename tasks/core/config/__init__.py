@@ -4,7 +4,7 @@
 (the registry section and the whole ``ExperimentConfig``); ``data`` the data section (splits,
 column mapping, normalisation, checks, PII); ``audit`` the discovery and
 license sections and the license policy file; ``train`` the LoRA and training sections;
-``evaluation`` the eval and gate sections and the gate policy file; ``canary`` the canary
+``evaluation`` the eval and gate sections and the gate policy file; ``generation`` decoding settings and the answer format check of causal LMs; ``canary`` the canary
 section and its policy file; ``schedule`` when and where a deployed experiment retrains;
 ``loader`` reads YAML layers (``extends``), validates them and names the file and key of an
 error; ``reference`` renders docs/configuration.md from the field descriptions;

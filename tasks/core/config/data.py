@@ -58,6 +58,21 @@ class SplitSpec(Spec):
     system_column: str | None = Field(
         None, description="Generative: column holding a per-row system prompt (optional)."
     )
+    prompt_template: str | None = Field(
+        None,
+        description="Generative, instead of prompt_column: a Python format string over the "
+        "row's columns, e.g. 'Review: {sentence}' (turns labelled data into instructions).",
+    )
+    response_template: str | None = Field(
+        None,
+        description="Generative, instead of response_column: a format string over the row's "
+        'columns (after value_map), e.g. \'{{"sentiment": "{label}"}}\'.',
+    )
+    value_map: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Templates: per column, raw value -> text used in the templates, e.g. "
+        "{label: {'0': negative, '1': positive}}.",
+    )
     max_samples: int | None = Field(
         None,
         ge=1,
@@ -72,12 +87,37 @@ class SplitSpec(Spec):
             raise ValueError(f"data file not found: {path}")
         return path
 
+    @field_validator("value_map", mode="before")
+    @classmethod
+    def _raw_values_as_text(cls, mapping):
+        """YAML reads ``0: negative`` with an int key; raw values are matched as text."""
+        if isinstance(mapping, dict):
+            return {
+                col: ({str(k): v for k, v in m.items()} if isinstance(m, dict) else m)
+                for col, m in mapping.items()
+            }
+        return mapping
+
+    @property
+    def template_columns(self) -> list[str]:
+        """The columns the prompt/response templates name."""
+        import string
+
+        names = []
+        for template in (self.prompt_template, self.response_template):
+            for _, field, _, _ in string.Formatter().parse(template or ""):
+                if field and field not in names:
+                    names.append(field)
+        return names
+
     @model_validator(mode="after")
     def _one_shape(self) -> SplitSpec:
         """Exactly one column mapping: text+label, prompt+response, or messages."""
+        prompt = self.prompt_column or self.prompt_template
+        response = self.response_column or self.response_template
         shapes = {
             "text_column + label_column": (self.text_column, self.label_column),
-            "prompt_column + response_column": (self.prompt_column, self.response_column),
+            "prompt_column + response_column (or their templates)": (prompt, response),
             "messages_column": (self.messages_column,),
         }
         started = [name for name, cols in shapes.items() if any(cols)]
@@ -85,11 +125,27 @@ class SplitSpec(Spec):
             raise ValueError(
                 "map the columns one way: " + ", or ".join(shapes) + f" (got {started or 'none'})"
             )
-        missing = [c for c in started[0].split(" + ") if getattr(self, c) is None]
+        names = {
+            "text_column + label_column": ("text_column", "label_column"),
+            "messages_column": ("messages_column",),
+        }.get(started[0], ("prompt_column", "response_column"))
+        missing = [n for n, v in zip(names, shapes[started[0]], strict=True) if not v]
         if missing:
-            raise ValueError(f"{started[0]} go together: set {', '.join(missing)}")
+            raise ValueError(f"{started[0]} go together: {', '.join(missing)} is missing")
+        if (self.prompt_column and self.prompt_template) or (
+            self.response_column and self.response_template
+        ):
+            raise ValueError("set a column or a template for the prompt and response, not both")
         if self.system_column and self.shape != "generative":
             raise ValueError("system_column applies to generative (prompt or messages) data")
+        return self
+
+    @model_validator(mode="after")
+    def _templates_parse(self) -> SplitSpec:
+        try:
+            self.template_columns  # noqa: B018 - parses the format strings
+        except ValueError as exc:
+            raise ValueError(f"prompt/response template is not a valid format string: {exc}")
         return self
 
     @property

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tasks.core.errors import DataError
+
 ROLES = ("system", "user", "assistant")
 PLAIN_LAYOUT = "loraflow-plain-v1"  # recorded in place of a template sha when there is none
 
@@ -36,7 +38,7 @@ class Conversation:
         return json.dumps(list(self.prompt), ensure_ascii=False)
 
 
-class ConversationError(ValueError):
+class ConversationError(DataError):
     """A row that is no usable conversation (the message names what is wrong)."""
 
 

@@ -37,7 +37,30 @@ CONVERSATION_HINT = (
 def _columns(spec: SplitSpec) -> list[str]:
     cols = [spec.messages_column] if spec.messages_column else []
     cols += [c for c in (spec.prompt_column, spec.response_column, spec.system_column) if c]
-    return cols
+    return cols + [c for c in spec.template_columns if c not in cols]
+
+
+def _filled(template: str, row: pd.Series, value_map: dict[str, dict[str, str]]) -> str:
+    values = {}
+    for column, value in row.items():
+        text = "" if value is None else str(value).strip()
+        values[str(column)] = value_map.get(str(column), {}).get(text, text)
+    return template.format(**values)
+
+
+def _pair(row: pd.Series, spec: SplitSpec) -> tuple[str, str]:
+    """(prompt, response) of a row: its columns, or the templates filled from it."""
+    prompt = (
+        _filled(spec.prompt_template, row, spec.value_map)
+        if spec.prompt_template
+        else row[spec.prompt_column]
+    )
+    response = (
+        _filled(spec.response_template, row, spec.value_map)
+        if spec.response_template
+        else row[spec.response_column]
+    )
+    return prompt, response
 
 
 def map_split(split: str, split_spec: SplitSpec, spec: DataSpec, checks: list[CheckResult]):
@@ -62,10 +85,7 @@ def map_split(split: str, split_spec: SplitSpec, spec: DataSpec, checks: list[Ch
             if split_spec.messages_column:
                 conv = from_messages(raw[split_spec.messages_column].iat[i], system)
             else:
-                row = raw.iloc[i]
-                conv = from_pair(
-                    row[split_spec.prompt_column], row[split_spec.response_column], system
-                )
+                conv = from_pair(*_pair(raw.iloc[i], split_spec), system)
         except ConversationError as exc:
             bad.append(i + 1)
             reasons.setdefault(str(exc), i + 1)
