@@ -35,6 +35,15 @@ def _run_name() -> str:
     return f"{cfg.name}: {model} on {cfg.data.name} @ {when}"
 
 
+def _base_figures(outcome) -> dict:
+    """A generator's base model without adapter, same figures: what the adapter learnt."""
+    base = outcome.report.base if outcome.report is not None else None
+    if base is None or not outcome.report.generative:
+        return {}
+    keys = ("exact_match", "rouge_l", "format_valid")
+    return {"base model": {k: round(v, 4) for k, v in base.metrics.items() if k in keys}}
+
+
 @flow(name="finetune", flow_run_name=_run_name)
 def finetune(config_path: str, force: bool = False) -> dict:
     """Discover -> audit -> validate -> fine-tune -> evaluate/gate -> register -> promote.
@@ -98,6 +107,7 @@ def finetune(config_path: str, force: bool = False) -> dict:
             for k, v in outcome.metrics.items()
             if k in ("accuracy", "macro_f1", "exact_match", "rouge_l", "format_valid")
         },
+        **_base_figures(outcome),
         "gates": gate_lines(outcome.decision),
         "registered": f"{registration.name} v{registration.version}",
         "promotion": f"{promotion.action}: {promotion.reason}",

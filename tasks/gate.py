@@ -218,7 +218,9 @@ def log_scores(report: EvalReport, decision: GateDecision) -> None:
             )
             count = int(scores.metrics.get("examples", 0))
             log_decision(
-                "evaluate", f"{scores.role} {scores.source[:40]}: {figures} on {count} texts"
+                "evaluate",
+                f"{scores.role} {scores.source[:40]}: {figures} on {count} "
+                + ("prompts" if report.generative else "texts"),
             )
     counts = {s: sum(g.status == s for g in decision.gates) for s in ("pass", "fail", "skip")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)

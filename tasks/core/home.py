@@ -19,6 +19,7 @@ SHIPPED_CONFIGS = REPO_ROOT / "configs"
 LICENSE_POLICY = SHIPPED_CONFIGS / "policies/licenses.yaml"
 CANARY_POLICY = SHIPPED_CONFIGS / "policies/canary.yaml"
 QUICKSTART_CONFIG = SHIPPED_CONFIGS / "experiments/sst2-minilm-lora.yaml"
+GENERATIVE_CONFIG = SHIPPED_CONFIGS / "experiments/sst2-decoder-instruct-json.yaml"
 
 
 @dataclass(frozen=True)
