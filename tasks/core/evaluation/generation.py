@@ -51,11 +51,11 @@ def is_refusal(text: str, phrases: tuple[str, ...]) -> bool:
 
 
 def per_example_rouge(outputs: list[str], references: list[str]) -> list[float]:
-    module = metric_modules.load("rouge_l")
-    return [
-        float(module.compute(predictions=[o], references=[r])["rougeL"])
-        for o, r in zip(outputs, references, strict=True)
-    ]
+    """ROUGE-L F1 of each answer, by the metric module's own function (one ``compute`` per
+    example would cost an Arrow table each: minutes on a full eval split)."""
+    from tasks.core.evaluation.metrics.rouge_l import _f1
+
+    return [float(_f1(o, r)) for o, r in zip(outputs, references, strict=True)]
 
 
 def text_figures(outputs: list[str], references: list[str], spec: EvalSpec) -> dict[str, float]:
