@@ -145,7 +145,9 @@ class SplitSpec(Spec):
         try:
             self.template_columns  # noqa: B018 - parses the format strings
         except ValueError as exc:
-            raise ValueError(f"prompt/response template is not a valid format string: {exc}") from None
+            raise ValueError(
+                f"prompt/response template is not a valid format string: {exc}"
+            ) from None
         return self
 
     @property

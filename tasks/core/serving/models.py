@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from tasks.core.config.canary import ServingSpec
-from tasks.core.errors import ServiceNotReady
+from tasks.core.errors import ConfigError, ServiceNotReady
 from tasks.core.promotion.lease import (
     LEASE_TAG,
     LEGACY_WEIGHT_TAG,
@@ -77,6 +77,11 @@ def pyfunc_loader(name: str, version: str) -> PredictFn:
     import pandas as pd
 
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    if hasattr(model.unwrap_python_model(), "generation"):
+        raise ConfigError(
+            f"models:/{name}/{version} is a generator (causal LM): the service answers /predict "
+            "for classifiers only; /generate is not implemented yet (docs/generative.md)"
+        )
 
     def predict(texts: list[str]) -> list[tuple[str, float]]:
         out = model.predict(pd.DataFrame({"text": texts}))
