@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet -c $(LOCK) --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -c $(LOCK) -e ".[dev]"
+	# Rewrite the project's own metadata: pip keeps an installed editable project's entry
+	# points (the `mlflow.app` plugin loraflow-auth among them) when only pyproject changed.
+	$(VENV)/bin/python -m pip install --quiet --no-deps --force-reinstall -e .
 	$(VENV)/bin/python -m pip check
 	touch $(STAMP)
 

@@ -37,14 +37,12 @@ from tasks.core.promotion.canary_io import (
 )
 from tasks.core.promotion.decision import PromotionDecision
 from tasks.core.promotion.lease import LeaseKeeper, granted
-from tasks.core.registry.history import append_about_version
+from tasks.core.registry.history import actor_canary, append_about_version
 from tasks.core.registry.versions import CHAMPION, alias_version
 from tasks.core.serving.replay import load_examples, replay
 from tasks.core.serving.runner import scrape, wait_ready
 from tasks.core.serving.telemetry import parse_snapshot
 from tasks.core.tracking import client, ensure_experiment
-
-CANARY = "canary"  # the actor of the canary's own decisions
 
 
 def _now() -> str:
@@ -213,7 +211,7 @@ def _record_step(mlc, run_id: str, model_name: str, analysis: StepAnalysis, repl
         kind="canary-step",
         outcome=analysis.outcome,
         reason=f"step {n} at {analysis.percent:g} %: {analysis.reason}",
-        actor=CANARY,
+        actor=actor_canary(),
         figures=present,
         details=analysis.to_dict() | {"replay": replayed.__dict__ if replayed else None},
         key=f"canary-step:{run_id}:{n}",
@@ -266,11 +264,11 @@ def finish_canary(
         kind="canary-outcome",
         outcome=final.action,
         reason=reason,
-        actor=CANARY,
+        actor=actor_canary(),
         details={"steps": [s.to_dict() for s in history], "champion_before": decision.champion},
         key=f"canary-outcome:{run_id}",
     )
-    for tag, value in (("promotion.by", CANARY), ("promotion.record", record_id)):
+    for tag, value in (("promotion.by", actor_canary()), ("promotion.record", record_id)):
         mlc.set_model_version_tag(model_name, candidate, tag, value)
     mlc.set_tag(run_id, "canary.outcome", final.action)
     mlc.set_terminated(run_id, "FINISHED")
@@ -292,7 +290,7 @@ def abort_canary(
     """The canary broke (service, data) or was ended: route nothing to the challenger, say why."""
     mlc = client(home.tracking_uri)
     apply_abort(mlc, model_name, decision.candidate, error, _now())
-    abort_record(mlc, model_name, decision.candidate, error, CANARY, run_id or "")
+    abort_record(mlc, model_name, decision.candidate, error, actor_canary(), run_id or "")
     if run_id:
         mlc.set_tag(run_id, "canary.outcome", "aborted")
         mlc.set_terminated(run_id, "FAILED")

@@ -17,13 +17,19 @@ from prefect.cache_policies import NONE
 
 from tasks.common import log_decision, stage_options
 from tasks.core.digests import key
-from tasks.core.errors import NothingToPromote
+from tasks.core.errors import NothingToPromote, PromotionForbidden
 from tasks.core.home import Home
 from tasks.core.promotion.canary_io import (
     rolled_back_reason,
 )
 from tasks.core.promotion.decision import PromotionDecision, decide_promotion
-from tasks.core.registry.history import actor_cli, actor_pipeline, append_about_version
+from tasks.core.registry.history import (
+    actor_cli,
+    actor_pipeline,
+    append_about_version,
+    forbidden,
+    user,
+)
 from tasks.core.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -50,16 +56,39 @@ def _cache_key(context, params) -> str:
 
 def record_promotion(mlc, name: str, decision: PromotionDecision, actor: str) -> str | None:
     """Apply a promotion decision and record it (nothing for a ``noop``: the version keeps the
-    record of the decision that made it champion or rolled it back)."""
+    record of the decision that made it champion or rolled it back). The alias moves inside
+    the record's writing, so a registry that refuses the move (an identity without the
+    promoter role) leaves no record claiming it: ``PromotionForbidden``."""
     if decision.action == "noop":
         return None
     actor = actor or actor_cli()
-    record_id = append_about_version(
-        mlc, name, decision.candidate, kind="promotion", outcome=decision.action,
-        reason=decision.reason, actor=actor, details={"champion_before": decision.champion},
-    )  # fmt: skip
+
+    def move() -> None:
+        if decision.action == "promote":
+            mlc.set_registered_model_alias(name, CHAMPION, decision.candidate)
+
+    try:
+        record_id = append_about_version(
+            mlc, name, decision.candidate, kind="promotion", outcome=decision.action,
+            reason=decision.reason, actor=actor, details={"champion_before": decision.champion},
+            effect=move,
+        )  # fmt: skip
+    except MlflowException as exc:
+        if not forbidden(exc):
+            raise
+        raise PromotionForbidden(
+            f"{name}: the registry refused to make v{decision.candidate} {CHAMPION} for "
+            f"{user()} ({exc.message}); a promoter runs `loraflow promote {name}`"
+        ) from None
     apply_promotion(mlc, name, decision, _now(), by=actor, record=record_id)
     return record_id
+
+
+def awaiting_promoter(mlc, name: str, decision: PromotionDecision, why: str) -> PromotionDecision:
+    """The pipeline may not promote: record that the version waits for a promoter."""
+    waiting = PromotionDecision("awaiting-promoter", decision.candidate, decision.champion, why)
+    record_promotion(mlc, name, waiting, actor_pipeline())
+    return waiting
 
 
 @task(
@@ -82,7 +111,10 @@ def promote_model(
         canary=canary,
         rolled_back=rolled_back_reason(mlc, name, version),
     )
-    record_promotion(mlc, name, decision, actor_pipeline())
+    try:
+        record_promotion(mlc, name, decision, actor_pipeline())
+    except PromotionForbidden as refused:  # an authenticated stack: workers never move champion
+        decision = awaiting_promoter(mlc, name, decision, str(refused))
     log_decision("promote", f"{decision.action} v{version}: {decision.reason}")
     create_markdown_artifact(
         key="promotion",

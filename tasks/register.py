@@ -7,7 +7,6 @@ a re-run after a gate change) finds the run's version instead of adding one.
 
 from __future__ import annotations
 
-import getpass
 import json
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from tasks.core.data.preprocess import Preprocessing
 from tasks.core.digests import key
 from tasks.core.home import Home
 from tasks.core.registry import model_card
-from tasks.core.registry.history import Decision, actor_pipeline, append
+from tasks.core.registry.history import Decision, actor_pipeline, append, user
 from tasks.core.registry.lineage import EVALUATION_TAG
 from tasks.core.registry.pyfunc import GENERATION_ARTIFACT, PREPROCESSING_ARTIFACT
 from tasks.core.registry.versions import Registration, register
@@ -90,7 +89,7 @@ def version_tags(outcome: EvalOutcome, tags: dict[str, str]) -> dict[str, str]:
         **gate_tags,
         **metric_tags,
         **compared,
-        "registered_by": getpass.getuser(),
+        "registered_by": user(),
     }
 
 

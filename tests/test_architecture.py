@@ -16,7 +16,7 @@ CORE = REPO / "tasks/core"
 SHARED_MODULES = {"discovery", "digests", "errors", "home", "tracking"}
 STAGE_PACKAGES = {
     "audit", "catalog", "config", "data", "evaluation", "ops", "promotion", "registry",
-    "serving", "training",
+    "security", "serving", "training",
 }  # fmt: skip
 
 

@@ -31,11 +31,13 @@ COMPOSE = yaml.safe_load((INFRA / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 K8S_TEMPLATE = json.loads((INFRA / "kubernetes/gpu-base-job-template.json").read_text())
 DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
+REQUIRED = re.compile(r"\$\{(\w+):\?[^}]*\}")
 
 
 def resolve(value: str) -> str:
-    """Compose interpolation with the defaults the file declares (``${VAR:-default}``)."""
-    return DEFAULT.sub(lambda m: m.group(2), value)
+    """Compose interpolation with the defaults the file declares (``${VAR:-default}``); a
+    required value (``${VAR:?message}``, every secret) becomes ``<VAR>``."""
+    return REQUIRED.sub(lambda m: f"<{m.group(1)}>", DEFAULT.sub(lambda m: m.group(2), value))
 
 
 def command_of(service: dict) -> list[str]:
@@ -101,7 +103,7 @@ def test_compose_file_matches_the_compose_specification():
 
 def test_compose_has_the_stack_services_and_ports():
     required = {
-        "postgres", "minio", "minio-init", "prefect-server", "mlflow",
+        "postgres", "minio", "minio-init", "prefect-server", "mlflow", "mlflow-access",
         "worker-cpu", "worker-gpu", "serve", "prometheus", "grafana",
     }  # fmt: skip
     assert required <= set(SERVICES)
@@ -174,13 +176,15 @@ def test_compose_wires_postgres_minio_workers_and_the_service():
     assert resolve(database).endswith("@postgres:5432/prefect")
     mlflow = command_of(SERVICES["mlflow"])
     assert mlflow[:2] == ["mlflow", "server"]
-    options = dict(arg.split("=", 1) for arg in mlflow[2:] if "=" in arg)
-    assert options["--backend-store-uri"].endswith("@postgres:5432/mlflow")
-    assert options["--backend-store-uri"].startswith("postgresql+psycopg2://")
-    assert options["--artifacts-destination"] == "s3://mlflow/"
+    # The store URI holds a password: by environment (click reads it), not on the command line.
+    mlflow_env = SERVICES["mlflow"]["environment"]
+    assert resolve(mlflow_env["MLFLOW_BACKEND_STORE_URI"]).endswith("@postgres:5432/mlflow")
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert mlflow_env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://mlflow/"
     assert "--serve-artifacts" in mlflow
-    assert SERVICES["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    assert "mb --ignore-existing store/mlflow" in SERVICES["minio-init"]["command"][0]
+    assert mlflow_env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert SERVICES["minio-init"]["command"] == ["mb", "--ignore-existing", "store/mlflow"]
+    assert resolve(SERVICES["minio-init"]["environment"]["MC_HOST_store"]).endswith("@minio:9000")
     assert "CREATE DATABASE mlflow" in (INFRA / "postgres/init.sql").read_text()
 
     pools = {}
@@ -265,8 +269,10 @@ def _rendered_job() -> dict:
     rendered = apply_values(K8S_TEMPLATE["job_configuration"], values)
     manifest = rendered["job_manifest"]
     for container in manifest["spec"]["template"]["spec"]["containers"]:
-        container["args"] = shlex.split(container["args"])  # as the worker does
-        container["env"] = [{"name": k, "value": v} for k, v in container["env"].items()]
+        container["args"] = shlex.split(container["args"])  # as the worker does:
+        # the `env` variable's entries (Prefect's settings) go before the template's own list.
+        env = [{"name": k, "value": v} for k, v in rendered["env"].items()]
+        container["env"] = env + container["env"]
     return manifest
 
 

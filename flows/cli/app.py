@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import hub, inspect, pipeline, serving, stack
+from flows.cli import deploy, hub, inspect, pipeline, security, serving, stack
 from flows.cli.output import details_line, error_line, quiet, verbose
 from tasks.core.errors import EXIT_FAILED, LoraflowError, StackError
 
@@ -28,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="loraflow: discover, audit, validate, fine-tune (LoRA), gate, register and promote.",
 )
-for group in (pipeline, hub, inspect, serving, stack):
+for group in (pipeline, hub, inspect, serving, stack, deploy, security):
     group.register(app)
 
 

@@ -52,7 +52,9 @@ def status(
     """
     home = apply_env()
     from flows.cli.reconcile import reconcile
+    from flows.cli.stack import use_stack_credentials
 
+    use_stack_credentials(home)  # the auth string of an authenticated stack on this home
     for line in reconcile(home):
         console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
     from prefect.client.orchestration import get_client

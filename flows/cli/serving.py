@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.output import console, warning_line
+from flows.cli.output import console
 from tasks.core.errors import BadInput, RollbackImpossible
 from tasks.core.home import CANARY_POLICY, apply_env
 
@@ -25,7 +25,11 @@ def _policy(path: Path):
 def serve_command(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     host: Annotated[
-        str, typer.Option(help="Interface to bind; loopback by default (no authentication).")
+        str,
+        typer.Option(
+            help="Interface to bind; loopback by default. Another one needs "
+            "LORAFLOW_FEEDBACK_TOKEN (from the environment, never an option)."
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
     policy: Annotated[
@@ -43,17 +47,24 @@ def serve_command(
         if not 0 <= challenger_percent <= 100:
             raise BadInput(f"--challenger-percent {challenger_percent}: use 0..100")
         spec = spec.model_copy(update={"challenger_percent": challenger_percent})
+    from tasks.core.security.tokens import FEEDBACK_ENV, ServiceTokens
     from tasks.core.serving.runner import bind, build_service, serve_foreground
 
+    tokens = ServiceTokens.from_env()
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not tokens.feedback:
+        raise BadInput(
+            f"--host {host} without {FEEDBACK_ENV}: anyone on the network could post /feedback "
+            "labels; set it (loraflow secrets init makes one) or bind 127.0.0.1"
+        )
     sock = bind(host, port)  # a taken port fails here, in one line, before any model loads
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        warning_line(f"binding {host}: the service has no authentication")
     console.print(
         f"serving {name}@champion (+ challenger) from {home.tracking_uri} on http://{host}:{port}"
         "  (POST /predict, /feedback; GET /healthz, /readyz, /metrics)",
         highlight=False,
         soft_wrap=True,
     )
+    console.print(f"auth: {tokens.describe()}", highlight=False, soft_wrap=True)
     serve_foreground(build_service(name, spec, home.tracking_uri), sock)
 
 

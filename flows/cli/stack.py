@@ -1,11 +1,10 @@
-"""``loraflow up`` / ``down`` / ``deploy`` / ``emit-event``: the local stack and deployments.
+"""``loraflow up`` / ``down``: the local stack (``deploy`` and ``emit-event``: ``deploy.py``).
 
 ``up`` runs what Prefect and MLflow users already run by hand (``prefect server start``,
 ``mlflow server``, ``prefect worker start``) as child processes on the embedded state, waits
 until each answers, and stops them all on Ctrl-C or ``loraflow down``. The plan (argv, env,
 ports, URLs) comes from ``tasks.core.ops.stack``; this module only starts, watches and stops.
-``deploy`` registers the finetune flow per experiment with the config's schedule and event
-triggers, so retraining runs on a cadence or when data lands, through a worker.
+With ``--secrets FILE`` every server authenticates (``tasks.core.ops.auth``).
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ from flows.cli.output import console, err, warning_line
 from tasks.core.errors import EXIT_BAD_INPUT, BadInput, StackError
 from tasks.core.home import REPO_ROOT, Home, apply_env
 from tasks.core.ops import stack
+from tasks.core.ops.auth import LOOPBACK, StackAuth, redact_uri
+from tasks.core.security import accounts
 
 # -- processes ------------------------------------------------------------------------------
 
@@ -64,27 +65,48 @@ def _wait_http(spec: stack.ProcessSpec, proc: subprocess.Popen, deadline: float)
     raise StackError(f"{spec.name} did not answer {spec.health_url} in time", spec.log)
 
 
-def prefect_client(api: str):
-    """A sync Prefect client on ``api``, whatever settings this process was started with."""
+def stack_secrets(home: Home) -> dict[str, str]:
+    """The secrets file of the stack running on this home ({} for an embedded stack)."""
+    from tasks.core.security import envfile
+
+    state = stack.read_state(home)
+    return envfile.read(Path(state.secrets)) if state and state.secrets else {}
+
+
+def use_stack_credentials(home: Home) -> None:
+    """Give this process the Prefect API's auth string of the stack on this home, unless the
+    environment already names one (call before Prefect is imported)."""
+    if not os.environ.get("PREFECT_API_AUTH_STRING"):
+        auth = stack_secrets(home).get("PREFECT_AUTH_STRING")
+        if auth:
+            os.environ["PREFECT_API_AUTH_STRING"] = auth
+
+
+def prefect_client(api: str, auth: str | None = None):
+    """A sync Prefect client on ``api``, whatever settings this process was started with;
+    ``auth``: the server's basic-auth string (default: ``PREFECT_API_AUTH_STRING``)."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    auth = auth or os.environ.get("PREFECT_API_AUTH_STRING")
+    updates = {PREFECT_API_URL: api} | ({PREFECT_API_AUTH_STRING: auth} if auth else {})
 
     @contextlib.contextmanager
     def opened():
-        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        with temporary_settings(updates), get_client(sync_client=True) as client:
             yield client
 
     return opened()
 
 
-def ensure_pools(api: str, pools: tuple[str, ...] = stack.POOLS) -> None:
+def ensure_pools(api: str, pools: tuple[str, ...] = stack.POOLS, auth: str | None = None) -> None:
     """Create the process work pools that are missing; existing pools are left as they are."""
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.workers.process import ProcessWorker
 
     template = ProcessWorker.get_default_base_job_template()
-    with prefect_client(api) as client:
+    with prefect_client(api, auth) as client:
         for pool in pools:
             with contextlib.suppress(ObjectAlreadyExists):
                 client.create_work_pool(
@@ -97,9 +119,9 @@ def ensure_pools(api: str, pools: tuple[str, ...] = stack.POOLS) -> None:
                 )
 
 
-def _wait_worker(api: str, pool: str, proc: subprocess.Popen, log: Path, deadline: float):
+def _wait_worker(api: str, pool: str, proc: subprocess.Popen, log: Path, deadline: float, auth):
     name = stack.worker_name(pool)
-    with prefect_client(api) as client:
+    with prefect_client(api, auth) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise StackError(f"worker-{pool} exited with {proc.returncode}", log)
@@ -160,12 +182,15 @@ def start_stack(
     mlflow_port: int,
     pools: tuple[str, ...],
     timeout: float,
+    auth: StackAuth | None = None,
 ) -> stack.StackState:
     """Start servers, create pools, start workers; on any failure stop what was started."""
     urls, specs = stack.plan(
         home, sys.executable, host=host, prefect_port=prefect_port,
-        mlflow_port=mlflow_port, pools=pools,
+        mlflow_port=mlflow_port, pools=pools, auth=auth,
     )  # fmt: skip
+    if auth is not None:
+        auth.auth_ini(home).write_text(accounts.auth_ini(auth.auth_db(home)))
     for port in (prefect_port, mlflow_port if urls.mlflow else None):
         if port and stack.port_in_use(host, port):
             raise StackError(
@@ -180,8 +205,13 @@ def start_stack(
     )
     started: list[stack.Started] = []
 
+    secrets = str(auth.source) if auth else None
+    prefect_auth = auth.values["PREFECT_AUTH_STRING"] if auth else None
+
     def record(ready: bool = False) -> stack.StackState:
-        state = stack.StackState(urls.prefect, urls.mlflow, tracking, pools, tuple(started), ready)
+        state = stack.StackState(
+            urls.prefect, urls.mlflow, redact_uri(tracking), pools, tuple(started), ready, secrets
+        )
         stack.write_state(home, state)
         return state
 
@@ -192,12 +222,15 @@ def start_stack(
         record()
         for spec, proc in running:
             _wait_http(spec, proc, deadline)
-        ensure_pools(urls.prefect_api)
+        if auth is not None and urls.mlflow:
+            admin = accounts.admin_client(urls.mlflow, auth.values["MLFLOW_AUTH_ADMIN_PASSWORD"])
+            accounts.provision(admin, auth.values)  # roles and service accounts, idempotent
+        ensure_pools(urls.prefect_api, auth=prefect_auth)
         for spec, pool in zip(workers, pools, strict=True):
             proc = _start(spec, REPO_ROOT)
             started.append(_started(spec, proc))
             record()
-            _wait_worker(urls.prefect_api, pool, proc, spec.log, deadline)
+            _wait_worker(urls.prefect_api, pool, proc, spec.log, deadline, prefect_auth)
     except BaseException:
         stop_all(tuple(started))
         stack.state_path(home).unlink(missing_ok=True)
@@ -232,7 +265,7 @@ def server_health(state: stack.StackState | None):
     return scan_file(servers[0].log) if servers and alive(servers[0]) else None
 
 
-def _upcoming_runs(api: str) -> int | None:
+def _upcoming_runs(api: str, home: Home) -> int | None:
     """How many future runs the server's scheduler has created (None if the API won't say)."""
     from prefect.client.schemas import filters as f
     from prefect.client.schemas.objects import StateType
@@ -244,7 +277,10 @@ def _upcoming_runs(api: str) -> int | None:
         expected_start_time=f.FlowRunFilterExpectedStartTime(after_=now("UTC")),
     )
     try:
-        with prefect_client(api) as client:
+        auth = os.environ.get("PREFECT_API_AUTH_STRING") or stack_secrets(home).get(
+            "PREFECT_AUTH_STRING"
+        )
+        with prefect_client(api, auth) as client:
             return client.count_flow_runs(flow_run_filter=upcoming)
     except Exception:  # status still reports what the log says
         return None
@@ -257,7 +293,10 @@ def scheduler_report(home: Home) -> list[str]:
     health = server_health(state)
     if health is None:
         return []
-    lines = [health.scheduler_line(_upcoming_runs(state.urls.prefect_api)), health.other_line()]
+    lines = [
+        health.scheduler_line(_upcoming_runs(state.urls.prefect_api, home)),
+        health.other_line(),
+    ]
     return [line for line in lines if line]
 
 
@@ -301,9 +340,25 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for everything to answer.")] = (
         180.0
     ),
+    secrets: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="LORAFLOW_SECRETS",
+            help="Secrets file (loraflow secrets init): Prefect and MLflow then authenticate "
+            "every call, workers act as loraflow-worker. Without it: embedded mode, loopback.",
+        ),
+    ] = None,
 ) -> None:
     """Start a Prefect server (UI), an MLflow server (UI) and a process worker on this state."""
     home = apply_env()
+    from tasks.core.ops.auth import load
+
+    auth = load(secrets) if secrets else None
+    if auth is None and host not in LOOPBACK:
+        raise BadInput(
+            f"--host {host} without --secrets would publish servers nobody authenticates; "
+            "make a secrets file with `loraflow secrets init`"
+        )
     pools = tuple(pool or ("cpu",))
     unknown = [p for p in pools if p not in stack.POOLS]
     if unknown:
@@ -318,7 +373,7 @@ def up(
     signal.signal(signal.SIGTERM, _terminate)  # `kill PID` stops the stack like Ctrl-C does
     state = start_stack(
         home, host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
-        pools=pools, timeout=timeout,
+        pools=pools, timeout=timeout, auth=auth,
     )  # fmt: skip
     _print_status(state, detach)
     scheduler = SchedulerWatch(home)
@@ -352,116 +407,7 @@ def down() -> None:
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}", highlight=False)
 
 
-def _api(home: Home) -> str:
-    api = stack.api_url(home)
-    if not api:
-        raise BadInput("no Prefect server: start one with `loraflow up` or set PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = api  # for anything importing Prefect after this point
-    return api
-
-
-def deploy(
-    configs: Annotated[list[Path], typer.Argument(help="Experiment YAML files to deploy.")],
-) -> None:
-    """Register the finetune flow per experiment: cron schedule, work pool, event triggers."""
-    from tasks.core.config.loader import load_config
-
-    home = apply_env()
-    api = _api(home)
-    plans = [stack.deployment_plan(load_config(p).config, p, REPO_ROOT) for p in configs]
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    ensure_pools(api)
-    ui = stack.StackUrls(api.removesuffix("/api"), None)
-    with temporary_settings({PREFECT_API_URL: api}):
-        for plan in plans:
-            deployment_id = _apply(plan)
-            cadence = f"cron '{plan.cron}' ({plan.timezone})" if plan.cron else "no schedule"
-            state = "" if plan.active or not plan.cron else ", paused"
-            events = ", ".join(t.event for t in plan.triggers) or "none"
-            console.print(
-                f"deployed {plan.full_name}: {cadence}{state}, pool {plan.work_pool}, "
-                f"triggers on {events}\n  {ui.deployment(str(deployment_id))}\n"
-                f"  run now: prefect deployment run '{plan.full_name}'",
-                highlight=False,
-                soft_wrap=True,
-            )
-
-
-def _apply(plan: stack.DeploymentPlan):
-    from prefect import flow
-    from prefect.events import DeploymentEventTrigger
-    from prefect.schedules import Cron
-
-    source = flow.from_source(source=str(REPO_ROOT), entrypoint=stack.ENTRYPOINT)
-    triggers = [
-        DeploymentEventTrigger(
-            name=t.name,
-            expect={t.event},
-            match={"prefect.resource.id": t.resource_id},
-            parameters=plan.parameters(force=t.force),
-        )
-        for t in plan.triggers
-    ]
-    schedules = [Cron(plan.cron, timezone=plan.timezone, active=plan.active)] if plan.cron else []
-    return source.deploy(
-        name=plan.name,
-        work_pool_name=plan.work_pool,
-        schedules=schedules,
-        triggers=triggers,
-        parameters=plan.parameters(),
-        description=plan.description,
-        tags=list(plan.tags),
-        build=False,
-        push=False,
-        print_next_steps=False,
-        ignore_warnings=True,
-    )
-
-
-def emit_event(
-    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(stack.EVENTS)}.")],
-    config: Annotated[Path, typer.Argument(help="Experiment YAML naming the dataset / model.")],
-    note: Annotated[str, typer.Option(help="Free text carried in the event payload.")] = "",
-) -> None:
-    """Emit a loraflow event (new data, drift, staleness) that deployment triggers act on."""
-    from tasks.core.config.loader import load_config
-
-    if kind not in stack.EVENTS:
-        raise BadInput(f"unknown event {kind!r}; allowed: {', '.join(stack.EVENTS)}")
-    home = apply_env()
-    cfg = load_config(config).config
-    api = _api(home)
-    resource = (
-        stack.dataset_resource(cfg.data.name)
-        if kind == "data.updated"
-        else stack.model_resource(cfg.registry.model_name)
-    )
-    event_id = _emit(api, stack.EVENTS[kind], resource, {"experiment": cfg.name, "note": note})
-    console.print(f"emitted {stack.EVENTS[kind]} on {resource} (id {event_id})", highlight=False)
-
-
-def _emit(api: str, event: str, resource_id: str, payload: dict) -> str:
-    import asyncio
-
-    from prefect.events import Event
-    from prefect.events.clients import get_events_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    message = Event(event=event, resource={"prefect.resource.id": resource_id}, payload=payload)
-
-    async def send() -> None:
-        async with get_events_client() as client:
-            await client.emit(message)
-
-    with temporary_settings({PREFECT_API_URL: api}):
-        asyncio.run(send())
-    return str(message.id)
-
-
 def register(app: typer.Typer) -> None:
     """Add the stack commands to the ``loraflow`` CLI."""
     app.command()(up)
     app.command()(down)
-    app.command()(deploy)
-    app.command("emit-event")(emit_event)

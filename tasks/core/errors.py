@@ -124,6 +124,10 @@ class CanaryRolledBack(Refusal):
     """The challenger failed a canary check; ``str()`` names the check and its figures."""
 
 
+class PromotionForbidden(Refusal):
+    """The registry refused to move ``champion`` for this identity (not a promoter)."""
+
+
 class CanaryEnded(Refusal):
     """Somebody ended the canary while it ran (``loraflow rollback``); already recorded."""
 

@@ -20,7 +20,7 @@ from tasks.core.errors import CanaryRolledBack, RollbackImpossible
 from tasks.core.home import Home
 from tasks.core.promotion.canary_io import clear_lease, manual_rollback
 from tasks.core.promotion.lease import LEASE_TAG
-from tasks.core.registry.history import history, read_record
+from tasks.core.registry.history import actor_canary, history, read_record
 from tasks.core.registry.versions import PREVIOUS_CHAMPION, delete_alias
 from tasks.core.tracking import client
 from tests.conftest import REPO
@@ -174,7 +174,7 @@ def test_good_challenger_is_promoted_through_every_step(world):
     assert [(m.step, m.value) for m in percents] == [(1, 10.0), (2, 50.0), (3, 100.0)]
     records = history(mlc, NAME, world.better, kind="canary-step")
     assert [r.outcome for r in records] == ["continue", "continue", "promote"]
-    assert {r.actor for r in records} == {"canary"}
+    assert {r.actor for r in records} == {actor_canary()}  # canary:<who ran it>
     for record in records:  # each step its own record, nested under the canary run
         assert mlc.get_run(record.run_id).data.tags["mlflow.parentRunId"] == run.info.run_id
     steps = [read_record(mlc, r.run_id)["details"] for r in records]
@@ -274,9 +274,9 @@ def test_rollback_promote_rollback_each_stays_in_the_history(world):
     decisions = history(mlc, NAME, world.better)[before:]
     outcomes = [(d.kind, d.outcome, d.actor) for d in decisions if d.kind != "canary-step"]
     assert outcomes == [
-        ("canary-outcome", "promote", "canary"),
+        ("canary-outcome", "promote", actor_canary()),
         ("rollback", "rolled back", "cli:alice"),
-        ("canary-outcome", "promote", "canary"),
+        ("canary-outcome", "promote", actor_canary()),
         ("rollback", "rolled back", "cli:bob"),
     ]
     shown = lineage_of(world, world.better)

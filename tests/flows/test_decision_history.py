@@ -11,7 +11,7 @@ import pytest
 
 from flows.finetune import finetune
 from tasks.core.errors import GateFailed
-from tasks.core.registry.history import history, index_tags, read_record
+from tasks.core.registry.history import actor_pipeline, history, index_tags, read_record
 from tasks.core.registry.lineage import collect, versions
 from tasks.core.tracking import client
 from tests.conftest import REPO
@@ -106,4 +106,4 @@ def test_a_stricter_gate_adds_a_refusal_and_leaves_the_champion_as_it_was(home, 
     assert {k: tags[k] for k in rebuilt if k != "promotion.at"} == {
         k: v for k, v in rebuilt.items() if k != "promotion.at"
     }
-    assert rebuilt["promotion.action"] == "promote" and rebuilt["promotion.by"] == "pipeline"
+    assert rebuilt["promotion.action"] == "promote" and rebuilt["promotion.by"] == actor_pipeline()

@@ -255,10 +255,10 @@ def test_version_carries_lineage_tags_and_card(state):
     ):  # fmt: skip
         assert section in version.description
     assert tags["loraflow.evaluation_run_id"] == state.first["evaluation_record"]
-    from tasks.core.registry.history import history
+    from tasks.core.registry.history import actor_pipeline, history
 
     (registration,) = history(mlc, MODEL, "1", kind="registration")
-    assert registration.outcome == "registered" and registration.actor == "pipeline"
+    assert registration.outcome == "registered" and registration.actor == actor_pipeline()
     card = Path(mlc.download_artifacts(registration.run_id, "model_card/README.md")).read_text()
     assert card.lower().startswith("---\nlicense: apache-2.0")
     assert card.endswith(version.description)

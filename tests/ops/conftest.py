@@ -56,12 +56,15 @@ def require(path: str | None, what: str) -> str:
     pytest.skip(message)
 
 
-def run(args: list[str], env: dict[str, str], timeout: float = 240) -> str:
+def run(
+    args: list[str], env: dict[str, str], timeout: float = 240, stdin: str | None = None
+) -> str:
     """Run a command to completion; its combined output, or a failure that shows it."""
     started = time.monotonic()
     done = subprocess.run(
-        args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
-    )
+        args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+        input=stdin,
+    )  # fmt: skip
     print(f"[{time.monotonic() - started:5.1f} s] {' '.join(Path(a).name for a in args[:3])}")
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{output[-4000:]}"

@@ -13,6 +13,10 @@ from tests.ops.conftest import BIN, CRON, run, wait_for
 def test_up_starts_servers_worker_and_pools(stack):
     assert f"Prefect UI   {stack.urls.prefect}" in stack.up_output
     assert f"MLflow UI    {stack.urls.mlflow}" in stack.up_output
+    # Embedded mode asks nobody for credentials (loopback only), and says so.
+    assert "auth         none: embedded mode, loopback only" in stack.up_output
+    search = f"{stack.urls.mlflow}/api/2.0/mlflow/registered-models/search"
+    assert httpx.get(search).status_code == 200
     state = plan.read_state(stack.home)
     assert [p.name for p in state.processes] == ["prefect-server", "mlflow-server", "worker-cpu"]
     assert "<title>Prefect" in httpx.get(stack.urls.prefect).text  # the UI is served

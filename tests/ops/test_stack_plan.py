@@ -35,9 +35,9 @@ def test_plan_orders_processes_and_points_each_at_the_right_place(tmp_path):
     assert server.env["PREFECT_UI_API_URL"] == urls.prefect_api == "http://127.0.0.1:4300/api"
     assert server.env["PREFECT_HOME"] == str(home.prefect_home)
     assert server.health_url == "http://127.0.0.1:4300/api/health"
-    assert (
-        mlflow.argv[mlflow.argv.index("--backend-store-uri") + 1] == f"sqlite:///{home.mlflow_db}"
-    )
+    # The store goes by environment: a PostgreSQL URI holds a password, argv is public (ps).
+    assert "--backend-store-uri" not in mlflow.argv and "--app-name" not in mlflow.argv
+    assert mlflow.env["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{home.mlflow_db}"
     assert mlflow.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert mlflow.health_url == "http://127.0.0.1:5300/health"
     assert cpu.env["PREFECT_API_URL"] == urls.prefect_api and cpu.health_url is None
@@ -137,3 +137,69 @@ def test_deploy_and_emit_without_a_server_say_how_to_start_one(tmp_path):
         )
         assert done.returncode == 2, done.stderr
         assert "no Prefect server: start one with `loraflow up`" in done.stderr
+
+
+def _auth(tmp_path):
+    from tasks.core.ops.auth import StackAuth
+    from tasks.core.security import envfile
+
+    return StackAuth(envfile.generate(), tmp_path / "secrets.env")
+
+
+def test_authenticated_plan_gives_each_process_only_its_own_secrets_by_environment(tmp_path):
+    home, auth = Home(tmp_path), _auth(tmp_path)
+    secrets = {v for v in auth.values.values() if v}
+    leaked = {"PATH": "/usr/bin", "MLFLOW_TRACKING_PASSWORD": "from-the-shell-0123456789"}
+    postgres = "postgresql+psycopg2://loraflow:db-password-0123456789@127.0.0.1:5432/mlflow"
+    base = {**leaked, "MLFLOW_TRACKING_URI": postgres}
+    urls, specs = stack.plan(home, "/py", mlflow_port=5300, base_env=base, auth=auth)
+    server, mlflow, worker = specs
+    for spec in specs:  # nothing secret on any command line; no inherited credential
+        assert not [a for a in spec.argv if any(s in a for s in secrets | {"db-password"})]
+        assert spec.env.get("MLFLOW_TRACKING_PASSWORD") != "from-the-shell-0123456789"
+    assert server.env["PREFECT_SERVER_API_AUTH_STRING"] == auth.values["PREFECT_AUTH_STRING"]
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in server.env
+    assert mlflow.argv[mlflow.argv.index("--app-name") + 1] == "loraflow-auth"
+    assert mlflow.env["MLFLOW_BACKEND_STORE_URI"] == postgres
+    assert mlflow.env["MLFLOW_AUTH_CONFIG_PATH"] == str(home.mlflow_dir / "auth.ini")
+    assert "PREFECT_SERVER_API_AUTH_STRING" not in mlflow.env
+    # The worker talks to the authenticating MLflow server as loraflow-worker, not to the store.
+    assert worker.env["MLFLOW_TRACKING_URI"] == urls.mlflow == "http://127.0.0.1:5300"
+    assert worker.env["MLFLOW_TRACKING_USERNAME"] == "loraflow-worker"
+    assert worker.env["MLFLOW_TRACKING_PASSWORD"] == auth.values["LORAFLOW_WORKER_PASSWORD"]
+    assert worker.env["PREFECT_API_AUTH_STRING"] == auth.values["PREFECT_AUTH_STRING"]
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in worker.env
+    assert "LORAFLOW_PROMOTER_PASSWORD" not in worker.env
+
+
+def test_state_and_status_never_show_a_store_password(tmp_path):
+    from tasks.core.ops.auth import redact_uri
+
+    uri = "postgresql+psycopg2://loraflow:s3cret-pw@db:5432/mlflow"
+    assert redact_uri(uri) == "postgresql+psycopg2://loraflow:***@db:5432/mlflow"
+    assert redact_uri("sqlite:////x/mlflow.db") == "sqlite:////x/mlflow.db"
+    state = stack.StackState("http://a", "http://b", redact_uri(uri), ("cpu",), secrets="/s.env")
+    shown = "\n".join(stack.status_lines(state))
+    assert "s3cret-pw" not in shown and "secrets /s.env" in shown
+    embedded = "\n".join(stack.status_lines(stack.StackState("http://a", "http://b", "x", ())))
+    assert "none: embedded mode, loopback only" in embedded
+
+
+def test_up_refuses_a_public_address_without_secrets_and_weak_secrets(tmp_path):
+    from tasks.core.security import envfile
+
+    env = {"LORAFLOW_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    public = subprocess.run(
+        [str(BIN / "loraflow"), "up", "--host", "0.0.0.0"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert public.returncode == 2 and "without --secrets" in public.stderr
+    weak = envfile.generate() | {"POSTGRES_PASSWORD": "loraflow", "LORAFLOW_WORKER_PASSWORD": ""}
+    path = envfile.write(tmp_path / "weak.env", weak, replace=False)
+    refused = subprocess.run(
+        [str(BIN / "loraflow"), "up", "--secrets", str(path)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "POSTGRES_PASSWORD is a default" in refused.stderr
+    assert "LORAFLOW_WORKER_PASSWORD is missing or empty" in refused.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.core.home import Home
+from tasks.core.ops.auth import APP_NAME, StackAuth, redact_uri, scrub
 
 if TYPE_CHECKING:
     from tasks.core.config.experiment import ExperimentConfig
@@ -156,8 +157,9 @@ class ProcessSpec:
 
 def _env(home: Home, base: dict[str, str], **extra: str) -> dict[str, str]:
     # A server must not talk to another server; it serves its own database. Workers get
-    # the stack's API URL through ``extra``.
-    inherited = {k: v for k, v in base.items() if k != "PREFECT_API_URL"}
+    # the stack's API URL through ``extra``. No process inherits a secret: each one's own
+    # come through ``extra`` (auth.py).
+    inherited = {k: v for k, v in scrub(base).items() if k != "PREFECT_API_URL"}
     return {**inherited, **home.env(), **extra}
 
 
@@ -170,12 +172,15 @@ def plan(
     mlflow_port: int = DEFAULT_MLFLOW_PORT,
     pools: tuple[str, ...] = ("cpu",),
     base_env: dict[str, str] | None = None,
+    auth: StackAuth | None = None,
 ) -> tuple[StackUrls, list[ProcessSpec]]:
     """The processes of a local stack, in start order: Prefect server, MLflow server, workers.
 
     The MLflow server is left out when the tracking URI already names a server (http[s]://):
     the stack then uses that one. Its backend is whatever ``MLFLOW_TRACKING_URI`` says
-    (the embedded SQLite file by default, PostgreSQL when pointed there).
+    (the embedded SQLite file by default, PostgreSQL when pointed there), passed in the
+    environment (a PostgreSQL URI holds a password). With ``auth`` every server checks
+    credentials and the workers use the MLflow server as ``loraflow-worker``.
     """
     base = dict(os.environ if base_env is None else base_env)
     tracking = base.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.mlflow_db}"
@@ -197,7 +202,12 @@ def plan(
                 str(prefect_port),
             ),  # fmt: skip
             # The UI calls the API at PREFECT_UI_API_URL, which otherwise assumes port 4200.
-            _env(home, base, PREFECT_UI_API_URL=found.prefect_api),
+            _env(
+                home,
+                base,
+                PREFECT_UI_API_URL=found.prefect_api,
+                **(auth.prefect_server_env() if auth else {}),
+            ),
             logs / "prefect-server.log",
             f"{found.prefect_api}/health",
         )
@@ -211,8 +221,7 @@ def plan(
                     "-m",
                     "mlflow",
                     "server",
-                    "--backend-store-uri",
-                    tracking,
+                    *(("--app-name", APP_NAME) if auth else ()),
                     "--default-artifact-root",
                     home.mlflow_artifacts.resolve().as_uri(),
                     "--host",
@@ -227,7 +236,9 @@ def plan(
                     home,
                     base,
                     MLFLOW_TRACKING_URI=tracking,
+                    MLFLOW_BACKEND_STORE_URI=tracking,
                     MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+                    **(auth.mlflow_server_env(home) if auth else {}),
                 ),  # fmt: skip
                 logs / "mlflow-server.log",
                 f"{found.mlflow}/health",
@@ -250,11 +261,20 @@ def plan(
                     "--name",
                     worker_name(pool),
                 ),  # fmt: skip
-                _env(home, base, PREFECT_API_URL=found.prefect_api, MLFLOW_TRACKING_URI=tracking),
+                _worker_env(home, base, found, tracking, auth),
                 logs / f"worker-{pool}.log",
             )
         )
     return found, specs
+
+
+def _worker_env(
+    home: Home, base: dict[str, str], found: StackUrls, tracking: str, auth: StackAuth | None
+) -> dict[str, str]:
+    if auth is None:
+        return _env(home, base, PREFECT_API_URL=found.prefect_api, MLFLOW_TRACKING_URI=tracking)
+    server = found.mlflow or tracking  # through the (authenticating) server, never the store
+    return _env(home, base, PREFECT_API_URL=found.prefect_api, **auth.worker_env(server))
 
 
 def worker_name(pool: str) -> str:
@@ -301,6 +321,7 @@ class StackState:
     # Written as each process starts (so `down` can stop a half-started stack whose `up` was
     # killed) and marked ready once every process answers.
     ready: bool = False
+    secrets: str | None = None  # the secrets file of an authenticated stack (never a value)
 
     @property
     def urls(self) -> StackUrls:
@@ -330,6 +351,7 @@ def read_state(home: Home) -> StackState | None:
         pools=tuple(raw.get("pools", ())),
         processes=tuple(Started(**p) for p in raw.get("processes", ())),
         ready=raw.get("ready", False),
+        secrets=raw.get("secrets"),
     )
 
 
@@ -347,8 +369,15 @@ def status_lines(state: StackState) -> list[str]:
         f"Prefect UI   {state.urls.prefect}",
         f"Prefect API  {state.urls.prefect_api}   (export PREFECT_API_URL to use it)",
         f"MLflow UI    {state.mlflow_url or '(remote) ' + state.tracking_uri}",
-        f"MLflow store {state.tracking_uri}",
+        f"MLflow store {redact_uri(state.tracking_uri)}",
         f"work pools   {', '.join(state.pools) or '(none)'} (process workers)",
+        "auth         "
+        + (
+            f"Prefect basic auth, MLflow {APP_NAME} (roles reader, pipeline, promoter), "
+            f"secrets {state.secrets}"
+            if state.secrets
+            else "none: embedded mode, loopback only (loraflow up --secrets FILE to require it)"
+        ),
     ]
     lines += [f"  {p.name:<15} pid {p.pid:<7} log {p.log}" for p in state.processes]
     return lines

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Action = Literal["promote", "keep", "noop", "canary", "rollback"]
+# "awaiting-promoter": the pipeline's identity may not move champion (an authenticated
+# registry refused it); a promoter finishes the promotion with ``loraflow promote NAME``.
+Action = Literal["promote", "keep", "noop", "canary", "rollback", "awaiting-promoter"]
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,17 @@ half-way leaves a FAILED or RUNNING run that readers skip.
 
 from __future__ import annotations
 
-import getpass
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+
+from tasks.core.security import identity
 
 RUN_TYPE_TAG = "loraflow.run_type"
 RUN_TYPE = "decision"
@@ -46,23 +48,26 @@ KINDS = (
 
 
 def user() -> str:
-    """The operating-system user running this process (who, for a decision taken by hand)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a container user without a passwd entry
-        return "unknown"
+    """Who takes a decision: the authenticated MLflow user (the worker's or promoter's service
+    account, a named person) when talking to an authenticated server, else the OS user."""
+    return identity.current().name
 
 
+# Actors say which part of loraflow decided and, after the colon, the identity behind it.
 def actor_pipeline() -> str:
-    return "pipeline"
+    return f"pipeline:{user()}"
 
 
 def actor_cli() -> str:
     return f"cli:{user()}"
 
 
+def actor_canary() -> str:
+    return f"canary:{user()}"
+
+
 def actor_service() -> str:
-    return f"service:{socket.gethostname()}"
+    return f"service:{socket.gethostname()}:{user()}"
 
 
 @dataclass(frozen=True)
@@ -149,8 +154,13 @@ def append(
     files: dict[str, Path] | None = None,
     extra_tags: dict[str, str] | None = None,
     parent_run_id: str | None = None,
+    effect: Callable[[], None] | None = None,
 ) -> str:
     """Write ``decision`` as a new finished run; return its id (the existing one for a key).
+
+    ``effect`` is what the decision does (moving an alias), run after the record is written
+    and before it is marked FINISHED: if the registry refuses it, the record ends FAILED
+    (readers skip it) and the refusal is raised, so no record claims what did not happen.
 
     ``artifacts`` maps artifact paths to JSON-able dicts or text; ``files`` to local files
     (artifact folder -> path); ``extra_tags`` are searchable facts of this record (written
@@ -180,6 +190,8 @@ def append(
                 mlc.log_dict(run_id, content, path)
         for folder, local in (files or {}).items():
             mlc.log_artifact(run_id, str(local), folder)
+        if effect is not None:
+            effect()
     except BaseException:
         mlc.set_terminated(run_id, "FAILED")  # half a record is no record: readers skip it
         raise
@@ -269,13 +281,25 @@ def index_tags(records: list[Record]) -> dict[str, str]:
     return tags
 
 
+def forbidden(exc: Exception) -> bool:
+    """Did an authenticated MLflow server refuse the call for lack of permission (403)?"""
+    code = getattr(exc, "error_code", "")
+    return code == "PERMISSION_DENIED" or "error code 403" in str(exc)
+
+
 def append_about_version(
-    mlc: MlflowClient, name: str, version: str, parent_run_id: str | None = None, **fields
+    mlc: MlflowClient,
+    name: str,
+    version: str,
+    parent_run_id: str | None = None,
+    effect: Callable[[], None] | None = None,
+    **fields,
 ) -> str:
     """Record a decision about registered version ``name`` v``version``: filed with its
-    training run (experiment, nesting unless ``parent_run_id``), naming its config sha."""
+    training run (experiment, nesting unless ``parent_run_id``), naming its config sha;
+    ``effect`` as in ``append`` (run inside the record's writing)."""
     model_version = mlc.get_model_version(name, version)
     fields.setdefault("config_sha256", model_version.tags.get("config_sha256", ""))
     decision = Decision(model=name, version=version, train_run_id=model_version.run_id, **fields)
     experiment_id = mlc.get_run(model_version.run_id).info.experiment_id
-    return append(mlc, experiment_id, decision, parent_run_id=parent_run_id)
+    return append(mlc, experiment_id, decision, parent_run_id=parent_run_id, effect=effect)

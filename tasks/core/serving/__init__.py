@@ -1,6 +1,7 @@
 """The inference service: champion and challenger from the MLflow registry behind one endpoint.
 
-``app`` builds the FastAPI application, ``schemas`` the request bodies and what refuses them,
+``app`` builds the FastAPI application, ``guard`` refuses calls without the bearer token their
+endpoint needs, ``schemas`` the request bodies and what refuses them,
 ``models`` holds the loaded versions and follows the registry's aliases, ``batcher`` groups concurrent texts into one forward pass, ``routing``
 sends a sticky share of request keys to the challenger, ``telemetry`` exposes Prometheus series
 per model version, ``runner`` starts it (foreground or on an ephemeral loopback port) and

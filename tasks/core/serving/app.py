@@ -1,5 +1,8 @@
 """The FastAPI application: /predict, /feedback, /healthz, /readyz, /metrics.
 
+/feedback (and any administrative endpoint) needs the feedback bearer token, /predict the
+predict token when one is set (``guard.py``); the probes and /metrics stay open.
+
 Routing, batching and swapping live in ``ModelHolder``; this module turns HTTP into calls on
 it and keeps the accounting honest: refused input is counted by reason and never as a model
 error, a model failure or timeout is a 5xx counted against the version that failed.
@@ -18,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tasks.core.config.canary import ServingSpec
 from tasks.core.errors import RequestRejected, ServiceNotReady
+from tasks.core.security.tokens import FEEDBACK, PREDICT, ServiceTokens
+from tasks.core.serving.guard import require
 from tasks.core.serving.models import ModelHolder
 from tasks.core.serving.schemas import (
     PredictionLog,
@@ -29,7 +34,9 @@ from tasks.core.serving.schemas import (
 from tasks.core.serving.telemetry import ServiceMetrics
 
 
-def create_app(holder: ModelHolder) -> FastAPI:
+def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> FastAPI:
+    """``tokens``: the bearer tokens /feedback and /predict need (default: from the env)."""
+    tokens = ServiceTokens.from_env() if tokens is None else tokens
     spec: ServingSpec = holder.spec
     metrics: ServiceMetrics = holder.metrics
     predictions = PredictionLog(spec.feedback_window)
@@ -51,7 +58,10 @@ def create_app(holder: ModelHolder) -> FastAPI:
     @app.exception_handler(RequestRejected)
     async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
         metrics.rejected.labels(exc.reason).inc()
-        return JSONResponse({"error": exc.message, "reason": exc.reason}, status_code=exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            {"error": exc.message, "reason": exc.reason}, status_code=exc.status, headers=headers
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -67,7 +77,7 @@ def create_app(holder: ModelHolder) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/predict")
+    @app.post("/predict", dependencies=[require(tokens, PREDICT)])
     async def predict(request: Request) -> JSONResponse:
         """Body ``{"text": str}`` or ``{"texts": [str, ...]}``, optional ``"key"`` (or header
         ``X-Request-Key``) for sticky routing; answers a label and score per text."""
@@ -139,7 +149,7 @@ def create_app(holder: ModelHolder) -> FastAPI:
             metrics.agreement.labels(version, champion.version, agree).inc()
             predictions.add_shadow(pid, champion.version, theirs)
 
-    @app.post("/feedback")
+    @app.post("/feedback", dependencies=[require(tokens, FEEDBACK)])
     async def feedback(request: Request) -> JSONResponse:
         """Body ``{"id": ..., "label": ...}`` or ``{"items": [...]}``: the true class of earlier
         predictions, scored against the version that made each (and its shadow). A label

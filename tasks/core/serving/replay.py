@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from tasks.core.config.canary import ReplaySpec
+from tasks.core.security.tokens import ServiceTokens
 
 FEEDBACK_CHUNK = 64
 EVAL_SPLITS = ("eval", "validation", "test")
@@ -63,6 +64,10 @@ def load_examples(path: str | Path, limit: int) -> list[tuple[str, str]]:
     return rows
 
 
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def replay(
     url: str,
     examples: list[tuple[str, str]],
@@ -81,6 +86,8 @@ def replay(
     errors: list[str] = []
     started = time.monotonic()
     deadline = started + spec.max_seconds
+    tokens = ServiceTokens.from_env()  # the caller's, as the service it talks to expects
+    predict_auth = _auth(tokens.predict or tokens.feedback)
 
     def take() -> int | None:
         with lock:
@@ -91,7 +98,7 @@ def replay(
             return i
 
     def worker() -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with httpx.Client(base_url=url, timeout=60, headers=predict_auth) as http:
             while (i := take()) is not None:
                 text, label = examples[i % len(examples)]
                 try:
@@ -117,7 +124,7 @@ def replay(
             future.result()
     feedback = 0
     if spec.post_feedback and outcomes:
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with httpx.Client(base_url=url, timeout=60, headers=_auth(tokens.feedback)) as http:
             for start in range(0, len(outcomes), FEEDBACK_CHUNK):
                 chunk = outcomes[start : start + FEEDBACK_CHUNK]
                 response = http.post("/feedback", json={"items": chunk})
