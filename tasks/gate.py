@@ -140,17 +140,28 @@ def _champion_generator(mlc, name: str, run_id: str):
     return Generator(model.model, model.tokenizer, source, "champion"), str(version.version)
 
 
-def score_generative(trained, data, spec, gates, registry, max_length, home, mlc, adapter):
+def score_generative(
+    trained, data, spec, gates, registry, max_length, home, mlc, adapter, preprocessing=None
+):
     """The causal-LM evaluation: candidate, champion and base generators on the eval split."""
+    from functools import partial
+
+    from tasks.core.data.chat import served_turns
     from tasks.core.evaluation.generation import evaluate_generators
     from tasks.core.training.generation import load_base_generator, load_generator
 
     candidate = load_generator(adapter, trained.run_id, home.hf_hub_cache)
     champion, champion_version = _champion_generator(mlc, registry.model_name, trained.run_id)
     base = load_base_generator(adapter, home.hf_hub_cache) if gates.base_model.score else None
+    served = partial(
+        served_turns,
+        system=getattr(data, "system_prompt", "") or None,
+        preprocess=preprocessing.apply if preprocessing is not None else None,
+    )  # golden prompts reach the models as served prompts do
     return evaluate_generators(
-        candidate, data.prepared_path, spec, gates, max_length, champion, champion_version, base
-    )
+        candidate, data.prepared_path, spec, gates, max_length, champion, champion_version, base,
+        served,
+    )  # fmt: skip
 
 
 def figures(report: EvalReport) -> dict[str, float]:
@@ -257,7 +268,7 @@ def evaluate_and_gate(
     generative = read_task(adapter) == CAUSAL_LM
     if generative:
         report = score_generative(
-            trained, data, spec, gates, registry, max_length, home, mlc, adapter
+            trained, data, spec, gates, registry, max_length, home, mlc, adapter, preprocessing
         )
     else:
         report = _score_classifiers(trained, data, spec, gates, registry, max_length, home, mlc,
@@ -283,7 +294,10 @@ def evaluate_and_gate(
             f"gate failed, nothing registered: {'; '.join(decision.failures())} "
             f"(evaluation record {record_run_id}, MLflow run {trained.run_id})"
         )
-    pinned = spec.generation.model_dump(mode="json") if generative else None
+    pinned = None
+    if generative:  # how the registered generator answers: as it was evaluated
+        system = getattr(data, "system_prompt", "") or None
+        pinned = {"generation": spec.generation.model_dump(mode="json"), "system_prompt": system}
     return EvalOutcome(
         trained.run_id, report.candidate.metrics, decision, report, record_run_id, recorded, pinned
     )

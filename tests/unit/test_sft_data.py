@@ -129,3 +129,15 @@ def test_encode_pair_takes_turns(tokenizer):
     turns = [{"role": "system", "content": "film"}, {"role": "user", "content": "good"}]
     pair = encode_pair(tokenizer, turns, "positive", 64)
     assert pair["labels"].count(-100) < len(pair["labels"])
+
+
+def test_served_prompts_get_the_system_prompt_and_preprocessing():
+    from tasks.core.data.chat import served_turns
+
+    turns = served_turns(
+        "  Good FILM ", "be brief", lambda texts: [t.strip().lower() for t in texts]
+    )
+    assert turns == [{"role": "system", "content": "be brief"},
+                     {"role": "user", "content": "good film"}]  # fmt: skip
+    own = [{"role": "system", "content": "mine"}, {"role": "user", "content": "hi"}]
+    assert served_turns(own, "be brief") == own

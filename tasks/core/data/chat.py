@@ -122,6 +122,18 @@ def render(tokenizer, conversation: Conversation) -> str:
     return f"{render_prompt(None, conversation.prompt)} {conversation.response}"
 
 
+def served_turns(prompt, system: str | None = None, preprocess=None) -> list[dict]:
+    """A prompt as the model saw prompts in training: the data's system prompt first (unless
+    the prompt brings its own) and every turn through the recorded preprocessing."""
+    turns = prompt_turns(prompt)
+    if system and (not turns or turns[0]["role"] != "system"):
+        turns = [{"role": "system", "content": system}, *turns]
+    if preprocess is not None:
+        contents = preprocess([t["content"] for t in turns])
+        turns = [{"role": t["role"], "content": c} for t, c in zip(turns, contents, strict=True)]
+    return turns
+
+
 def parse_prompt(value: str | list) -> list[dict]:
     """A prepared row's ``messages`` (JSON of the prompt turns) back to turns."""
     return json.loads(value) if isinstance(value, str) else list(value)

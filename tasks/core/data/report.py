@@ -66,6 +66,7 @@ class DataReport:
     name: str = ""  # the data section's name (lineage)
     # Generative data: sha256 of the tokenizer's chat template the conversations render with.
     chat_template_sha256: str = ""
+    system_prompt: str = ""  # generative: data.system_prompt (served with the model)
 
     @property
     def failed(self) -> list[CheckResult]:

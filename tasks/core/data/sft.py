@@ -257,6 +257,7 @@ def prepare_sft(
         "sources": {s: source_uri(src) for s, src in spec.splits.items()},
         "name": spec.name,
         "chat_template_sha256": template,
+        "system_prompt": spec.system_prompt or "",
     }
     kept = {}
     for split, frame in frames.items():

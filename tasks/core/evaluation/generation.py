@@ -125,8 +125,8 @@ def read_golden_prompts(path: Path) -> list[tuple[int, str, str | None, tuple[st
     return cases
 
 
-def golden_answers(cases, candidate: Generator, champion: Generator | None, spec: EvalSpec):
-    prompts = [prompt for _, prompt, _, _ in cases]
+def golden_answers(cases, candidate, champion, spec: EvalSpec, served=None):
+    prompts = [(served or (lambda p: p))(prompt) for _, prompt, _, _ in cases]
     new = [a.text for a in candidate.generate(prompts, spec.generation, spec.batch_size)]
     old = (
         [a.text for a in champion.generate(prompts, spec.generation, spec.batch_size)]
@@ -191,8 +191,13 @@ def evaluate_generators(
     champion: Generator | None = None,
     champion_version: str | None = None,
     base: Generator | None = None,
+    served=None,
 ) -> EvalReport:
-    """Score every given generator on the prepared eval split; the candidate in full detail."""
+    """Score every given generator on the prepared eval split; the candidate in full detail.
+
+    ``served`` turns a golden prompt into the turns a served prompt becomes (system prompt,
+    preprocessing); the eval split's prompts are prepared that way already.
+    """
     data = load_prepared(prepared_path)["eval"]
     if spec.max_examples and spec.max_examples < len(data):
         data = data.shuffle(seed=0).select(range(spec.max_examples))
@@ -208,7 +213,7 @@ def evaluate_generators(
     golden = ()
     if gates.golden.path is not None:
         cases = read_golden_prompts(gates.golden.path)
-        golden = golden_answers(cases, candidate, champion, spec)
+        golden = golden_answers(cases, candidate, champion, spec, served)
     return EvalReport(
         labels=(),
         candidate=ModelScores("candidate", candidate.source, figures),

@@ -81,22 +81,27 @@ class LoraGeneratorModel(mlflow.pyfunc.PythonModel):
     """pyfunc: prompt in (a user message, or chat turns as JSON in ``messages``), answer out.
 
     Decodes with the generation settings pinned at evaluation (the ``generation`` artifact:
-    token budget, temperature, stop sequences), through the same ``generate_batch`` the
-    evaluation used; the base decoder comes from the mirror by repo id + pinned revision.
+    token budget, temperature, stop sequences, and the data's system prompt), through the same
+    ``generate_batch`` the evaluation used, each turn through the recorded preprocessing; the
+    base decoder comes from the mirror by repo id + pinned revision.
     """
 
     def load_context(self, context):
         import json
 
         from tasks.core.config.generation import GenerationSpec
+        from tasks.core.data.preprocess import Preprocessing
         from tasks.core.training.generation import load_generator
 
         cache = Home.from_env().hf_hub_cache if os.environ.get("LORAFLOW_HOME") else None
         adapter = Path(context.artifacts["adapter"])
         loaded = load_generator(adapter, str(adapter), cache)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
-        pinned = Path(context.artifacts[GENERATION_ARTIFACT]).read_text()
-        self.generation = GenerationSpec.model_validate(json.loads(pinned))
+        pinned = json.loads(Path(context.artifacts[GENERATION_ARTIFACT]).read_text())
+        self.generation = GenerationSpec.model_validate(pinned["generation"])
+        self.system_prompt = pinned.get("system_prompt")
+        recorded = context.artifacts.get(PREPROCESSING_ARTIFACT)
+        self.preprocessing = Preprocessing.read(recorded) if recorded else None
 
     @staticmethod
     def prompts(model_input) -> list:
@@ -118,7 +123,13 @@ class LoraGeneratorModel(mlflow.pyfunc.PythonModel):
         if params and params.get("max_new_tokens"):  # a smaller budget only, never a larger
             budget = min(int(params["max_new_tokens"]), spec.max_new_tokens)
             spec = spec.model_copy(update={"max_new_tokens": budget})
-        answers = generate_batch(self.model, self.tokenizer, self.prompts(model_input), spec)
+        from tasks.core.data.chat import served_turns
+
+        preprocess = self.preprocessing.apply if self.preprocessing is not None else None
+        prompts = [
+            served_turns(p, self.system_prompt, preprocess) for p in self.prompts(model_input)
+        ]
+        answers = generate_batch(self.model, self.tokenizer, prompts, spec)
         return pd.DataFrame(
             {
                 "output": [a.text for a in answers],
