@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from flows.finetune import finetune
-from tasks.core.errors import ConfigError, GateFailed
+from tasks.core.errors import GateFailed
 from tasks.core.serving.models import pyfunc_loader
 from tasks.core.tracking import client
 from tests.conftest import REPO
@@ -107,8 +107,10 @@ def test_chat_data_through_all_stages(home, llama_mirrored, tmp_path):
     assert list(answers.columns) == ["output", "output_tokens"]
     assert (answers["output_tokens"] <= 3).all()
     assert set(answers["output"]) <= {"positive", "negative"}
-    with pytest.raises(ConfigError, match="is a generator"):  # no /generate yet: said clearly
-        pyfunc_loader("tiny-chat", "1")
+    predict = pyfunc_loader("tiny-chat", "1")  # how the service loads it: for /generate
+    assert predict.generator and predict.max_new_tokens == 3
+    short, default = predict([("review : a good film", 1), "review : dull"])
+    assert short[1] <= 1 and default[0] in ("positive", "negative")
 
     # A challenger trained to answer the opposite is refused on quality (vs the champion).
     flipped = tmp_path / "flipped"

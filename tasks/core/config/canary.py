@@ -52,6 +52,12 @@ class ServingSpec(Spec):
         2_000, ge=1, description="Longer texts are refused with 422 (no silent truncation)."
     )
     max_texts: int = Field(64, ge=1, description="Texts one /predict request may carry at most.")
+    max_new_tokens: int = Field(
+        256, ge=1, le=4096, description="/generate: largest max_new_tokens a request may ask for."
+    )
+    max_queue: int = Field(
+        64, ge=1, description="/generate: requests waiting at most; more are refused with 503."
+    )
     request_timeout_s: float = Field(
         30.0, gt=0, description="A prediction not done by then answers 504 (a model error)."
     )

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tasks.core.config.canary import ServingSpec
 from tasks.core.errors import RequestRejected, ServiceNotReady
 from tasks.core.security.tokens import FEEDBACK, PREDICT, ServiceTokens
+from tasks.core.serving.generate import add_generate
 from tasks.core.serving.guard import require
 from tasks.core.serving.models import ModelHolder
 from tasks.core.serving.schemas import (
@@ -89,6 +90,9 @@ def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> Fast
             model, role = holder.pick(key)
         except ServiceNotReady as exc:
             raise RequestRejected(503, "not_ready", str(exc)) from None
+        if model.generator:
+            holder.release(model)
+            raise RequestRejected(422, "generator", f"v{model.version} generates: use /generate")
         started = time.perf_counter()
         version = model.version
         metrics.requests.labels(version).inc()
@@ -176,4 +180,5 @@ def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> Fast
             )
         return JSONResponse({"accepted": accepted, "unknown": unknown})
 
+    add_generate(app, holder, spec, metrics, [require(tokens, PREDICT)])
     return app

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from tasks.core.config.canary import ServingSpec
-from tasks.core.errors import ConfigError, ServiceNotReady
+from tasks.core.errors import ServiceNotReady
 from tasks.core.promotion.lease import (
     LEASE_TAG,
     LEGACY_WEIGHT_TAG,
@@ -77,11 +77,10 @@ def pyfunc_loader(name: str, version: str) -> PredictFn:
     import pandas as pd
 
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    if hasattr(model.unwrap_python_model(), "generation"):
-        raise ConfigError(
-            f"models:/{name}/{version} is a generator (causal LM): the service answers /predict "
-            "for classifiers only; /generate is not implemented yet (docs/generative.md)"
-        )
+    if hasattr(model.unwrap_python_model(), "generation"):  # a causal LM: /generate
+        from tasks.core.serving.generate import generator_predict
+
+        return generator_predict(model.unwrap_python_model())
 
     def predict(texts: list[str]) -> list[tuple[str, float]]:
         out = model.predict(pd.DataFrame({"text": texts}))
@@ -96,6 +95,8 @@ class ServedModel:
     version: str
     batcher: MicroBatcher
     inflight: int = 0
+    generator: bool = False  # a causal LM: answers /generate, not /predict
+    max_new_tokens: int | None = None  # a generator's pinned token budget
 
 
 class ModelHolder:
@@ -213,7 +214,12 @@ class ModelHolder:
             initializer=partial(torch_threads, self.spec.torch_threads),
             workers=self.spec.workers,
         )
-        return ServedModel(version, batcher.start())
+        return ServedModel(
+            version,
+            batcher.start(),
+            generator=bool(getattr(predict, "generator", False)),
+            max_new_tokens=getattr(predict, "max_new_tokens", None),
+        )
 
     async def _retire(self, model: ServedModel, patience_s: float = 300.0) -> None:
         """Close a replaced version once its last routed request has been answered."""

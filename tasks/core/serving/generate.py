@@ -1,0 +1,137 @@
+"""``POST /generate``: a registered generator answers prompts, batched, within stated limits.
+
+Requests go through the model's micro-batcher like /predict (prompts from concurrent requests
+are left-padded and decoded together, grouped by token budget); the queue is bounded
+(``serving.max_queue``: beyond it a 503 says so), and a prompt longer than
+``serving.max_text_chars`` or a ``max_new_tokens`` above ``serving.max_new_tokens`` (or the
+version's pinned budget) is refused with 422 and a reason before anything is queued. Each
+version counts its output tokens and generation time (tokens/s = their rates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from tasks.core.config.canary import ServingSpec
+from tasks.core.errors import RequestRejected, ServiceNotReady
+from tasks.core.serving.schemas import read_body
+
+
+def parse_generate(body: bytes, spec: ServingSpec) -> tuple[list[str], int | None, str | None]:
+    """(prompts, max_new_tokens or None, routing key) of a /generate body; 4xx with a reason."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestRejected(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or set(data) - {"prompt", "prompts", "max_new_tokens", "key"}:
+        raise RequestRejected(
+            422, "invalid_body", "send {'prompt': str} or {'prompts': [str]}, optionally "
+            "'max_new_tokens' and 'key'"
+        )  # fmt: skip
+    prompts = [data["prompt"]] if "prompt" in data else data.get("prompts") or []
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise RequestRejected(422, "empty_prompt", "every prompt must be a non-empty string")
+    if len(prompts) > spec.max_texts:
+        raise RequestRejected(422, "too_many_prompts", f"{len(prompts)}; at most {spec.max_texts}")
+    for i, prompt in enumerate(prompts):
+        if len(prompt) > spec.max_text_chars:
+            raise RequestRejected(
+                422, "prompt_too_long",
+                f"prompt {i} has {len(prompt)} characters; at most {spec.max_text_chars}",
+            )  # fmt: skip
+    budget = data.get("max_new_tokens")
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise RequestRejected(422, "max_new_tokens", "max_new_tokens must be an integer >= 1")
+        if budget > spec.max_new_tokens:
+            raise RequestRejected(
+                422, "max_new_tokens",
+                f"max_new_tokens {budget} is above this service's limit {spec.max_new_tokens}",
+            )  # fmt: skip
+    key = data.get("key")
+    return prompts, budget, str(key) if key is not None else None
+
+
+def generator_predict(python_model):
+    """A batcher predict function over ``(prompt, budget)`` items of a ``LoraGeneratorModel``:
+    one ``generate_batch`` per distinct budget; answers are ``(text, output_tokens)``."""
+    from tasks.core.data.chat import served_turns
+    from tasks.core.training.generation import generate_batch
+
+    pinned = python_model.generation
+    recorded = getattr(python_model, "preprocessing", None)
+    preprocess = recorded.apply if recorded is not None else None
+
+    def predict(items: list) -> list[tuple[str, float]]:
+        asked = [(item, None) if isinstance(item, str) else item for item in items]
+        out: list[tuple[str, float] | None] = [None] * len(asked)
+        for budget in {b or pinned.max_new_tokens for _, b in asked}:
+            idx = [i for i, (_, b) in enumerate(asked) if (b or pinned.max_new_tokens) == budget]
+            spec = pinned.model_copy(update={"max_new_tokens": budget})
+            turns = [served_turns(asked[i][0], python_model.system_prompt, preprocess) for i in idx]
+            answers = generate_batch(python_model.model, python_model.tokenizer, turns, spec)
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = (answer.text, float(answer.output_tokens))
+        return out
+
+    predict.generator = True
+    predict.max_new_tokens = pinned.max_new_tokens
+    predict.labels = ()
+    return predict
+
+
+def add_generate(app: FastAPI, holder, spec: ServingSpec, metrics, dependencies=()) -> None:
+    """Mount ``POST /generate`` on the service of ``holder``; ``dependencies``: the same
+    bearer-token guard as /predict."""
+    waiting = {"n": 0}
+
+    @app.post("/generate", dependencies=list(dependencies))
+    async def generate(request: Request) -> JSONResponse:
+        """Body ``{"prompt": str}`` or ``{"prompts": [...]}``, optional ``max_new_tokens`` and
+        ``key``; answers each prompt with the routed version's pinned decoding settings."""
+        prompts, budget, key = parse_generate(await read_body(request, spec.max_body_bytes), spec)
+        if waiting["n"] >= spec.max_queue:
+            raise RequestRejected(503, "queue_full", f"{spec.max_queue} requests already wait")
+        try:
+            model, role = holder.pick(key or request.headers.get("x-request-key") or "")
+        except ServiceNotReady as exc:
+            raise RequestRejected(503, "not_ready", str(exc)) from None
+        try:
+            pinned = getattr(model, "max_new_tokens", None)
+            if not getattr(model, "generator", False):
+                raise RequestRejected(
+                    422, "not_a_generator", f"v{model.version} classifies: use /predict"
+                )
+            if budget is not None and pinned is not None and budget > pinned:
+                raise RequestRejected(
+                    422, "max_new_tokens",
+                    f"max_new_tokens {budget} is above v{model.version}'s pinned {pinned}",
+                )  # fmt: skip
+            version, started = model.version, time.perf_counter()
+            metrics.requests.labels(version).inc()
+            waiting["n"] += 1
+            try:
+                results = await asyncio.wait_for(
+                    model.batcher.submit([(p, budget) for p in prompts]), spec.request_timeout_s
+                )
+            except TimeoutError:
+                metrics.errors.labels(version).inc()
+                return JSONResponse({"error": f"v{version} timed out"}, status_code=504)
+            except Exception as exc:
+                metrics.errors.labels(version).inc()
+                return JSONResponse({"error": f"v{version} failed: {exc}"}, status_code=500)
+            finally:
+                waiting["n"] -= 1
+        finally:
+            holder.release(model)
+        seconds = time.perf_counter() - started
+        metrics.latency.labels(version).observe(seconds)
+        metrics.output_tokens.labels(version).inc(sum(t for _, t in results))
+        metrics.generation_seconds.labels(version).inc(seconds)
+        answers = [{"output": text, "output_tokens": int(t)} for text, t in results]
+        return JSONResponse({"version": version, "role": role, "answers": answers})

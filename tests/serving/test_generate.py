@@ -1,0 +1,115 @@
+"""POST /generate over real HTTP on loopback, with a real registered generator (tiny Llama)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tasks.core.config.canary import ServingSpec
+from tasks.core.errors import RequestRejected
+from tasks.core.serving.generate import parse_generate
+from tasks.core.serving.runner import scrape
+from tasks.core.tracking import client
+from tests.serving.conftest import FAST, start
+from tests.tiny import build_tiny_llama
+
+NAME = "tiny-generator"
+TINY_LLAMA = "loraflow-test/tiny-llama"
+
+
+@pytest.fixture
+def generator(home, tmp_path):
+    """A registered generator version (untrained LoRA on the mirrored tiny Llama), champion."""
+    from tasks.core.catalog.mirror import import_folder
+    from tasks.core.config.train import LoraSpec
+    from tasks.core.registry.pyfunc import GENERATION_ARTIFACT
+    from tasks.core.registry.versions import register
+    from tasks.core.training.modeling import (
+        CAUSAL_LM,
+        ModelRef,
+        add_lora,
+        load_causal_lm,
+        load_tokenizer,
+        save_adapter,
+    )  # fmt: skip
+
+    revision = import_folder(build_tiny_llama(tmp_path / "llama"), TINY_LLAMA, home.hf_hub_cache)
+    ref = ModelRef(TINY_LLAMA, revision.revision)
+    model = add_lora(load_causal_lm(ref, home.hf_hub_cache), LoraSpec(r=4, alpha=8), CAUSAL_LM)
+    adapter = save_adapter(model, load_tokenizer(ref, home.hf_hub_cache), ref, [],
+                           tmp_path / "adapter", CAUSAL_LM)  # fmt: skip
+    pinned = tmp_path / "generation.json"
+    pinned.write_text(json.dumps({"generation": {"max_new_tokens": 4}, "system_prompt": None}))
+    mlc = client(home.tracking_uri)
+    run_id = mlc.create_run(mlc.create_experiment("gen")).info.run_id
+    version = register(mlc, NAME, run_id, adapter, {}, "tiny generator", None,
+                       {GENERATION_ARTIFACT: pinned}).version  # fmt: skip
+    mlc.set_registered_model_alias(NAME, "champion", version)
+    return version
+
+
+def test_generate_batched_with_limits_and_metrics(home, generator):
+    with start(home, FAST, name=NAME) as server:
+        server.wait_ready(120)
+        one = httpx.post(f"{server.url}/generate", json={"prompt": "review : good"}, timeout=60)
+        assert one.status_code == 200, one.text
+        (answer,) = one.json()["answers"]
+        assert isinstance(answer["output"], str) and answer["output_tokens"] <= 4
+        many = httpx.post(f"{server.url}/generate",
+                          json={"prompts": ["review : bad", "review : the plot was dull"],
+                                "max_new_tokens": 2}, timeout=60)  # fmt: skip
+        assert [a["output_tokens"] <= 2 for a in many.json()["answers"]] == [True, True]
+
+        def refused(body: dict | bytes) -> httpx.Response:
+            if isinstance(body, bytes):
+                return httpx.post(f"{server.url}/generate", content=body, timeout=60)
+            return httpx.post(f"{server.url}/generate", json=body, timeout=60)
+
+        huge = refused(json.dumps({"prompt": "x" * 1_000_000}).encode())
+        assert huge.status_code == 413 and huge.json()["reason"] == "body_too_large"
+        above = refused({"prompt": "review : good", "max_new_tokens": 100_000})
+        assert above.status_code == 422 and "limit 256" in above.json()["error"]
+        pinned = refused({"prompt": "review : good", "max_new_tokens": 5})
+        assert pinned.status_code == 422 and "pinned 4" in pinned.json()["error"]
+        predict = httpx.post(f"{server.url}/predict", json={"text": "good"}, timeout=60)
+        assert predict.status_code == 422 and predict.json()["reason"] == "generator"
+        assert f'loraflow_output_tokens_total{{version="{generator}"}}' in scrape(server.url)
+
+
+def test_parse_generate_reasons():
+    spec = ServingSpec(max_text_chars=10, max_new_tokens=8)
+    assert parse_generate(b'{"prompt": "hi", "max_new_tokens": 8}', spec) == (["hi"], 8, None)
+    for body, reason in (
+        (b'{"prompt": "' + b"x" * 11 + b'"}', "prompt_too_long"),
+        (b'{"prompt": "hi", "max_new_tokens": 9}', "max_new_tokens"),
+        (b'{"prompt": ""}', "empty_prompt"),
+        (b'{"text": "hi"}', "invalid_body"),
+        (b"{", "invalid_json"),
+    ):
+        with pytest.raises(RequestRejected) as caught:
+            parse_generate(body, spec)
+        assert caught.value.reason == reason
+
+
+def test_generate_needs_the_predict_token_once_one_is_set(home, generator):
+    from tasks.core.security.tokens import ServiceTokens
+    from tasks.core.serving.app import create_app
+    from tasks.core.serving.models import ModelHolder, pyfunc_loader, read_registry
+    from tasks.core.serving.runner import BackgroundServer
+    from tasks.core.serving.telemetry import ServiceMetrics
+
+    token = "predict-token-0123456789abcdef"
+    tokens = ServiceTokens(feedback="feedback-token-0123456789abcdef", predict=token)
+    mlc = client(home.tracking_uri)
+    holder = ModelHolder(
+        NAME, FAST, ServiceMetrics(), lambda: read_registry(mlc, NAME), pyfunc_loader
+    )
+    with BackgroundServer(create_app(holder, tokens)) as server:
+        server.wait_ready(120)
+        body = {"prompt": "review : good"}
+        assert httpx.post(f"{server.url}/generate", json=body, timeout=60).status_code == 401
+        ok = httpx.post(f"{server.url}/generate", json=body, timeout=60,
+                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert ok.status_code == 200, ok.text
