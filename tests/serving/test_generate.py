@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -43,14 +44,18 @@ def generator(home, tmp_path):
     pinned = tmp_path / "generation.json"
     pinned.write_text(json.dumps({"generation": {"max_new_tokens": 4}, "system_prompt": None}))
     mlc = client(home.tracking_uri)
-    run_id = mlc.create_run(mlc.create_experiment("gen")).info.run_id
-    version = register(mlc, NAME, run_id, adapter, {}, "tiny generator", None,
-                       {GENERATION_ARTIFACT: pinned}).version  # fmt: skip
-    mlc.set_registered_model_alias(NAME, "champion", version)
-    return version
+    experiment = mlc.create_experiment("gen")
+    versions = []
+    for _ in range(2):  # two runs of the same adapter: two versions that answer alike
+        run_id = mlc.create_run(experiment).info.run_id
+        versions.append(register(mlc, NAME, run_id, adapter, {}, "tiny generator", None,
+                                 {GENERATION_ARTIFACT: pinned}).version)  # fmt: skip
+    mlc.set_registered_model_alias(NAME, "champion", versions[0])
+    return versions[0], versions[1]
 
 
 def test_generate_batched_with_limits_and_metrics(home, generator):
+    generator, _ = generator
     with start(home, FAST, name=NAME) as server:
         server.wait_ready(120)
         one = httpx.post(f"{server.url}/generate", json={"prompt": "review : good"}, timeout=60)
@@ -93,7 +98,7 @@ def test_parse_generate_reasons():
         assert caught.value.reason == reason
 
 
-def test_generate_needs_the_predict_token_once_one_is_set(home, generator):
+def test_generate_needs_the_predict_token_once_one_is_set(home, generator):  # noqa: ARG001
     from tasks.core.security.tokens import ServiceTokens
     from tasks.core.serving.app import create_app
     from tasks.core.serving.models import ModelHolder, pyfunc_loader, read_registry
@@ -113,3 +118,30 @@ def test_generate_needs_the_predict_token_once_one_is_set(home, generator):
         ok = httpx.post(f"{server.url}/generate", json=body, timeout=60,
                         headers={"Authorization": f"Bearer {token}"})  # fmt: skip
         assert ok.status_code == 200, ok.text
+
+
+def test_challenger_answers_are_shadowed_by_the_champion(home, generator):
+    """Agreement (exact match of the two answers) lands in the canary's agreement series."""
+    from tasks.core.promotion.canary_io import write_lease
+    from tasks.core.promotion.lease import granted
+
+    v1, v2 = generator
+    mlc = client(home.tracking_uri)
+    mlc.set_registered_model_alias(NAME, "challenger", v2)
+    write_lease(mlc, NAME, granted(100, "test-canary", v2, 1, 600))
+    with start(home, FAST, name=NAME) as server:
+        server.wait_ready(120, until=lambda s: s["challenger_percent"] == 100)
+        answered = httpx.post(
+            f"{server.url}/generate",
+            json={"prompts": ["review : good", "review : bad"]},
+            timeout=60,
+        )
+        assert answered.json()["role"] == "challenger", answered.text
+        series = (
+            f'loraflow_shadow_agreement_total{{agree="true",champion="{v1}",version="{v2}"}} 2.0'
+        )
+        for _ in range(100):
+            if series in scrape(server.url):
+                break
+            time.sleep(0.1)
+        assert series in scrape(server.url)

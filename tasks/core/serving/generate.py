@@ -5,7 +5,9 @@ are left-padded and decoded together, grouped by token budget); the queue is bou
 (``serving.max_queue``: beyond it a 503 says so), and a prompt longer than
 ``serving.max_text_chars`` or a ``max_new_tokens`` above ``serving.max_new_tokens`` (or the
 version's pinned budget) is refused with 422 and a reason before anything is queued. Each
-version counts its output tokens and generation time (tokens/s = their rates).
+version counts its output tokens and generation time (tokens/s = their rates). Prompts routed
+to a challenger are answered by the champion too (shadow): exact agreement of the two answers
+feeds the canary's agreement figure.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def add_generate(app: FastAPI, holder, spec: ServingSpec, metrics, dependencies=
     """Mount ``POST /generate`` on the service of ``holder``; ``dependencies``: the same
     bearer-token guard as /predict."""
     waiting = {"n": 0}
+    shadows: set[asyncio.Task] = set()
 
     @app.post("/generate", dependencies=list(dependencies))
     async def generate(request: Request) -> JSONResponse:
@@ -134,4 +137,30 @@ def add_generate(app: FastAPI, holder, spec: ServingSpec, metrics, dependencies=
         metrics.output_tokens.labels(version).inc(sum(t for _, t in results))
         metrics.generation_seconds.labels(version).inc(seconds)
         answers = [{"output": text, "output_tokens": int(t)} for text, t in results]
+        if role == "challenger" and spec.shadow_champion:
+            task = asyncio.get_running_loop().create_task(
+                shadow(prompts, budget, version, [text for text, _ in results])
+            )
+            shadows.add(task)
+            task.add_done_callback(shadows.discard)
         return JSONResponse({"version": version, "role": role, "answers": answers})
+
+    async def shadow(prompts: list[str], budget, version: str, outputs: list[str]) -> None:
+        """The champion answers the challenger's prompts too: agreement is exact match of the
+        two answers, counted in the series the canary analysis already judges."""
+        champion = holder.pick_champion()
+        if champion is None or champion.version == version or not champion.generator:
+            if champion is not None:
+                holder.release(champion)
+            return
+        try:
+            theirs = await asyncio.wait_for(
+                champion.batcher.submit([(p, budget) for p in prompts]), spec.request_timeout_s
+            )
+        except Exception:  # a shadow failure never touches the answered request
+            return
+        finally:
+            holder.release(champion)
+        for mine, (other, _) in zip(outputs, theirs, strict=True):
+            agree = "true" if mine.strip() == other.strip() else "false"
+            metrics.agreement.labels(version, champion.version, agree).inc()
