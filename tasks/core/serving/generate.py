@@ -139,28 +139,31 @@ def add_generate(app: FastAPI, holder, spec: ServingSpec, metrics, dependencies=
         answers = [{"output": text, "output_tokens": int(t)} for text, t in results]
         if role == "challenger" and spec.shadow_champion:
             task = asyncio.get_running_loop().create_task(
-                shadow(prompts, budget, version, [text for text, _ in results])
+                shadow(holder, spec, metrics, prompts, budget, version, [t for t, _ in results])
             )
             shadows.add(task)
             task.add_done_callback(shadows.discard)
         return JSONResponse({"version": version, "role": role, "answers": answers})
 
-    async def shadow(prompts: list[str], budget, version: str, outputs: list[str]) -> None:
-        """The champion answers the challenger's prompts too: agreement is exact match of the
-        two answers, counted in the series the canary analysis already judges."""
-        champion = holder.pick_champion()
-        if champion is None or champion.version == version or not champion.generator:
-            if champion is not None:
-                holder.release(champion)
-            return
-        try:
-            theirs = await asyncio.wait_for(
-                champion.batcher.submit([(p, budget) for p in prompts]), spec.request_timeout_s
-            )
-        except Exception:  # a shadow failure never touches the answered request
-            return
-        finally:
+
+async def shadow(
+    holder, spec: ServingSpec, metrics, prompts: list[str], budget, version: str, outputs: list[str]
+) -> None:
+    """The champion answers the challenger's prompts too: agreement is exact match of the
+    two answers, counted in the series the canary analysis already judges."""
+    champion = holder.pick_champion()
+    if champion is None or champion.version == version or not champion.generator:
+        if champion is not None:
             holder.release(champion)
-        for mine, (other, _) in zip(outputs, theirs, strict=True):
-            agree = "true" if mine.strip() == other.strip() else "false"
-            metrics.agreement.labels(version, champion.version, agree).inc()
+        return
+    try:
+        theirs = await asyncio.wait_for(
+            champion.batcher.submit([(p, budget) for p in prompts]), spec.request_timeout_s
+        )
+    except Exception:  # a shadow failure never touches the answered request
+        return
+    finally:
+        holder.release(champion)
+    for mine, (other, _) in zip(outputs, theirs, strict=True):
+        agree = "true" if mine.strip() == other.strip() else "false"
+        metrics.agreement.labels(version, champion.version, agree).inc()
