@@ -121,7 +121,8 @@ def test_generate_needs_the_predict_token_once_one_is_set(home, generator):  # n
 
 
 def test_challenger_answers_are_shadowed_by_the_champion(home, generator):
-    """Agreement (exact match of the two answers) lands in the canary's agreement series."""
+    """Agreement (exact match of the two answers) lands in the canary's agreement series, and
+    their ROUGE-L beside it (identical answers: 1.0 each); time to first token per version."""
     from tasks.core.promotion.canary_io import write_lease
     from tasks.core.promotion.lease import granted
 
@@ -144,4 +145,10 @@ def test_challenger_answers_are_shadowed_by_the_champion(home, generator):
             if series in scrape(server.url):
                 break
             time.sleep(0.1)
-        assert series in scrape(server.url)
+        metrics = scrape(server.url)
+        assert series in metrics
+        words = sum(1.0 for a in answered.json()["answers"] if a["output"].split())
+        rouge = f'loraflow_shadow_rouge_l_total{{champion="{v1}",version="{v2}"}} {words}'
+        assert rouge in metrics
+        ttft = f'loraflow_time_to_first_token_seconds_count{{version="{v2}"}} 1.0'
+        assert ttft in metrics

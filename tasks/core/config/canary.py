@@ -144,8 +144,13 @@ class CanaryAnalysis(Spec):
         0.8,
         ge=0,
         le=1,
-        description="Lowest share of challenger predictions equal to the champion's on the same "
-        "inputs.",
+        description="Lowest agreement of the challenger with the champion on the same inputs "
+        "(shadow): share of equal answers, or mean ROUGE-L with agreement_metric rouge_l.",
+    )
+    agreement_metric: Literal["exact_match", "rouge_l"] = Field(
+        "exact_match",
+        description="How agreement is measured: exact_match (same label / same answer) or "
+        "rouge_l (mean ROUGE-L F1 of challenger vs champion answers; /generate only).",
     )
     min_feedback: int = Field(
         20,

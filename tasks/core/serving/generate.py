@@ -7,7 +7,8 @@ are left-padded and decoded together, grouped by token budget); the queue is bou
 version's pinned budget) is refused with 422 and a reason before anything is queued. Each
 version counts its output tokens and generation time (tokens/s = their rates). Prompts routed
 to a challenger are answered by the champion too (shadow): exact agreement of the two answers
-feeds the canary's agreement figure.
+and their ROUGE-L (the evaluation's own per-example function) feed the canary's agreement
+figure, judged by exact match or by mean ROUGE-L as the canary policy says.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def add_generate(app: FastAPI, holder, spec: ServingSpec, metrics, dependencies=
             holder.release(model)
         seconds = time.perf_counter() - started
         metrics.latency.labels(version).observe(seconds)
+        metrics.first_token_seconds.labels(version).observe(seconds)  # not streamed: = latency
         metrics.output_tokens.labels(version).inc(sum(t for _, t in results))
         metrics.generation_seconds.labels(version).inc(seconds)
         answers = [{"output": text, "output_tokens": int(t)} for text, t in results]
@@ -149,8 +151,10 @@ def add_generate(app: FastAPI, holder, spec: ServingSpec, metrics, dependencies=
 async def shadow(
     holder, spec: ServingSpec, metrics, prompts: list[str], budget, version: str, outputs: list[str]
 ) -> None:
-    """The champion answers the challenger's prompts too: agreement is exact match of the
-    two answers, counted in the series the canary analysis already judges."""
+    """The champion answers the challenger's prompts too: exact match of the two answers in
+    the series the canary analysis judges, and their ROUGE-L F1 summed beside it."""
+    from tasks.core.evaluation.generation import per_example_rouge
+
     champion = holder.pick_champion()
     if champion is None or champion.version == version or not champion.generator:
         if champion is not None:
@@ -164,6 +168,8 @@ async def shadow(
         return
     finally:
         holder.release(champion)
-    for mine, (other, _) in zip(outputs, theirs, strict=True):
+    others = [other for other, _ in theirs]
+    for mine, other, rouge in zip(outputs, others, per_example_rouge(outputs, others), strict=True):
         agree = "true" if mine.strip() == other.strip() else "false"
         metrics.agreement.labels(version, champion.version, agree).inc()
+        metrics.shadow_rouge_l.labels(version, champion.version).inc(rouge)

@@ -73,6 +73,22 @@ class ServiceMetrics:
             ["version", "champion", "agree"],
             registry=r,
         )
+        self.shadow_rouge_l = Counter(
+            "loraflow_shadow_rouge_l",
+            "/generate challenger answers also given by the champion: sum of the ROUGE-L F1 of "
+            "each pair (mean: its increase over the agreement count's).",
+            ["version", "champion"],
+            registry=r,
+        )
+        self.first_token_seconds = Histogram(
+            "loraflow_time_to_first_token_seconds",
+            "/generate: routing to first token of a request. Answers are not streamed: the "
+            "first token reaches the client with the whole answer, so this is the request's "
+            "generation latency.",
+            ["version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.feedback = Counter(
             "loraflow_feedback",
             "Labelled outcomes received for a version's predictions (served or shadow).",
