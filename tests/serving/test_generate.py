@@ -152,3 +152,34 @@ def test_challenger_answers_are_shadowed_by_the_champion(home, generator):
         assert rouge in metrics
         ttft = f'loraflow_time_to_first_token_seconds_count{{version="{v2}"}} 1.0'
         assert ttft in metrics
+
+
+def test_feedback_on_generated_answers_counts_online_quality(home, generator):
+    """A rating (good/bad) or a reference answer (exact match + ROUGE-L, as evaluation
+    scores) per generated answer, counted for the version that answered; a class label for a
+    generation is refused and uses up nothing."""
+    v1, _ = generator
+    with start(home, FAST, name=NAME) as server, httpx.Client(base_url=server.url) as http:
+        server.wait_ready(120)
+        answers = http.post(
+            "/generate", json={"prompts": ["review : good", "review : bad", "review : ok"]},
+            timeout=60,
+        ).json()["answers"]  # fmt: skip
+        (a, b, c), said = [x["id"] for x in answers], answers[1]["output"]
+        wrong_kind = http.post("/feedback", json={"id": a, "label": "positive"})
+        assert wrong_kind.status_code == 422, wrong_kind.text
+        assert "takes 'rating' or 'reference'" in wrong_kind.json()["error"]
+        both = http.post("/feedback", json={"id": a, "rating": "good", "reference": "x"})
+        assert both.status_code == 422 and both.json()["reason"] == "invalid_input"
+        items = [
+            {"id": a, "rating": "good"},
+            {"id": b, "reference": said},  # the answer itself: exact match, ROUGE-L 1 (or 0
+            {"id": c, "reference": "zzz qqq"},  # when it has no words); no overlap: 0
+        ]
+        assert http.post("/feedback", json={"items": items}).json()["accepted"] == 3
+        metrics = scrape(server.url)
+    rouge = 1.0 if said.split() else 0.0
+    assert f'loraflow_feedback_total{{correct="true",version="{v1}"}} 2.0' in metrics
+    assert f'loraflow_feedback_total{{correct="false",version="{v1}"}} 1.0' in metrics
+    assert f'loraflow_feedback_rouge_l_count{{version="{v1}"}} 2.0' in metrics
+    assert f'loraflow_feedback_rouge_l_sum{{version="{v1}"}} {rouge}' in metrics

@@ -33,6 +33,8 @@ class VersionFigures:
     classes: dict[str, float] = field(default_factory=dict)
     feedback: float = 0.0
     correct: float = 0.0
+    references: float = 0.0  # /generate: reference answers received, and their ROUGE-L sum
+    rouge_l: float = 0.0
 
     @property
     def error_rate(self) -> float | None:
@@ -41,6 +43,10 @@ class VersionFigures:
     @property
     def online_accuracy(self) -> float | None:
         return self.correct / self.feedback if self.feedback else None
+
+    @property
+    def online_rouge_l(self) -> float | None:
+        return self.rouge_l / self.references if self.references else None
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class StepAnalysis:
             data[side] |= {
                 "error_rate": figures.error_rate,
                 "online_accuracy": figures.online_accuracy,
+                "online_rouge_l": figures.online_rouge_l,
             }
         data["checks"] = [asdict(c) | {"verdict": c.verdict} for c in self.checks]
         return data
@@ -158,6 +165,8 @@ def version_figures(before: Snapshot, after: Snapshot, version: str) -> VersionF
         classes=classes,
         feedback=_delta(before, after, "loraflow_feedback_total", version=version),
         correct=_delta(before, after, "loraflow_feedback_total", version=version, correct="true"),
+        references=_delta(before, after, "loraflow_feedback_rouge_l_count", version=version),
+        rouge_l=_delta(before, after, "loraflow_feedback_rouge_l_sum", version=version),
     )
 
 

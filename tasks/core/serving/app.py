@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tasks.core.config.canary import ServingSpec
 from tasks.core.errors import RequestRejected, ServiceNotReady
 from tasks.core.security.tokens import FEEDBACK, PREDICT, ServiceTokens
-from tasks.core.serving.generate import add_generate
+from tasks.core.serving.generate import add_generate, count_outcome
 from tasks.core.serving.guard import require
 from tasks.core.serving.models import ModelHolder
 from tasks.core.serving.schemas import (
@@ -156,9 +156,10 @@ def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> Fast
     @app.post("/feedback", dependencies=[require(tokens, FEEDBACK)])
     async def feedback(request: Request) -> JSONResponse:
         """Body ``{"id": ..., "label": ...}`` or ``{"items": [...]}``: the true class of earlier
-        predictions, scored against the version that made each (and its shadow). A label
-        outside that version's classes, or an empty batch, is refused (422) and uses up
-        nothing."""
+        predictions, scored against the version that made each (and its shadow); for a
+        generated answer a ``rating`` (good/bad, the served answer only) or a ``reference``
+        answer instead. A label outside that version's classes, an outcome of the wrong kind
+        or an empty batch is refused (422) and uses up nothing."""
         body = parse_feedback(await read_body(request, spec.max_body_bytes))
         check_feedback_labels(body.outcomes, predictions, holder.labels)
         accepted, unknown = 0, []
@@ -168,17 +169,15 @@ def create_app(holder: ModelHolder, tokens: ServiceTokens | None = None) -> Fast
                 unknown.append(outcome.id)
                 continue
             accepted += 1
-            correct = "true" if record["label"] == outcome.label else "false"
-            metrics.feedback.labels(record["version"], correct).inc()
-            if record["shadow"] is not None:
+            count_outcome(metrics, record["version"], record["label"], outcome)
+            if record["shadow"] is not None and outcome.rating is None:
                 shadow_version, shadow_label = record["shadow"]
-                correct = "true" if shadow_label == outcome.label else "false"
-                metrics.feedback.labels(shadow_version, correct).inc()
+                count_outcome(metrics, shadow_version, shadow_label, outcome)
         if not accepted:
             raise RequestRejected(
                 404, "unknown_id", f"no recent prediction with id {', '.join(unknown[:5])}"
             )
         return JSONResponse({"accepted": accepted, "unknown": unknown})
 
-    add_generate(app, holder, spec, metrics, [require(tokens, PREDICT)])
+    add_generate(app, holder, spec, metrics, predictions, [require(tokens, PREDICT)])
     return app

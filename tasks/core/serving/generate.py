@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -88,9 +89,30 @@ def generator_predict(python_model):
     return predict
 
 
-def add_generate(app: FastAPI, holder, spec: ServingSpec, metrics, dependencies=()) -> None:
-    """Mount ``POST /generate`` on the service of ``holder``; ``dependencies``: the same
-    bearer-token guard as /predict."""
+def count_outcome(metrics, version: str, answer: str, outcome) -> None:
+    """An outcome of ``/feedback`` for ``version``'s ``answer``: a class label or a rating is
+    right or wrong; a reference answer is right on exact match (the evaluation's normalised
+    comparison) and adds its ROUGE-L F1 to the version's online ROUGE-L."""
+    if outcome.rating is not None:
+        correct = outcome.rating == "good"
+    elif outcome.reference is not None:
+        from tasks.core.evaluation.generation import per_example_rouge
+        from tasks.core.evaluation.metrics.exact_match import _normalise
+
+        correct = _normalise(answer, False) == _normalise(outcome.reference, False)
+        (rouge,) = per_example_rouge([answer], [outcome.reference])
+        metrics.feedback_rouge_l.labels(version).observe(rouge)
+    else:
+        correct = answer == outcome.label
+    metrics.feedback.labels(version, "true" if correct else "false").inc()
+
+
+def add_generate(
+    app: FastAPI, holder, spec: ServingSpec, metrics, predictions, dependencies=()
+) -> None:
+    """Mount ``POST /generate`` on the service of ``holder``; ``predictions``: the log
+    ``/feedback`` scores outcomes against; ``dependencies``: the bearer-token guard of
+    /predict."""
     waiting = {"n": 0}
     shadows: set[asyncio.Task] = set()
 
@@ -138,10 +160,18 @@ def add_generate(app: FastAPI, holder, spec: ServingSpec, metrics, dependencies=
         metrics.first_token_seconds.labels(version).observe(seconds)  # not streamed: = latency
         metrics.output_tokens.labels(version).inc(sum(t for _, t in results))
         metrics.generation_seconds.labels(version).inc(seconds)
-        answers = [{"output": text, "output_tokens": int(t)} for text, t in results]
+        request_id = uuid.uuid4().hex
+        ids = [f"{request_id}-{i}" for i in range(len(prompts))]
+        for pid, (text, _) in zip(ids, results, strict=True):
+            predictions.add(pid, version, text, generated=True)
+        answers = [
+            {"id": pid, "output": text, "output_tokens": int(t)}
+            for pid, (text, t) in zip(ids, results, strict=True)
+        ]
         if role == "challenger" and spec.shadow_champion:
+            outputs = [t for t, _ in results]
             task = asyncio.get_running_loop().create_task(
-                shadow(holder, spec, metrics, prompts, budget, version, [t for t, _ in results])
+                shadow(holder, spec, metrics, prompts, budget, version, outputs, predictions, ids)
             )
             shadows.add(task)
             task.add_done_callback(shadows.discard)
@@ -149,7 +179,7 @@ def add_generate(app: FastAPI, holder, spec: ServingSpec, metrics, dependencies=
 
 
 async def shadow(
-    holder, spec: ServingSpec, metrics, prompts: list[str], budget, version: str, outputs: list[str]
+    holder, spec: ServingSpec, metrics, prompts, budget, version, outputs, predictions, ids
 ) -> None:
     """The champion answers the challenger's prompts too: exact match of the two answers in
     the series the canary analysis judges, and their ROUGE-L F1 summed beside it."""
@@ -169,7 +199,9 @@ async def shadow(
     finally:
         holder.release(champion)
     others = [other for other, _ in theirs]
-    for mine, other, rouge in zip(outputs, others, per_example_rouge(outputs, others), strict=True):
+    rouges = per_example_rouge(outputs, others)
+    for pid, mine, other, rouge in zip(ids, outputs, others, rouges, strict=True):
         agree = "true" if mine.strip() == other.strip() else "false"
         metrics.agreement.labels(version, champion.version, agree).inc()
         metrics.shadow_rouge_l.labels(version, champion.version).inc(rouge)
+        predictions.add_shadow(pid, champion.version, other)

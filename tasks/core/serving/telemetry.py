@@ -8,7 +8,7 @@ wrong type) is counted apart, by reason, never as a model's error.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 # 1 ms .. ~25 s in steps of x1.5: fine enough to compare millisecond p95s by interpolation.
@@ -93,6 +93,13 @@ class ServiceMetrics:
             "loraflow_feedback",
             "Labelled outcomes received for a version's predictions (served or shadow).",
             ["version", "correct"],
+            registry=r,
+        )
+        self.feedback_rouge_l = Summary(
+            "loraflow_feedback_rouge_l",
+            "ROUGE-L F1 of a version's generations against the reference answers received for "
+            "them on /feedback (online ROUGE-L: _sum over _count).",
+            ["version"],
             registry=r,
         )
         self.rejected = Counter(
