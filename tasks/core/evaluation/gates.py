@@ -216,6 +216,11 @@ def to_markdown(decision: GateDecision, report: EvalReport | None = None) -> str
     return "\n".join(lines)
 
 
+def _answer(label, score: float | None) -> str:
+    """A golden answer: a class with its score, or a generated text (no score)."""
+    return f"{label} ({score:.2f})" if score is not None else str(label).replace("|", "/")
+
+
 def comparison_markdown(report: EvalReport) -> list[str]:
     models = [m for m in (report.candidate, report.champion, report.base) if m is not None]
     keys = list(GENERATIVE_KEYS if report.generative else CLASSIFIER_KEYS)
@@ -234,7 +239,7 @@ def comparison_markdown(report: EvalReport) -> list[str]:
             lines += ["| line | text | expected | champion | candidate |", "|---|---|---|---|---|"]
             for c in changes:
                 lines.append(
-                    f"| {c.line} | {c.text.replace('|', '/')} | {c.expected} | {c.old_label} ({c.old_score:.2f}) "
-                    f"| {c.new_label} ({c.new_score:.2f}) |"
+                    f"| {c.line} | {c.text.replace('|', '/')} | {c.expected} "
+                    f"| {_answer(c.old_label, c.old_score)} | {_answer(c.new_label, c.new_score)} |"
                 )
     return lines
