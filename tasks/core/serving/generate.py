@@ -107,6 +107,24 @@ def count_outcome(metrics, version: str, answer: str, outcome) -> None:
     metrics.feedback.labels(version, "true" if correct else "false").inc()
 
 
+def count_answers(metrics, version: str, seconds: float, results) -> None:
+    """A request's figures; answers are not streamed, so the first token reaches the client
+    with the whole answer: time to first token is the request's latency."""
+    metrics.latency.labels(version).observe(seconds)
+    metrics.first_token_seconds.labels(version).observe(seconds)
+    metrics.output_tokens.labels(version).inc(sum(t for _, t in results))
+    metrics.generation_seconds.labels(version).inc(seconds)
+
+
+def log_answers(predictions, version: str, results) -> list[str]:
+    """Ids of the answers, kept in the log /feedback scores outcomes against."""
+    request_id = uuid.uuid4().hex
+    ids = [f"{request_id}-{i}" for i in range(len(results))]
+    for pid, (text, _) in zip(ids, results, strict=True):
+        predictions.add(pid, version, text, generated=True)
+    return ids
+
+
 def add_generate(
     app: FastAPI, holder, spec: ServingSpec, metrics, predictions, dependencies=()
 ) -> None:
@@ -155,15 +173,8 @@ def add_generate(
                 waiting["n"] -= 1
         finally:
             holder.release(model)
-        seconds = time.perf_counter() - started
-        metrics.latency.labels(version).observe(seconds)
-        metrics.first_token_seconds.labels(version).observe(seconds)  # not streamed: = latency
-        metrics.output_tokens.labels(version).inc(sum(t for _, t in results))
-        metrics.generation_seconds.labels(version).inc(seconds)
-        request_id = uuid.uuid4().hex
-        ids = [f"{request_id}-{i}" for i in range(len(prompts))]
-        for pid, (text, _) in zip(ids, results, strict=True):
-            predictions.add(pid, version, text, generated=True)
+        count_answers(metrics, version, time.perf_counter() - started, results)
+        ids = log_answers(predictions, version, results)
         answers = [
             {"id": pid, "output": text, "output_tokens": int(t)}
             for pid, (text, t) in zip(ids, results, strict=True)
