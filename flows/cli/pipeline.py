@@ -12,7 +12,7 @@ from rich.text import Text
 from flows.cli.inspect import print_ui_help
 from flows.cli.output import console, error_line, tame_prefect_console
 from tasks.core.errors import BadInput, DataValidationFailed
-from tasks.core.home import QUICKSTART_CONFIG, Home, apply_env
+from tasks.core.home import GENERATIVE_CONFIG, QUICKSTART_CONFIG, Home, apply_env
 
 
 def load(config: Path, home: Home | None = None):
@@ -226,6 +226,17 @@ def quickstart(
     run(QUICKSTART_CONFIG, force)
 
 
+def quickstart_generative(
+    force: Annotated[bool, typer.Option("--force", help="Recompute every stage.")] = False,
+) -> None:
+    """Build the example decoder (random weights, SST-2 vocabulary), mirror it, then run the
+    SST-2 instruction example; prints base vs fine-tuned exact match and format validity."""
+    from flows.cli.hub import seed_example_decoder
+
+    seed_example_decoder(GENERATIVE_CONFIG)
+    run(GENERATIVE_CONFIG, force)
+
+
 def config_reference() -> None:
     """Print the configuration reference (Markdown) generated from the schema."""
     from tasks.core.config.reference import render
@@ -238,4 +249,5 @@ def register(app: typer.Typer) -> None:
     app.command()(run)
     app.command("validate-data")(validate_data_command)
     app.command()(quickstart)
+    app.command("quickstart-generative")(quickstart_generative)
     app.command("config-reference")(config_reference)

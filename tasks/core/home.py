@@ -21,6 +21,7 @@ CANARY_POLICY = SHIPPED_CONFIGS / "policies/canary.yaml"
 MONITORING_POLICY = SHIPPED_CONFIGS / "policies/monitoring.yaml"
 SLO_POLICY = SHIPPED_CONFIGS / "policies/slo.yaml"
 QUICKSTART_CONFIG = SHIPPED_CONFIGS / "experiments/sst2-minilm-lora.yaml"
+GENERATIVE_CONFIG = SHIPPED_CONFIGS / "experiments/sst2-decoder-instruct-json.yaml"
 
 
 @dataclass(frozen=True)

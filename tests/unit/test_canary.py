@@ -143,3 +143,26 @@ def test_markdown_and_dict_name_every_check():
     data = analysis.to_dict()
     assert data["agreement"] == 0.1 and data["reason"] == analysis.reason
     assert {c["name"] for c in data["checks"]} >= {"error_rate", "agreement", "online_accuracy"}
+
+
+def _rouge_step(rouge_sum: float, pairs: int = 20) -> canary.StepAnalysis:
+    """A step where every pair of answers differs in exact match; ROUGE-L as given."""
+    metrics = ServiceMetrics()
+    before = scrape(metrics)
+    traffic(metrics, "1", 90, latency_ms=20)
+    traffic(metrics, "2", 20, latency_ms=20, disagree=pairs)
+    metrics.shadow_rouge_l.labels("2", "1").inc(rouge_sum)
+    spec = SPEC.model_copy(update={"agreement_metric": "rouge_l", "min_agreement": 0.5})
+    return canary.analyse(1, STEPS, before, scrape(metrics), "1", "2", spec, [])
+
+
+def test_rouge_l_agreement_judges_generated_answers_by_overlap():
+    """Answers that differ word-wise still agree on ROUGE-L; a mean below the floor rolls
+    back, and the reason names the quality check."""
+    close = _rouge_step(rouge_sum=16.0)  # mean 0.8 although no answer is identical
+    assert close.outcome == "continue" and close.agreement == pytest.approx(0.8)
+    far = _rouge_step(rouge_sum=4.0)
+    assert far.outcome == "rollback" and [c.name for c in far.failed] == ["agreement_rouge_l"]
+    assert "agreement_rouge_l = 0.2, needs >= 0.5 (mean ROUGE-L of 20 answers" in far.reason
+    exact = step(agree=0, disagree=20)  # the default metric on the same pairs: exact match
+    assert [c.name for c in exact.failed] == ["agreement"]

@@ -276,7 +276,7 @@ FILE_ERRORS = [
     pytest.param(
         "missing required nested key",
         {"exp.yaml": STANDALONE.replace("    text_column: sentence\n", "", 1)},
-        ["{file}: data.train.text_column: required key is missing"],
+        ["{file}: data.train: text_column + label_column go together: text_column is missing"],
         id="missing-required-nested-key",
     ),
     pytest.param(

@@ -5,5 +5,6 @@ tell (card, config, safetensors headers); ``choose`` which backend answers (mirr
 Hub online); ``mirror`` the local mirror,
 a standard Hugging Face cache that ``loraflow hub import`` fills and that is read back with
 huggingface_hub's own cache layout; ``hub`` the Hub backend (``HfApi``); ``license_ids`` the
-Hub's license tags normalised to SPDX ids and their class.
+Hub's license tags normalised to SPDX ids and their class; ``scratch`` builds the small random
+decoder the offline generative example mirrors (no pretrained causal LM installs here).
 """

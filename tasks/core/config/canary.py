@@ -52,6 +52,12 @@ class ServingSpec(Spec):
         2_000, ge=1, description="Longer texts are refused with 422 (no silent truncation)."
     )
     max_texts: int = Field(64, ge=1, description="Texts one /predict request may carry at most.")
+    max_new_tokens: int = Field(
+        256, ge=1, le=4096, description="/generate: largest max_new_tokens a request may ask for."
+    )
+    max_queue: int = Field(
+        64, ge=1, description="/generate: requests waiting at most; more are refused with 503."
+    )
     request_timeout_s: float = Field(
         30.0, gt=0, description="A prediction not done by then answers 504 (a model error)."
     )
@@ -138,8 +144,13 @@ class CanaryAnalysis(Spec):
         0.8,
         ge=0,
         le=1,
-        description="Lowest share of challenger predictions equal to the champion's on the same "
-        "inputs.",
+        description="Lowest agreement of the challenger with the champion on the same inputs "
+        "(shadow): share of equal answers, or mean ROUGE-L with agreement_metric rouge_l.",
+    )
+    agreement_metric: Literal["exact_match", "rouge_l"] = Field(
+        "exact_match",
+        description="How agreement is measured: exact_match (same label / same answer) or "
+        "rouge_l (mean ROUGE-L F1 of challenger vs champion answers; /generate only).",
     )
     min_feedback: int = Field(
         20,

@@ -38,8 +38,41 @@ class SplitSpec(Spec):
     hub_split: str | None = Field(
         None, description="Split of the Hub dataset to read (e.g. train, validation)."
     )
-    text_column: str = Field(description="Column holding the input text in this file.")
-    label_column: str = Field(description="Column holding the label (class id or class name).")
+    text_column: str | None = Field(
+        None, description="Classification: column holding the input text in this file."
+    )
+    label_column: str | None = Field(
+        None, description="Classification: column holding the label (class id or class name)."
+    )
+    prompt_column: str | None = Field(
+        None, description="Generative (causal-lm): column holding the prompt (the user turn)."
+    )
+    response_column: str | None = Field(
+        None, description="Generative (causal-lm): column holding the reference response."
+    )
+    messages_column: str | None = Field(
+        None,
+        description="Generative (causal-lm): column holding a chat as a list of {role, content} "
+        "turns (roles system, user, assistant); the last turn must be the assistant's answer.",
+    )
+    system_column: str | None = Field(
+        None, description="Generative: column holding a per-row system prompt (optional)."
+    )
+    prompt_template: str | None = Field(
+        None,
+        description="Generative, instead of prompt_column: a Python format string over the "
+        "row's columns, e.g. 'Review: {sentence}' (turns labelled data into instructions).",
+    )
+    response_template: str | None = Field(
+        None,
+        description="Generative, instead of response_column: a format string over the row's "
+        'columns (after value_map), e.g. \'{{"sentiment": "{label}"}}\'.',
+    )
+    value_map: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Templates: per column, raw value -> text used in the templates, e.g. "
+        "{label: {'0': negative, '1': positive}}.",
+    )
     max_samples: int | None = Field(
         None,
         ge=1,
@@ -53,6 +86,73 @@ class SplitSpec(Spec):
         if path is not None and not path.is_file():
             raise ValueError(f"data file not found: {path}")
         return path
+
+    @field_validator("value_map", mode="before")
+    @classmethod
+    def _raw_values_as_text(cls, mapping):
+        """YAML reads ``0: negative`` with an int key; raw values are matched as text."""
+        if isinstance(mapping, dict):
+            return {
+                col: ({str(k): v for k, v in m.items()} if isinstance(m, dict) else m)
+                for col, m in mapping.items()
+            }
+        return mapping
+
+    @property
+    def template_columns(self) -> list[str]:
+        """The columns the prompt/response templates name."""
+        import string
+
+        names = []
+        for template in (self.prompt_template, self.response_template):
+            for _, field, _, _ in string.Formatter().parse(template or ""):
+                if field and field not in names:
+                    names.append(field)
+        return names
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> SplitSpec:
+        """Exactly one column mapping: text+label, prompt+response, or messages."""
+        prompt = self.prompt_column or self.prompt_template
+        response = self.response_column or self.response_template
+        shapes = {
+            "text_column + label_column": (self.text_column, self.label_column),
+            "prompt_column + response_column (or their templates)": (prompt, response),
+            "messages_column": (self.messages_column,),
+        }
+        started = [name for name, cols in shapes.items() if any(cols)]
+        if len(started) != 1:
+            raise ValueError(
+                "map the columns one way: " + ", or ".join(shapes) + f" (got {started or 'none'})"
+            )
+        names = {
+            "text_column + label_column": ("text_column", "label_column"),
+            "messages_column": ("messages_column",),
+        }.get(started[0], ("prompt_column", "response_column"))
+        missing = [n for n, v in zip(names, shapes[started[0]], strict=True) if not v]
+        if missing:
+            raise ValueError(f"{started[0]} go together: {', '.join(missing)} is missing")
+        if (self.prompt_column and self.prompt_template) or (
+            self.response_column and self.response_template
+        ):
+            raise ValueError("set a column or a template for the prompt and response, not both")
+        if self.system_column and self.shape != "generative":
+            raise ValueError("system_column applies to generative (prompt or messages) data")
+        return self
+
+    @model_validator(mode="after")
+    def _templates_parse(self) -> SplitSpec:
+        try:
+            self.template_columns  # noqa: B018 - parses the format strings
+        except ValueError as exc:
+            raise ValueError(
+                f"prompt/response template is not a valid format string: {exc}"
+            ) from None
+        return self
+
+    @property
+    def shape(self) -> Literal["classification", "generative"]:
+        return "classification" if self.text_column else "generative"
 
     @model_validator(mode="after")
     def _one_source(self) -> SplitSpec:
@@ -156,6 +256,12 @@ class DataChecksSpec(Spec):
     max_truncated_share: float = Field(
         0.01, ge=0, le=1, description="token_lengths: share of texts allowed to be truncated."
     )
+    response_truncation: CheckSeverity = Field(
+        "fail",
+        description="Generative data: share of conversations whose rendered tokens exceed "
+        "train.max_length, so the response would be cut (above max_truncated_share); rows whose "
+        "prompt alone is too long are listed.",
+    )
     report_lengths: tuple[int, ...] = Field(
         (64, 128, 256, 512),
         description="token_lengths: also report the share truncated at each of these lengths.",
@@ -209,8 +315,14 @@ class DataSpec(Spec):
         None, description="License the local data is published under (recorded in the audit)."
     )
     labels: tuple[str, ...] = Field(
-        min_length=2,
-        description="Class names in id order; integer labels in the files index this list.",
+        (),
+        description="Classification: class names in id order (at least two); integer labels in "
+        "the files index this list. Generative data has none.",
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="Generative: system prompt put before every conversation that has none "
+        "(recorded in the data fingerprint; served with the model).",
     )
     train: SplitSpec = Field(
         description="Training split and its column mapping (with `split`: the one file that "
@@ -261,6 +373,25 @@ class DataSpec(Spec):
         if isinstance(mapping, dict):
             return {str(k): v for k, v in mapping.items()}
         return mapping
+
+    @property
+    def kind(self) -> Literal["classification", "generative"]:
+        """classification (text + label) or generative (prompt/response or chat messages)."""
+        return self.train.shape
+
+    @model_validator(mode="after")
+    def _shape(self) -> DataSpec:
+        if self.eval is not None and self.eval.shape != self.train.shape:
+            raise ValueError(
+                f"train is {self.train.shape} data, eval is {self.eval.shape}: map both the same way"
+            )
+        if self.kind == "classification" and len(self.labels) < 2:
+            raise ValueError("classification data needs at least two class names in 'labels'")
+        if self.kind == "generative" and (self.labels or self.label_map):
+            raise ValueError("'labels'/'label_map' apply to classification data, not generative")
+        if self.kind == "classification" and self.system_prompt is not None:
+            raise ValueError("'system_prompt' applies to generative data")
+        return self
 
     @model_validator(mode="after")
     def _sources(self) -> DataSpec:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tasks.core.config.generation import REFUSALS, FormatSpec, GenerationSpec
 from tasks.core.config.spec import Spec
 
 # Project metrics shipped as local ``evaluate`` modules (tasks/core/evaluation/metrics/NAME.py).
@@ -30,10 +31,22 @@ CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "per_class", "ece", "confusion
 SCORE_METRICS = ("accuracy", "macro_f1")
 # Causal-LM task metrics (tasks.core.evaluation.causal): minimums only.
 TEXT_METRICS = ("exact_match", "rouge_l")
+# Generation figures where higher is better: minimums, non-inferiority, gain over the base.
+GENERATION_SCORES = ("exact_match", "rouge_l", "format_valid")
+# Generation figures where lower is better: maximums.
+GENERATION_CEILINGS = ("refusal_rate", "empty_rate", "loss", "perplexity")
 PER_CLASS_METRIC = re.compile(r"^(precision|recall|f1)_(.+)$")
 PER_CLASS_KINDS = ("precision", "recall", "f1")
 # Lower is better: gated with a maximum (loss and perplexity: causal-LM runs).
-CEILING_METRICS = ("ece", "latency_ms_per_example", "loss", "perplexity")
+CEILING_METRICS = (
+    "ece",
+    "latency_ms_per_example",
+    "loss",
+    "perplexity",
+    "refusal_rate",
+    "empty_rate",
+)
+COMPARED_METRICS = SCORE_METRICS + GENERATION_SCORES
 HUB_METRIC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
@@ -54,7 +67,26 @@ class EvalSpec(Spec):
         min_length=1,
         description="Metrics computed with `evaluate`, combined: names of the project's local "
         f"modules ({', '.join(LOCAL_METRICS)}) load offline; any other name is a Hub metric "
-        "(needs the network).",
+        "(needs the network). Classification runs only; causal-lm runs compute the generation "
+        "figures (exact_match, rouge_l, format_valid, refusal_rate, empty_rate, perplexity).",
+    )
+    generation: GenerationSpec = Field(
+        default_factory=GenerationSpec,
+        description="causal-lm: decoding on the eval split (pinned with the registered model).",
+    )
+    format: FormatSpec = Field(
+        default_factory=FormatSpec, description="causal-lm: answer format check (format_valid)."
+    )
+    refusal_phrases: tuple[str, ...] = Field(
+        REFUSALS,
+        description="causal-lm: an answer starting with one of these (case-insensitive) counts "
+        "as a refusal (refusal_rate).",
+    )
+    max_examples: int | None = Field(
+        None, ge=1, description="causal-lm: generate for at most this many eval rows; None: all."
+    )
+    worst_examples: int = Field(
+        20, ge=0, le=1000, description="causal-lm: rows of the worst-examples table artifact."
     )
 
     @field_validator("metrics")
@@ -72,7 +104,7 @@ class EvalSpec(Spec):
 
 
 class NonInferioritySpec(Spec):
-    metrics: tuple[Literal[SCORE_METRICS], ...] = Field(  # type: ignore[valid-type]
+    metrics: tuple[Literal[COMPARED_METRICS], ...] = Field(  # type: ignore[valid-type]
         SCORE_METRICS,
         description="Metrics on which the candidate must not be worse than the current champion "
         "scored on the same eval split in the same run; [] turns the gate off.",
@@ -96,7 +128,7 @@ class BaseReferenceSpec(Spec):
         description="When set, a gate: the candidate must beat the base model by this much on "
         "`metrics`; none: the base figures are recorded, not gated.",
     )
-    metrics: tuple[Literal[SCORE_METRICS], ...] = Field(  # type: ignore[valid-type]
+    metrics: tuple[Literal[COMPARED_METRICS], ...] = Field(  # type: ignore[valid-type]
         ("accuracy",), description="Metrics the min_gain gate applies to."
     )
 
@@ -111,7 +143,8 @@ class GoldenSpec(Spec):
     path: Path | None = Field(
         None,
         description='JSONL of must-pass cases, one {"text": ..., "label": class name or id} '
-        "per line, relative to the file naming it; none: no golden gate.",
+        'per line (causal-lm: {"prompt": ..., "expected": answer} or {"prompt": ..., '
+        '"contains": [substrings]}), relative to the file naming it; none: no golden gate.',
     )
     min_pass_rate: float = Field(
         1.0, ge=0, le=1, description="Share of golden cases the candidate must get right."
@@ -138,8 +171,10 @@ class SliceSpec(Spec):
     column: str | None = Field(
         None, description="Slice by the values of this column of the prepared eval split."
     )
-    metric: Literal[SCORE_METRICS] = Field(  # type: ignore[valid-type]
-        "accuracy", description="Metric computed on every slice."
+    metric: Literal[COMPARED_METRICS] = Field(  # type: ignore[valid-type]
+        "accuracy",
+        description="Metric computed on every slice (causal-lm: exact_match, rouge_l, "
+        "format_valid; length_buckets count the prompt's words).",
     )
     minimum: float = Field(ge=0, le=1, description="Minimum figure of every gated slice.")
     min_examples: int = Field(
@@ -202,7 +237,7 @@ class GateSpec(Spec):
     )
     absolute: dict[str, float] = Field(
         default_factory=dict,
-        description=f"Minimum per metric ({', '.join(SCORE_METRICS + TEXT_METRICS)}, "
+        description=f"Minimum per metric ({', '.join(COMPARED_METRICS)}, "
         "precision_CLASS, recall_CLASS, f1_CLASS with CLASS one of data.labels) for "
         "registration.",
     )
@@ -241,7 +276,7 @@ class GateSpec(Spec):
     @classmethod
     def _known_minimums(cls, gates: dict[str, float]) -> dict[str, float]:
         for metric, threshold in gates.items():
-            allowed = SCORE_METRICS + TEXT_METRICS
+            allowed = COMPARED_METRICS
             if metric not in allowed and not PER_CLASS_METRIC.match(metric):
                 raise ValueError(
                     f"unknown gate metric {metric!r}; allowed: {', '.join(allowed)}, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tasks.core.config.audit import (
     DiscoverySpec,
@@ -70,3 +70,18 @@ class ExperimentConfig(Spec):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
         return name
+
+    @model_validator(mode="after")
+    def _task_fits_data(self) -> ExperimentConfig:
+        """A causal LM trains on generative data, a classifier on labelled texts."""
+        wanted = "generative" if self.train.task == "causal-lm" else "classification"
+        if self.data.kind == wanted:
+            return self
+        how = {
+            "generative": "prompt_column + response_column or messages_column",
+            "classification": "text_column + label_column (and data.labels)",
+        }
+        raise ValueError(
+            f"train.task {self.train.task} needs {wanted} data ({how[wanted]}), but data.train "
+            f"maps {self.data.kind} columns; change train.task or the column mapping"
+        )

@@ -198,7 +198,9 @@ def format_error(
         else:
             # Sequences are tuples internally (deep immutability); in YAML they are lists.
             msg = err["msg"].removeprefix("Value error, ").replace("valid tuple", "valid list")
-            lines.append(f"{source}: {key}: {msg} (got {err.get('input')!r})")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"  # a section: too long
+            lines.append(f"{source}: {key}: {msg}{shown}")
     return "; ".join(lines)
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from tasks.core.catalog.base import module_names
 from tasks.core.catalog.mirror import resolve_revision, snapshot_path
-from tasks.core.config.evaluation import PER_CLASS_METRIC, TEXT_METRICS
+from tasks.core.config.evaluation import GENERATION_CEILINGS, GENERATION_SCORES, PER_CLASS_METRIC
 from tasks.core.config.loader import LoadedConfig
 from tasks.core.config.train import LoraSpec
 from tasks.core.errors import ConfigError, LoraflowError, MirrorError
 
 PREPARED_COLUMNS = ("label", "text")  # what a slice can name in the prepared eval split
+GENERATIVE_COLUMNS = ("prompt", "response")
 NEEDS = {"accuracy": "accuracy", "macro_f1": "macro_f1", "ece": "ece"}  # gate -> eval metric
 
 
@@ -50,7 +51,7 @@ def gate_problems(loaded: LoadedConfig) -> list[str]:
     """Per-class gates name classes of ``data.labels``; every gated figure is computed."""
     cfg = loaded.config
     if cfg.train.task != "sequence-classification":
-        return []
+        return generative_gate_problems(loaded)
     computed, labels, problems = set(cfg.eval.metrics), cfg.data.labels, []
     for metric in cfg.gates.absolute:
         where = f"{loaded.defined_in('gates', 'absolute', metric)}: gates.absolute.{metric}"
@@ -63,13 +64,13 @@ def gate_problems(loaded: LoadedConfig) -> list[str]:
             )
         elif per_class and "per_class" not in computed:
             problems.append(f"{where}: needs 'per_class' in eval.metrics (it computes it)")
-        elif metric in TEXT_METRICS:
+        elif metric in GENERATION_SCORES:
             problems.append(f"{where}: a causal-lm metric; this is a classification run")
         elif metric in NEEDS and NEEDS[metric] not in computed:
             problems.append(f"{where}: needs {NEEDS[metric]!r} in eval.metrics")
     for metric in cfg.gates.maximum:
         where = f"{loaded.defined_in('gates', 'maximum', metric)}: gates.maximum.{metric}"
-        if metric in ("loss", "perplexity"):
+        if metric in GENERATION_CEILINGS:
             problems.append(
                 f"{where}: a causal-lm metric; allowed here: ece, latency_ms_per_example"
             )
@@ -86,15 +87,50 @@ def gate_problems(loaded: LoadedConfig) -> list[str]:
     return problems
 
 
+def generative_gate_problems(loaded: LoadedConfig) -> list[str]:
+    """causal-lm gates name generation figures; format_valid needs eval.format."""
+    cfg, problems = loaded.config, []
+    scores = [g for g in GENERATION_SCORES if g != "format_valid" or cfg.eval.format.kind != "none"]
+    allowed = {"absolute": scores, "maximum": [*GENERATION_CEILINGS, "latency_ms_per_example"]}
+    named = {
+        "absolute": list(cfg.gates.absolute),
+        "maximum": list(cfg.gates.maximum),
+        "non_inferiority": list(cfg.gates.non_inferiority.metrics),
+        "base_model": list(cfg.gates.base_model.metrics) if cfg.gates.base_model.min_gain else [],
+    }
+    for section, metrics in named.items():
+        for metric in metrics:
+            if metric in allowed.get(section, scores):
+                continue
+            where = loaded.defined_in("gates", section)
+            hint = " (set eval.format)" if metric == "format_valid" else ""
+            problems.append(
+                f"{where}: gates.{section}: {metric!r} is not a causal-lm figure{hint}; "
+                f"allowed: {', '.join(allowed.get(section, scores))}"
+            )
+    for rule in cfg.gates.slices:
+        if rule.metric not in scores:
+            problems.append(
+                f"{loaded.defined_in('gates', 'slices')}: gates.slices[{rule.name}].metric: "
+                f"{rule.metric!r}; allowed for causal-lm: {', '.join(scores)}"
+            )
+    return problems
+
+
 def golden_problems(loaded: LoadedConfig) -> list[str]:
     """The golden file parses and every case names a class (the evaluation's own reader)."""
     from tasks.core.evaluation.golden import read_golden
 
     path = loaded.config.gates.golden.path
-    if path is None or loaded.config.train.task != "sequence-classification":
+    if path is None:
         return []
     try:
-        read_golden(path, list(loaded.config.data.labels))
+        if loaded.config.train.task != "sequence-classification":
+            from tasks.core.evaluation.generation import read_golden_prompts
+
+            read_golden_prompts(path)
+        else:
+            read_golden(path, list(loaded.config.data.labels))
     except ConfigError as exc:
         return [f"gates.golden.path: {exc}"]
     return []
@@ -102,12 +138,14 @@ def golden_problems(loaded: LoadedConfig) -> list[str]:
 
 def slice_problems(loaded: LoadedConfig) -> list[str]:
     problems = []
+    generative = loaded.config.data.kind == "generative"
+    columns = GENERATIVE_COLUMNS if generative else PREPARED_COLUMNS
     for i, rule in enumerate(loaded.config.gates.slices):
-        if rule.column is not None and rule.column not in PREPARED_COLUMNS:
+        if rule.column is not None and rule.column not in columns:
             where = loaded.defined_in("gates", "slices", i)
             problems.append(
                 f"{where}: gates.slices[{rule.name}].column: {rule.column!r} is not a column of "
-                f"the prepared eval split; allowed: {', '.join(PREPARED_COLUMNS)} (or "
+                f"the prepared eval split; allowed: {', '.join(columns)} (or "
                 "length_buckets)"
             )
     return problems

@@ -7,5 +7,7 @@
 secrets; ``token_lengths`` what truncation with the audited model's tokenizer will cut off;
 ``preprocess`` what every text goes through before a model sees it (recorded with the
 registered model and applied again at serving); ``sampling`` splits one file into train and
-eval, drops repeats and draws stratified subsets.
+eval, drops repeats and draws stratified subsets; ``chat`` turns generative rows into
+conversations and renders them with the tokenizer's chat template; ``sft`` prepares and checks
+generative (prompt/response or chat) data.
 """

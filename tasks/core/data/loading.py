@@ -188,3 +188,11 @@ def label_ids(
             cache[key] = _label_id(named, index, len(names))
         ids.append(cache[key])
     return pd.Series(ids, index=values.index, dtype="Int64")
+
+
+def source_uri(spec: SplitSpec) -> str:
+    """Where a split's rows come from: the file's path, or ``hf://ORG/NAME?split=...``."""
+    if spec.hub_id is None:
+        return str(spec.path)
+    config = f"config={spec.hub_config}&" if spec.hub_config else ""
+    return f"hf://{spec.hub_id}?{config}split={spec.hub_split}"

@@ -27,7 +27,7 @@ from tasks.core.data.checks import (
     check_rows,
     check_schema,
 )
-from tasks.core.data.loading import comparison_keys, label_ids, load_split
+from tasks.core.data.loading import comparison_keys, label_ids, load_split, source_uri
 from tasks.core.data.pii import scan
 from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import (
@@ -177,6 +177,10 @@ def prepare(
     ``tokenizer`` (the model's) enables the token-length check. Nothing is saved, and the
     fingerprint is empty, when a check at severity ``fail`` fires.
     """
+    if spec.kind == "generative":
+        from tasks.core.data.sft import prepare_sft
+
+        return prepare_sft(spec, out_root, tokenizer, max_length, tokenizer_name)
     frames, checks = run_checks(spec, tokenizer, max_length)
     features = Features({"text": Value("string"), "label": ClassLabel(names=list(spec.labels))})
     mapped: dict[str, Dataset] = {}
@@ -208,14 +212,6 @@ def prepare(
     return DataReport(
         digest, tuple(spec.labels), rows, tuple(checks), str(path), digests=digests, **meta
     )
-
-
-def source_uri(spec: SplitSpec) -> str:
-    """Where a split's rows come from: the file's path, or ``hf://ORG/NAME?split=...``."""
-    if spec.hub_id is None:
-        return str(spec.path)
-    config = f"config={spec.hub_config}&" if spec.hub_config else ""
-    return f"hf://{spec.hub_id}?{config}split={spec.hub_split}"
 
 
 def load_prepared(path: str | Path) -> DatasetDict:

@@ -64,6 +64,9 @@ class DataReport:
     sources: dict[str, str] = field(default_factory=dict)  # split -> file name or hub id
     digests: dict[str, str] = field(default_factory=dict)  # split -> sha256 of its rows
     name: str = ""  # the data section's name (lineage)
+    # Generative data: sha256 of the tokenizer's chat template the conversations render with.
+    chat_template_sha256: str = ""
+    system_prompt: str = ""  # generative: data.system_prompt (served with the model)
 
     @property
     def failed(self) -> list[CheckResult]:

@@ -6,5 +6,6 @@ eval data and max_length, so they are computed once; ``report`` the
 plain records of what was measured; ``gates`` the registration gate, a pure decision over a
 report and the configured gates; ``causal`` causal-LM scoring (loss, perplexity, a task
 metric); ``golden`` reads and checks the must-pass examples (also before training);
-``progress`` shows scoring progress; ``metrics/`` the project's metrics as local ``evaluate`` modules, loaded by path.
+``generation`` scores generators (exact match, ROUGE-L, format, refusals,
+perplexity, golden prompts, worst answers); ``progress`` shows scoring progress; ``metrics/`` the project's metrics as local ``evaluate`` modules, loaded by path.
 """

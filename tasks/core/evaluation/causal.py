@@ -13,20 +13,7 @@ import time
 import torch
 
 from tasks.core.evaluation import metrics as metric_modules
-from tasks.core.training.sft import IGNORE, encode_pair
-
-
-def _prompt_ids(tokenizer, prompt: str) -> list[int]:
-    if getattr(tokenizer, "chat_template", None):
-        return list(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}],
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=False,
-            )
-        )
-    return tokenizer(prompt)["input_ids"]
+from tasks.core.training.sft import IGNORE, encode_pair, prompt_ids
 
 
 @torch.inference_mode()
@@ -46,7 +33,7 @@ def response_nll(model, tokenizer, prompt: str, response: str, max_length: int):
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
-    ids = torch.tensor([_prompt_ids(tokenizer, prompt)])
+    ids = torch.tensor([prompt_ids(tokenizer, prompt)])
     out = model.generate(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),

@@ -18,6 +18,11 @@ from tasks.core.config.evaluation import GateSpec
 from tasks.core.evaluation.report import EvalReport
 
 Status = Literal["pass", "fail", "skip"]
+CLASSIFIER_KEYS = ("accuracy", "macro_f1", "ece", "latency_ms_per_example")
+GENERATIVE_KEYS = (
+    "exact_match", "rouge_l", "format_valid", "refusal_rate", "empty_rate", "perplexity",
+    "latency_ms_per_example",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -211,9 +216,14 @@ def to_markdown(decision: GateDecision, report: EvalReport | None = None) -> str
     return "\n".join(lines)
 
 
+def _answer(label, score: float | None) -> str:
+    """A golden answer: a class with its score, or a generated text (no score)."""
+    return f"{label} ({score:.2f})" if score is not None else str(label).replace("|", "/")
+
+
 def comparison_markdown(report: EvalReport) -> list[str]:
     models = [m for m in (report.candidate, report.champion, report.base) if m is not None]
-    keys = [k for k in ("accuracy", "macro_f1", "ece", "latency_ms_per_example")]
+    keys = list(GENERATIVE_KEYS if report.generative else CLASSIFIER_KEYS)
     lines = ["", "### Same eval split, same run", ""]
     lines.append("| model | source | " + " | ".join(keys) + " |")
     lines.append("|---|---|" + "---|" * len(keys))
@@ -229,7 +239,7 @@ def comparison_markdown(report: EvalReport) -> list[str]:
             lines += ["| line | text | expected | champion | candidate |", "|---|---|---|---|---|"]
             for c in changes:
                 lines.append(
-                    f"| {c.line} | {c.text.replace('|', '/')} | {c.expected} | {c.old_label} ({c.old_score:.2f}) "
-                    f"| {c.new_label} ({c.new_score:.2f}) |"
+                    f"| {c.line} | {c.text.replace('|', '/')} | {c.expected} "
+                    f"| {_answer(c.old_label, c.old_score)} | {_answer(c.new_label, c.new_score)} |"
                 )
     return lines

@@ -50,10 +50,12 @@ class GoldenCase:
     new_score: float
     old_label: str | None = None
     old_score: float | None = None
+    # Generative cases judge the answer themselves (exact answer or required substrings).
+    ok: bool | None = None
 
     @property
     def passed(self) -> bool:
-        return self.new_label == self.expected
+        return self.ok if self.ok is not None else self.new_label == self.expected
 
     @property
     def changed(self) -> bool:
@@ -75,6 +77,12 @@ class EvalReport:
     # The candidate's predicted class id per eval example (what its serving form must agree
     # with); kept out of the report file.
     predictions: tuple[int, ...] = field(default_factory=tuple, repr=False)
+    # causal-lm: the candidate's worst answers (prompt, reference, output, rouge_l).
+    examples: tuple[dict, ...] = field(default_factory=tuple)
+
+    @property
+    def generative(self) -> bool:
+        return not self.labels
 
     def golden_changes(self) -> list[GoldenCase]:
         return [case for case in self.golden if case.changed]

@@ -5,7 +5,8 @@ step, per model version (Prometheus semantics, without a Prometheus server). The
 table-driven: every check has a figure, a threshold and a verdict; any failed check rolls the
 challenger back at once, all passing at the last step promotes it, otherwise the canary
 continues to the next step. Health (errors, latency) and quality (agreement with the
-champion on the same inputs, online accuracy from labelled feedback) are judged alike.
+champion on the same inputs: exact match, or mean ROUGE-L of generated answers; online
+accuracy from labelled feedback) are judged alike.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class VersionFigures:
     classes: dict[str, float] = field(default_factory=dict)
     feedback: float = 0.0
     correct: float = 0.0
+    references: float = 0.0  # /generate: reference answers received, and their ROUGE-L sum
+    rouge_l: float = 0.0
 
     @property
     def error_rate(self) -> float | None:
@@ -40,6 +43,10 @@ class VersionFigures:
     @property
     def online_accuracy(self) -> float | None:
         return self.correct / self.feedback if self.feedback else None
+
+    @property
+    def online_rouge_l(self) -> float | None:
+        return self.rouge_l / self.references if self.references else None
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class StepAnalysis:
             data[side] |= {
                 "error_rate": figures.error_rate,
                 "online_accuracy": figures.online_accuracy,
+                "online_rouge_l": figures.online_rouge_l,
             }
         data["checks"] = [asdict(c) | {"verdict": c.verdict} for c in self.checks]
         return data
@@ -157,6 +165,8 @@ def version_figures(before: Snapshot, after: Snapshot, version: str) -> VersionF
         classes=classes,
         feedback=_delta(before, after, "loraflow_feedback_total", version=version),
         correct=_delta(before, after, "loraflow_feedback_total", version=version, correct="true"),
+        references=_delta(before, after, "loraflow_feedback_rouge_l_count", version=version),
+        rouge_l=_delta(before, after, "loraflow_feedback_rouge_l_sum", version=version),
     )
 
 
@@ -232,13 +242,16 @@ def _checks(
             )
         )
     agreement = agreed / compared if compared else None
+    rouge = spec.agreement_metric == "rouge_l"
     checks.append(
         CanaryCheck(
-            "agreement",
+            "agreement_rouge_l" if rouge else "agreement",
             None if agreement is None else agreement >= spec.min_agreement,
             agreement,
             f">= {spec.min_agreement:g}",
-            f"{agreed:g} of {compared:g} texts labelled as the champion did",
+            f"mean ROUGE-L of {compared:g} answers vs the champion's on the same prompts"
+            if rouge
+            else f"{agreed:g} of {compared:g} texts labelled as the champion did",
         )
     )
     reference = champion if champion.feedback >= spec.min_feedback else baseline
@@ -288,14 +301,19 @@ def analyse(
     compared = _delta(
         before, after, "loraflow_shadow_agreement_total", version=challenger, champion=champion
     )
-    agreed = _delta(
-        before,
-        after,
-        "loraflow_shadow_agreement_total",
-        version=challenger,
-        champion=champion,
-        agree="true",
-    )
+    if spec.agreement_metric == "rouge_l":  # agreed: the sum of the pairs' ROUGE-L F1
+        agreed = _delta(
+            before, after, "loraflow_shadow_rouge_l_total", version=challenger, champion=champion
+        )
+    else:
+        agreed = _delta(
+            before,
+            after,
+            "loraflow_shadow_agreement_total",
+            version=challenger,
+            champion=champion,
+            agree="true",
+        )
     checks = _checks(
         percent, mine, theirs, compared, agreed, spec, champion_baseline(history, spec)
     )

@@ -14,6 +14,7 @@ from tasks.core.evaluation.gates import GateDecision
 from tasks.core.evaluation.report import EvalReport
 
 FIGURES = ("accuracy", "macro_f1", "ece", "latency_ms_per_example")
+GENERATIVE_FIGURES = ("exact_match", "rouge_l", "format_valid", "empty_rate", "perplexity")
 
 
 def _f(value) -> str:
@@ -65,10 +66,11 @@ def _preprocessing(validation: dict) -> list[str]:
 
 
 def _metrics(report: EvalReport) -> list[str]:
-    rows = ["| model | source | " + " | ".join(FIGURES) + " |", "|---|---|" + "---|" * len(FIGURES)]
+    keys = GENERATIVE_FIGURES if not report.labels else FIGURES
+    rows = ["| model | source | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for m in (report.candidate, report.champion, report.base):
         if m is not None:
-            figures = " | ".join(_f(m.metrics.get(k)) for k in FIGURES)
+            figures = " | ".join(_f(m.metrics.get(k)) for k in keys)
             repo, at, revision = m.source.partition("@")
             source = f"{repo}@{revision[:12]}" if at else m.source
             rows.append(f"| {m.role} | `{source}` | {figures} |")
@@ -157,8 +159,13 @@ def render(
         _front_matter(tags, audit, data_name),
         f"# {name}",
         "",
-        f"A LoRA adapter (PEFT) on `{base}` for text classification into "
-        f"{', '.join(report.labels)}, fine-tuned and gated by loraflow "
+        f"A LoRA adapter (PEFT) on `{base}` for "
+        + (
+            f"text classification into {', '.join(report.labels)}"
+            if report.labels
+            else "instruction following (text generation)"
+        )
+        + ", fine-tuned and gated by loraflow "
         f"(MLflow run `{tags.get('train_run_id', '')}`).",
         "",
         "## Intended use",

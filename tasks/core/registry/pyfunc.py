@@ -23,10 +23,16 @@ from tasks.core.home import Home
 
 PROFILE_ARTIFACT = "reference_profile"  # tasks.core.monitoring.profile.MODEL_ARTIFACT
 PREPROCESSING_ARTIFACT = "preprocessing"  # artifact key (and file stem) of the recorded steps
+GENERATION_ARTIFACT = "generation"  # the pinned GenerationSpec of a generator (JSON)
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=4.57", "peft>=0.17", "mlflow>=3.5", "pandas"]
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "text")]),
     outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+)
+
+GENERATOR_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "prompt")]),
+    outputs=Schema([ColSpec("string", "output"), ColSpec("long", "output_tokens")]),
 )
 
 
@@ -99,3 +105,64 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         probs, feats = score_with_features(self.model, self.tokenizer, texts, vocab, 64, 128, dtype)
         best = probs.argmax(1)
         return [(self.labels[i], float(probs[row, i]), feats[row]) for row, i in enumerate(best)]
+
+
+class LoraGeneratorModel(mlflow.pyfunc.PythonModel):
+    """pyfunc: prompt in (a user message, or chat turns as JSON in ``messages``), answer out.
+
+    Decodes with the generation settings pinned at evaluation (the ``generation`` artifact:
+    token budget, temperature, stop sequences, and the data's system prompt), through the same
+    ``generate_batch`` the evaluation used, each turn through the recorded preprocessing; the
+    base decoder comes from the mirror by repo id + pinned revision.
+    """
+
+    def load_context(self, context):
+        import json
+
+        from tasks.core.config.generation import GenerationSpec
+        from tasks.core.data.preprocess import Preprocessing
+        from tasks.core.training.generation import load_generator
+
+        cache = Home.from_env().hf_hub_cache if os.environ.get("LORAFLOW_HOME") else None
+        adapter = Path(context.artifacts["adapter"])
+        loaded = load_generator(adapter, str(adapter), cache)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        pinned = json.loads(Path(context.artifacts[GENERATION_ARTIFACT]).read_text())
+        self.generation = GenerationSpec.model_validate(pinned["generation"])
+        self.system_prompt = pinned.get("system_prompt")
+        recorded = context.artifacts.get(PREPROCESSING_ARTIFACT)
+        self.preprocessing = Preprocessing.read(recorded) if recorded else None
+
+    @staticmethod
+    def prompts(model_input) -> list:
+        """Chat turns (``messages`` column, JSON) or user messages (``prompt`` column)."""
+        import json
+
+        if isinstance(model_input, pd.DataFrame):
+            if "messages" in model_input.columns:
+                return [json.loads(m) if isinstance(m, str) else list(m)
+                        for m in model_input["messages"]]  # fmt: skip
+            column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+            return model_input[column].astype(str).tolist()
+        return [str(p) for p in model_input]
+
+    def predict(self, context, model_input, params=None):
+        from tasks.core.training.generation import generate_batch
+
+        spec = self.generation
+        if params and params.get("max_new_tokens"):  # a smaller budget only, never a larger
+            budget = min(int(params["max_new_tokens"]), spec.max_new_tokens)
+            spec = spec.model_copy(update={"max_new_tokens": budget})
+        from tasks.core.data.chat import served_turns
+
+        preprocess = self.preprocessing.apply if self.preprocessing is not None else None
+        prompts = [
+            served_turns(p, self.system_prompt, preprocess) for p in self.prompts(model_input)
+        ]
+        answers = generate_batch(self.model, self.tokenizer, prompts, spec)
+        return pd.DataFrame(
+            {
+                "output": [a.text for a in answers],
+                "output_tokens": [a.output_tokens for a in answers],
+            }
+        )

@@ -17,7 +17,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tasks.core.promotion.decision import PromotionDecision
-from tasks.core.registry.pyfunc import PIP_REQUIREMENTS, SIGNATURE, LoraClassifierModel
+from tasks.core.registry.pyfunc import (
+    GENERATION_ARTIFACT,
+    GENERATOR_SIGNATURE,
+    PIP_REQUIREMENTS,
+    SIGNATURE,
+    LoraClassifierModel,
+    LoraGeneratorModel,
+)
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 # Set when a canary promotes a challenger; `loraflow rollback NAME` restores it.
@@ -89,11 +96,12 @@ def register(
                 artifacts["model_card"] = str(card_path)
             artifacts |= {k: str(v) for k, v in (extra_artifacts or {}).items()}
             with mlflow.start_run(run_id=run_id):
+                generator = GENERATION_ARTIFACT in artifacts  # a causal LM: answers, not labels
                 model_uri = mlflow.pyfunc.log_model(
                     name=MODEL_ARTIFACT,
-                    python_model=LoraClassifierModel(),
+                    python_model=LoraGeneratorModel() if generator else LoraClassifierModel(),
                     artifacts=artifacts,
-                    signature=SIGNATURE,
+                    signature=GENERATOR_SIGNATURE if generator else SIGNATURE,
                     pip_requirements=PIP_REQUIREMENTS,
                 ).model_uri
         try:

@@ -25,6 +25,7 @@ from tasks.core.errors import RequestRejected, ServiceNotReady
 from tasks.core.monitoring.features import Features
 from tasks.core.monitoring.window import LiveWindows
 from tasks.core.security.tokens import FEEDBACK, PREDICT, ServiceTokens
+from tasks.core.serving.generate import add_generate, count_outcome
 from tasks.core.serving.guard import require
 from tasks.core.serving.models import ModelHolder
 from tasks.core.serving.schemas import (
@@ -112,6 +113,9 @@ def create_app(
             model, role = holder.pick(key)
         except ServiceNotReady as exc:
             raise RequestRejected(503, "not_ready", str(exc)) from None
+        if model.generator:
+            holder.release(model)
+            raise RequestRejected(422, "generator", f"v{model.version} generates: use /generate")
         started = time.perf_counter()
         version = model.version
         metrics.requests.labels(version).inc()
@@ -179,9 +183,10 @@ def create_app(
     @app.post("/feedback", dependencies=[require(tokens, FEEDBACK)])
     async def feedback(request: Request) -> JSONResponse:
         """Body ``{"id": ..., "label": ...}`` or ``{"items": [...]}``: the true class of earlier
-        predictions, scored against the version that made each (and its shadow). A label
-        outside that version's classes, or an empty batch, is refused (422) and uses up
-        nothing."""
+        predictions, scored against the version that made each (and its shadow); for a
+        generated answer a ``rating`` (good/bad, the served answer only) or a ``reference``
+        answer instead. A label outside that version's classes, an outcome of the wrong kind
+        or an empty batch is refused (422) and uses up nothing."""
         body = parse_feedback(await read_body(request, spec.max_body_bytes))
         check_feedback_labels(body.outcomes, predictions, holder.labels)
         accepted, unknown = 0, []
@@ -191,17 +196,16 @@ def create_app(
                 unknown.append(outcome.id)
                 continue
             accepted += 1
-            correct = "true" if record["label"] == outcome.label else "false"
-            metrics.feedback.labels(record["version"], correct).inc()
-            windows.outcome(record["version"], correct == "true")
-            if record["shadow"] is not None:
+            correct = count_outcome(metrics, record["version"], record["label"], outcome)
+            windows.outcome(record["version"], correct)
+            if record["shadow"] is not None and outcome.rating is None:
                 shadow_version, shadow_label = record["shadow"]
-                correct = "true" if shadow_label == outcome.label else "false"
-                metrics.feedback.labels(shadow_version, correct).inc()
+                count_outcome(metrics, shadow_version, shadow_label, outcome)
         if not accepted:
             raise RequestRejected(
                 404, "unknown_id", f"no recent prediction with id {', '.join(unknown[:5])}"
             )
         return JSONResponse({"accepted": accepted, "unknown": unknown})
 
+    add_generate(app, holder, spec, metrics, predictions, [require(tokens, PREDICT)])
     return app

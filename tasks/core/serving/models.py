@@ -86,6 +86,8 @@ class ServedModel:
     batcher: MicroBatcher
     inflight: int = 0
     form: str = "exact"  # exact, onnx-int8, onnx-fp32 (runtime.served_form)
+    generator: bool = False  # a causal LM: answers /generate, not /predict
+    max_new_tokens: int | None = None  # a generator's pinned token budget
 
 
 class ModelHolder:
@@ -203,7 +205,13 @@ class ModelHolder:
             initializer=partial(torch_threads, self.spec.torch_threads),
             workers=self.spec.workers,
         )
-        return ServedModel(version, batcher.start(), form=getattr(predict, "form", "exact"))
+        return ServedModel(
+            version,
+            batcher.start(),
+            form=getattr(predict, "form", "exact"),
+            generator=bool(getattr(predict, "generator", False)),
+            max_new_tokens=getattr(predict, "max_new_tokens", None),
+        )
 
     async def _retire(self, model: ServedModel, patience_s: float = 300.0) -> None:
         """Close a replaced version once its last routed request has been answered."""

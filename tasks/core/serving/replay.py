@@ -4,7 +4,9 @@ The examples are the challenger's own eval split (its training run's prepared da
 as real requests on loopback with a distinct routing key each, so the service splits them by
 its canary weight exactly as it would split users. Every run is bounded by a request count
 and a wall-clock time; it stops earlier once the caller says it has enough. Known labels go
-back through ``/feedback`` so online accuracy has data too.
+back through ``/feedback`` so online accuracy has data too. A generative eval split (prompt
+turns and a reference response) is replayed through ``/generate`` instead, its references
+posted as ``/feedback`` outcomes (exact match and ROUGE-L online).
 """
 
 from __future__ import annotations
@@ -37,9 +39,31 @@ class ReplayResult:
     errors: tuple[str, ...] = ()  # the first few failure messages
 
 
+def last_user_turn(messages: str | list) -> str:
+    """The prompt /generate is sent for a prepared row's prompt turns: its last user turn
+    (a one-turn prompt exactly; earlier turns of a multi-turn prompt are not replayed)."""
+    from tasks.core.data.chat import parse_prompt
+
+    return [t["content"] for t in parse_prompt(messages) if t["role"] == "user"][-1]
+
+
+def replay_endpoint(path: str | Path) -> str:
+    """``/generate`` for a prepared generative dataset (a ``response`` column), else
+    ``/predict``."""
+    path = Path(path)
+    if not path.is_dir():
+        return "/predict"
+    from datasets import load_from_disk
+
+    data = load_from_disk(str(path))
+    split = next((s for s in EVAL_SPLITS if s in data), None)
+    return "/generate" if split and "response" in data[split].column_names else "/predict"
+
+
 def load_examples(path: str | Path, limit: int) -> list[tuple[str, str]]:
     """(text, class name) pairs from a prepared dataset folder (its eval split) or a JSONL
-    file of ``{"text": ..., "label": CLASS_NAME}`` lines; the first ``limit``."""
+    file of ``{"text": ..., "label": CLASS_NAME}`` lines; the first ``limit``. A generative
+    eval split gives (last user turn, reference response) pairs."""
     path = Path(path)
     if path.is_dir():
         from datasets import load_from_disk
@@ -49,6 +73,10 @@ def load_examples(path: str | Path, limit: int) -> list[tuple[str, str]]:
         if split is None:
             raise ValueError(f"{path}: no eval split (looked for {', '.join(EVAL_SPLITS)})")
         table = data[split].select(range(min(limit, len(data[split]))))
+        if "response" in table.column_names:
+            columns = table[:]
+            prompts = [last_user_turn(m) for m in columns["messages"]]
+            return list(zip(prompts, columns["response"], strict=True))
         names = table.features["label"].names
         return [(t, names[y]) for t, y in zip(table["text"], table["label"], strict=True)]
     rows = []
@@ -74,9 +102,12 @@ def replay(
     spec: ReplaySpec,
     enough: Callable[[dict[str, int]], bool] = lambda counts: False,
     key_prefix: str = "replay",
+    endpoint: str = "/predict",
 ) -> ReplayResult:
-    """Send examples in turn (``spec.concurrency`` at once) until ``enough(requests per
-    version)``, ``spec.max_requests`` or ``spec.max_seconds``; then post their labels."""
+    """Send examples in turn (``spec.concurrency`` at once) to ``endpoint`` until
+    ``enough(requests per version)``, ``spec.max_requests`` or ``spec.max_seconds``; then
+    post their labels (``/generate``: their reference answers)."""
+    generate = endpoint == "/generate"
     if not examples:
         raise ValueError("no examples to replay")
     lock = threading.Lock()
@@ -102,9 +133,8 @@ def replay(
             while (i := take()) is not None:
                 text, label = examples[i % len(examples)]
                 try:
-                    response = http.post(
-                        "/predict", json={"text": text, "key": f"{key_prefix}-{i}"}
-                    )
+                    field = "prompt" if generate else "text"
+                    response = http.post(endpoint, json={field: text, "key": f"{key_prefix}-{i}"})
                     ok = response.status_code == 200
                     body = response.json() if ok else {}
                     failure = "" if ok else f"HTTP {response.status_code}: {response.text[:200]}"
@@ -113,7 +143,11 @@ def replay(
                 with lock:
                     if ok:
                         counts[body["version"]] += 1
-                        outcomes.append({"id": body["predictions"][0]["id"], "label": label})
+                        if generate:
+                            pid = body["answers"][0]["id"]
+                            outcomes.append({"id": pid, "reference": label})
+                        else:
+                            outcomes.append({"id": body["predictions"][0]["id"], "label": label})
                     else:
                         state["failed"] += 1
                         if len(errors) < 5:

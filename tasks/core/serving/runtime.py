@@ -148,7 +148,12 @@ def load_version(name: str, version: str, threads: int = 1):
         onnx = OnnxClassifier(Path(folder), threads)
         predict, labels = onnx.predict, tuple(onnx.labels)
     else:
-        predict, labels = _exact_predict(mlflow.pyfunc.load_model(f"models:/{name}/{version}"))
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        if hasattr(loaded.unwrap_python_model(), "generation"):  # a causal LM: /generate
+            from tasks.core.serving.generate import generator_predict
+
+            return generator_predict(loaded.unwrap_python_model())
+        predict, labels = _exact_predict(loaded)
 
     def served(texts: list[str]) -> list[Prediction]:
         return predict(texts)

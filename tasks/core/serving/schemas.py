@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import Request
@@ -44,27 +45,48 @@ class PredictBody(_Body):
 
 
 class FeedbackItem(_Body):
-    id: str = Field(description="Prediction id from a /predict answer.")
-    label: str = Field(min_length=1, description="The true class of that text.")
+    id: str = Field(description="Prediction id from a /predict or /generate answer.")
+    label: str | None = Field(None, min_length=1, description="The true class of that text.")
+    rating: Literal["good", "bad"] | None = Field(
+        None, description="A generated answer judged as a whole (counts as right or wrong)."
+    )
+    reference: str | None = Field(
+        None, description="The answer a generation should have given: scored by exact match "
+        "and ROUGE-L, as evaluation scores it."
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> FeedbackItem:
+        if sum(v is not None for v in (self.label, self.rating, self.reference)) != 1:
+            raise ValueError("send exactly one of 'label', 'rating' (good/bad) and 'reference'")
+        return self
 
 
 class FeedbackBody(_Body):
-    id: str | None = Field(None, description="One prediction id (with 'label').")
-    label: str | None = Field(None, description="Its true class.")
+    id: str | None = Field(None, description="One prediction id (with its outcome).")
+    label: str | None = Field(None, description="Its true class (/predict).")
+    rating: Literal["good", "bad"] | None = Field(None, description="Its rating (/generate).")
+    reference: str | None = Field(None, description="Its reference answer (/generate).")
     items: list[FeedbackItem] | None = Field(None, description="Several outcomes at once.")
 
     @model_validator(mode="after")
     def _one_of(self) -> FeedbackBody:
-        single = self.id is not None or self.label is not None
-        if single == (self.items is not None) or (single and (not self.id or not self.label)):
-            raise ValueError("send either 'id' and 'label', or 'items': [{id, label}, ...]")
+        given = [v for v in (self.label, self.rating, self.reference) if v is not None]
+        single = self.id is not None or bool(given)
+        if single == (self.items is not None) or (single and (not self.id or len(given) != 1)):
+            raise ValueError(
+                "send either 'id' with one of 'label', 'rating', 'reference', or "
+                "'items': [{id, label|rating|reference}, ...]"
+            )
         return self
 
     @property
     def outcomes(self) -> list[FeedbackItem]:
         if self.items is not None:
             return list(self.items)
-        return [FeedbackItem(id=self.id, label=self.label)]
+        return [
+            FeedbackItem(id=self.id, label=self.label, rating=self.rating, reference=self.reference)
+        ]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -138,20 +160,26 @@ def check_feedback_labels(
     outcomes: list[FeedbackItem], log: PredictionLog, labels: dict[str, tuple[str, ...]]
 ) -> None:
     """Refuse (422, nothing consumed) a label that is no class of the version that made the
-    prediction: a typo would count as a wrong answer and skew the canary's online accuracy."""
+    prediction (a typo would count as a wrong answer and skew the canary's online accuracy),
+    and an outcome of the wrong kind: a label for a generation, a rating for a class."""
     problems, allowed = [], ()
     for outcome in outcomes:
         record = log.get(outcome.id)
-        classes = labels.get(record["version"], ()) if record else ()
-        if classes and outcome.label not in classes:
+        if record is None:
+            continue
+        if record["generated"] != (outcome.label is None):
+            want = "'rating' or 'reference'" if record["generated"] else "'label'"
+            problems.append(f"{outcome.id}: v{record['version']}'s answer takes {want}")
+            continue
+        classes = labels.get(record["version"], ())
+        if outcome.label is not None and classes and outcome.label not in classes:
             problems.append(
                 f"{outcome.id}: {outcome.label!r} is not a class of v{record['version']}"
             )
             allowed = classes
     if problems:
-        raise RequestRejected(
-            422, "unknown_label", f"{'; '.join(problems[:5])}; allowed labels: {', '.join(allowed)}"
-        )
+        hint = f"; allowed labels: {', '.join(allowed)}" if allowed else ""
+        raise RequestRejected(422, "unknown_label", f"{'; '.join(problems[:5])}{hint}")
 
 
 class PredictionLog:
@@ -161,8 +189,10 @@ class PredictionLog:
         self.capacity = capacity
         self._records: OrderedDict[str, dict] = OrderedDict()
 
-    def add(self, pid: str, version: str, label: str) -> None:
-        self._records[pid] = {"version": version, "label": label, "shadow": None}
+    def add(self, pid: str, version: str, label: str, generated: bool = False) -> None:
+        """``label``: the predicted class, or the generated answer when ``generated``."""
+        record = {"version": version, "label": label, "shadow": None, "generated": generated}
+        self._records[pid] = record
         while len(self._records) > self.capacity:
             self._records.popitem(last=False)
 

@@ -11,5 +11,6 @@ state on disk and in the run's artifacts; ``batches`` length-grouped, dynamicall
 packed batches; ``sft`` prompt/response examples with the loss on the response; ``modeling``
 builds base + LoRA models from references (also used by evaluation and serving);
 ``cpu_dropout`` a cheaper dropout for CPU; ``grad_sync`` one gradient exchange per step for
-CPU process groups; ``progress`` step events, batched MLflow metrics, the terminal bar, the plot.
+CPU process groups; ``generation`` batched, left-padded answers from a decoder + adapter (evaluation, the
+registered generator, serving); ``progress`` step events, batched MLflow metrics, the terminal bar, the plot.
 """

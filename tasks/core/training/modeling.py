@@ -175,6 +175,12 @@ def read_base_ref(adapter_dir: Path) -> tuple[ModelRef, list[str]]:
     return ModelRef(data["repo_id"], data["revision"]), list(data["labels"])
 
 
+def read_task(adapter_dir: Path) -> str:
+    """The adapter's training task (sequence-classification for adapters saved before it)."""
+    data = json.loads((Path(adapter_dir) / BASE_REF_FILE).read_text())
+    return data.get("task", SEQ_CLS)
+
+
 def load_classifier(adapter_dir: Path, cache_dir: Path | None = None, merge: bool = False):
     """(model, tokenizer, labels) from an adapter folder written by ``save_adapter``.
 

@@ -9,12 +9,26 @@ for predicting the user's words.
 
 from __future__ import annotations
 
+import json
+
 from datasets import Dataset
 
+from tasks.core.data.chat import plain_prompt, prompt_turns
 from tasks.core.errors import TrainingInputError
 
-PROMPT, RESPONSE = "prompt", "response"
+PROMPT, RESPONSE, MESSAGES = "prompt", "response", "messages"
 IGNORE = -100
+
+
+def prompt_ids(tokenizer, prompt: str | list[dict] | tuple[dict, ...]) -> list[int]:
+    """Token ids the model answers from: the template's generation prompt, or plain text."""
+    if getattr(tokenizer, "chat_template", None):
+        return list(
+            tokenizer.apply_chat_template(
+                prompt_turns(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        )
+    return tokenizer(plain_prompt(prompt))["input_ids"]
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -26,29 +40,29 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def encode_pair(tokenizer, prompt: str, response: str, max_length: int) -> dict[str, list[int]]:
-    """input_ids and labels of one pair, truncated to ``max_length`` from the right."""
+def encode_pair(
+    tokenizer, prompt: str | list[dict], response: str, max_length: int
+) -> dict[str, list[int]]:
+    """input_ids and labels of one pair, truncated to ``max_length`` from the right.
+
+    ``prompt`` is a user message or the chat turns before the answer (system, user, ...);
+    the loss falls on the final assistant answer only.
+    """
+    asked = prompt_ids(tokenizer, prompt)
     if getattr(tokenizer, "chat_template", None):
-        user = [{"role": "user", "content": prompt}]
-        prompt_ids = list(
-            tokenizer.apply_chat_template(
-                user, add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        )
         full = list(
             tokenizer.apply_chat_template(
-                [*user, {"role": "assistant", "content": response}],
+                [*prompt_turns(prompt), {"role": "assistant", "content": response}],
                 tokenize=True,
                 return_dict=False,
             )
         )
         # Some templates render the user turn differently once an answer follows it.
-        cut = _common_prefix(prompt_ids, full)
+        cut = _common_prefix(asked, full)
     else:
-        prompt_ids = tokenizer(prompt)["input_ids"]
         answer = tokenizer(response, add_special_tokens=False)["input_ids"]
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        full, cut = prompt_ids + answer + eos, len(prompt_ids)
+        full, cut = asked + answer + eos, len(asked)
     full = full[:max_length]
     labels = [IGNORE] * min(cut, len(full)) + full[cut:]
     return {"input_ids": full, "labels": labels}
@@ -63,8 +77,11 @@ def tokenize_sft(data: Dataset, tokenizer, max_length: int) -> Dataset:
             f"has {data.column_names} (missing {missing})"
         )
 
+    chat = MESSAGES in data.column_names  # prepared generative data: the prompt's turns
+
     def encode(row):
-        pair = encode_pair(tokenizer, row[PROMPT], row[RESPONSE], max_length)
+        prompt = json.loads(row[MESSAGES]) if chat else row[PROMPT]
+        pair = encode_pair(tokenizer, prompt, row[RESPONSE], max_length)
         return {**pair, "length": len(pair["input_ids"])}
 
     encoded = data.map(encode, remove_columns=data.column_names)
