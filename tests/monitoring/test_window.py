@@ -29,7 +29,7 @@ def test_the_window_slides_and_counts_outcomes_per_version():
     assert one["served_total"] == 25 and one["stats"]["count"] == 10  # the last ten
     assert list(one["stats"]["tokens"]) == [5 + i for i in range(15, 25)]
     assert one["feedback"] == {"count": 3, "correct": 2}
-    # A served form without features (ONNX): nothing counted, those checks skip.
+    # A served form without features (a DataFrame pyfunc): nothing counted, those checks skip.
     assert list(two["stats"]["tokens"]) == [0, 0, 0] and two["stats"]["words"] == 0
     assert list(two["stats"]["sketches"]) == []
     assert "text number" not in json.dumps(snapshot)  # no text at all by default

@@ -140,8 +140,10 @@ def register_version(
     python_model: LoraClassifierModel | None = None,
     model_config: dict | None = None,
     experiment: str = "tests",
+    artifacts: dict[str, str] | None = None,
 ) -> str:
-    """Log ``python_model`` (default: the real one) with ``adapter`` and register a version."""
+    """Log ``python_model`` (default: the real one) with ``adapter`` (and any further
+    ``artifacts``, e.g. a reference profile) and register a version."""
     if run_id is None:
         experiment_id = mlflow.set_experiment(experiment).experiment_id
         run_id = mlc.create_run(experiment_id).info.run_id
@@ -149,7 +151,7 @@ def register_version(
         info = mlflow.pyfunc.log_model(
             name=f"model-{time.monotonic_ns()}",
             python_model=python_model or LoraClassifierModel(),
-            artifacts={"adapter": str(adapter)},
+            artifacts={"adapter": str(adapter), **(artifacts or {})},
             signature=SIGNATURE,
             model_config=model_config,
             pip_requirements=PIP_REQUIREMENTS,

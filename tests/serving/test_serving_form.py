@@ -22,6 +22,7 @@ from tests.serving.models import LABELS, register_version, train_adapter
 from tests.serving.test_service import total
 from tests.tiny import sentiment_rows
 
+POLICY = "configs/policies/monitoring.yaml"
 SPEC = ServingFormSpec()  # the gate policy's defaults: 99 % agreement, 0.5-point accuracy drop
 
 
@@ -130,7 +131,7 @@ def test_the_merged_onnx_forms_agree_with_the_exact_model_and_are_recorded(home,
     }
     served = load_version(NAME, version)
     assert served.form == "onnx-fp32"
-    assert [label for label, _ in served(texts)] == [names[i] for i in exact]
+    assert [r[0] for r in served(texts)] == [names[i] for i in exact]
 
 
 def test_the_service_serves_the_form_that_passed_and_says_which(home, trained, tmp_path):
@@ -160,3 +161,54 @@ def test_the_service_serves_the_form_that_passed_and_says_which(home, trained, t
         assert total(url, "loraflow_model_loaded", version=optimised, form="onnx-fp32") == 1
         assert total(url, "loraflow_model_loaded", version=exact_only, form="exact") == 1
     assert json.dumps(state["forms"])  # plain JSON for the readiness probe
+
+
+def test_an_onnx_served_version_feeds_the_window_the_exact_forms_lengths_and_oov(
+    home, trained, tmp_path
+):
+    """The ONNX form counts tokens and OOV words as the exact form does (the same vocabulary,
+    registered with the version); only the embedding sketch is missing, and says so."""
+    from tasks.core.config.loader import load_monitoring_policy
+    from tasks.core.monitoring.drift import embedding_shift
+    from tasks.core.monitoring.features import vocabulary
+    from tasks.core.monitoring.profile import Stats
+
+    adapter, texts, labels = trained
+    profile = tmp_path / "reference_profile.json"
+    profile.write_text(json.dumps({"vocabulary": sorted(vocabulary(texts[:20]))}))
+    mlc = client(home.tracking_uri)
+    extra = {"reference_profile": str(profile)}
+    optimised = register_version(mlc, NAME, adapter, artifacts=extra)
+    exact_only = register_version(mlc, NAME, adapter, artifacts=extra)
+    model, tokenizer, names = load_classifier(adapter, home.hf_hub_cache)
+    exact = predict_proba(model, tokenizer, texts, batch_size=16).argmax(1).tolist()
+    _, folders = forms.measure_forms(
+        model, tokenizer, names, forms.EvalSplit(texts, labels, exact),
+        ServingFormSpec(candidates=("onnx-fp32",)), tmp_path / "forms", max_length=16,
+    )  # fmt: skip
+    passing = [forms.judge_form("onnx-fp32", exact, exact, labels, 0.5, SPEC)]
+    run_id = mlc.get_model_version(NAME, optimised).run_id
+    decision = forms.decide_serving_form(passing, SPEC, 0.97)
+    forms.record_serving_form(mlc, run_id, NAME, optimised, decision, folders["onnx-fp32"])
+    # Unseen words, and a text longer than the form's 16 tokens (counted in full, as exact).
+    served = texts[20:26] + ["a zorblax quintessentially flibbertigibbet film " * 4]
+    exact_form = load_version(NAME, exact_only)
+    reference = [r[2] for r in exact_form(served)]
+    assert exact_form.form == EXACT and all(f.sketch for f in reference)
+    assert max(f.tokens for f in reference) > 16 and sum(f.oov for f in reference) > 0
+
+    mlc.set_registered_model_alias(NAME, "champion", optimised)
+    with start(home) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        state = wait_ready(server.url, 60, until=lambda s: s.get("champion") == optimised)
+        assert state["forms"]["champion"] == "onnx-fp32"
+        assert http.post("/predict", json={"texts": served, "key": "k"}).json()["version"] == (
+            optimised
+        )
+        stats = http.get("/monitoring/window").json()["versions"][optimised]["stats"]
+    assert stats["tokens"] == [f.tokens for f in reference]
+    assert stats["words"] == sum(f.words for f in reference)
+    assert stats["oov"] == sum(f.oov for f in reference) < stats["words"]
+    assert stats["sketches"] == []  # the graph outputs logits only
+    live = Stats.from_dict(stats)
+    skipped = embedding_shift(live, live, load_monitoring_policy(POLICY))
+    assert skipped.verdict == "skip" and "ONNX" in skipped.detail

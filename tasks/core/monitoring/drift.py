@@ -94,7 +94,8 @@ def oov_shift(ref: Stats, live: Stats, policy: MonitoringPolicy) -> Finding:
 def embedding_shift(ref: Stats, live: Stats, policy: MonitoringPolicy) -> Finding:
     d = policy.drift
     if not ref.sketches or not live.sketches:
-        return Finding("embedding", SKIP, None, d.max_ks, "no embedding sketches recorded")
+        why = "an ONNX serving form outputs logits only, a version before profiles has none"
+        return Finding("embedding", SKIP, None, d.max_ks, f"no embedding sketches recorded ({why})")
     a, b = np.asarray(ref.sketches, float), np.asarray(live.sketches, float)
     tests = [scipy_stats.ks_2samp(a[:, i], b[:, i]) for i in range(a.shape[1])]
     worst = max(range(len(tests)), key=lambda i: tests[i].statistic)

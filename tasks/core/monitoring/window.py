@@ -57,7 +57,7 @@ class LiveWindows:
         feats: list[Features] | None,
     ) -> None:
         """Served ``texts`` with their results; ``feats`` None when the served form gives none
-        (an ONNX form, a version registered before profiles): then only predictions and
+        (a pyfunc served through its DataFrame ``predict``): then only predictions and
         confidences count, and length, OOV and embedding checks say ``skip``."""
         if feats is None:
             feats = [Features(0, 0, 0, ()) for _ in texts]

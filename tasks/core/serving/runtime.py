@@ -9,12 +9,15 @@ artifacts under ``serving_form/<form>/``. ``served_form`` decides from the tags 
 ``load_version`` loads that form: an ONNX Runtime session (``OnnxClassifier``), or the exact
 registered pyfunc, called directly on lists of texts (no DataFrame, no schema check per
 request). Versions registered before optimised forms existed have no such tags and are
-served exactly.
+served exactly. Both forms give the live window the same per-text ``Features`` (token count,
+OOV words against the version's registered vocabulary); the ONNX graph outputs logits only,
+so its features carry no embedding sketch.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -43,10 +46,12 @@ class OnnxClassifier:
 
     ``threads`` is ONNX Runtime's intra-op thread count (1: the calling thread computes, so
     several predict threads share the cores without oversubscribing them). A folder with
-    ``preprocessing.json`` applies that preprocessing to every text first.
+    ``preprocessing.json`` applies that preprocessing to every text first. ``vocabulary``: the
+    version's training vocabulary (word hashes), which ``predict_texts`` counts OOV words
+    against, as the exact pyfunc does (empty: nothing counted as OOV).
     """
 
-    def __init__(self, folder: Path, threads: int = 1):
+    def __init__(self, folder: Path, threads: int = 1, vocabulary: frozenset[str] = frozenset()):
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
@@ -62,6 +67,7 @@ class OnnxClassifier:
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.labels = list(json.loads((folder / LABELS_FILE).read_text())["labels"])
         self.max_length = int(json.loads((folder / LABELS_FILE).read_text())["max_length"])
+        self.vocabulary = frozenset(vocabulary)
         self.preprocess = None
         if (folder / PREPROCESSING_FILE).is_file():
             from tasks.core.data.preprocess import Preprocessing
@@ -99,6 +105,20 @@ class OnnxClassifier:
             texts = self.preprocess(list(texts))
         return to_predictions(softmax(self.logits(texts)), self.labels)
 
+    def predict_texts(self, texts: list[str]) -> list[tuple]:
+        """(label, score, monitoring ``Features``) per text, as the exact pyfunc's
+        ``predict_texts``: token counts (full length with special tokens, truncated or not,
+        as the reference profile counts them) and OOV words of the preprocessed text; no
+        embedding sketch (the graph outputs logits only, so the embedding check skips)."""
+        from tasks.core.monitoring.features import features
+
+        if self.preprocess is not None:
+            texts = self.preprocess(list(texts))
+        predictions = to_predictions(softmax(self.logits(texts)), self.labels)
+        tokens = [len(ids) for ids in self.tokenizer(list(texts), verbose=False)["input_ids"]]
+        feats = features(list(texts), tokens, np.zeros((0, 0), np.float32), self.vocabulary)
+        return [(label, score, f) for (label, score), f in zip(predictions, feats, strict=True)]
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -129,6 +149,28 @@ def _pyfunc_predict(model, texts: list[str]) -> list[Prediction]:
     return list(zip(out["label"].astype(str), out["score"].astype(float), strict=True))
 
 
+def registered_vocabulary(name: str, version: str) -> frozenset[str]:
+    """The training vocabulary registered with ``models:/NAME/VERSION`` (the pyfunc's
+    ``reference_profile`` artifact, which the exact form reads in ``load_context``); empty for
+    a version registered before profiles (OOV not counted, as in the exact form)."""
+    import mlflow
+    import yaml
+
+    from tasks.core.registry.pyfunc import PROFILE_ARTIFACT
+
+    uri = f"models:/{name}/{version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = yaml.safe_load(
+            Path(mlflow.artifacts.download_artifacts(f"{uri}/MLmodel", dst_path=tmp)).read_text()
+        )
+        found = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+        path = (found.get(PROFILE_ARTIFACT) or {}).get("path")
+        if not path:
+            return frozenset()
+        local = mlflow.artifacts.download_artifacts(f"{uri}/{path}", dst_path=tmp)
+        return frozenset(json.loads(Path(local).read_text()).get("vocabulary", ()))
+
+
 def load_version(name: str, version: str, threads: int = 1):
     """A predict function for ``models:/NAME/VERSION`` in its served form; its ``form``
     attribute names the form (``exact``, ``onnx-int8``, ``onnx-fp32``), ``labels`` the
@@ -145,8 +187,8 @@ def load_version(name: str, version: str, threads: int = 1):
             run_id=(found.tags or {}).get(RECORD_TAG) or found.run_id,
             artifact_path=f"{ARTIFACT_ROOT}/{form}",
         )
-        onnx = OnnxClassifier(Path(folder), threads)
-        predict, labels = onnx.predict, tuple(onnx.labels)
+        onnx = OnnxClassifier(Path(folder), threads, registered_vocabulary(name, version))
+        predict, labels = onnx.predict_texts, tuple(onnx.labels)
     else:
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         if hasattr(loaded.unwrap_python_model(), "generation"):  # a causal LM: /generate
