@@ -29,6 +29,10 @@ from tasks.core.security import envfile
 from tests.flows.conftest import write_config
 from tests.ops.conftest import BIN, new_home, run, stack_env
 
+# Kept out of the default suite (its 10-minute budget): a whole authenticated stack on
+# PostgreSQL takes about 2 minutes; `make test-slow` runs it.
+pytestmark = pytest.mark.slow
+
 ALICE, ALICE_PASSWORD = "alice", "alice-password-0123456789"
 # The test cluster trusts loopback, so any password works; it is in the store's URI as a real
 # deployment's would be, and must show up nowhere either (argv, stack.json, status output).

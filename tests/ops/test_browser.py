@@ -19,6 +19,10 @@ import pytest
 from flows.cli.stack import prefect_client
 from tests.ops.conftest import require
 
+# Kept out of the default suite (its 10-minute budget): Chromium pages and screenshots take
+# minutes on 2 cores; `make test-slow` runs it.
+pytestmark = pytest.mark.slow
+
 # Artifact keys of the seven stages (tasks/*.py); the UI must list each one.
 STAGE_ARTIFACTS = {
     "discovery",

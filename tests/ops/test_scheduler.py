@@ -11,6 +11,7 @@ in the server's log.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
@@ -157,4 +158,7 @@ def test_status_reports_the_scheduler_of_the_running_stack(stack):
     log = stack.home.root / "logs" / "prefect-server.log"
     assert f"no scheduler errors in {log} since the server started" in out, out
     [line] = [line for line in out.splitlines() if line.startswith("scheduler ")]
-    assert line.startswith("scheduler    ok: 3 upcoming scheduled run(s)"), line
+    # Every deployment of the shared stack counts (other tests deploy scheduled flows on it,
+    # e.g. the game day's monitor): this cron's 3 runs are among them.
+    found = re.match(r"scheduler {4}ok: (\d+) upcoming scheduled run\(s\)", line)
+    assert found and int(found.group(1)) >= 3, line
