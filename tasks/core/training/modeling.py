@@ -212,8 +212,24 @@ def predict_proba(
     to its longest text); ``dtype``: autocast dtype (bf16) or None for fp32; ``on_batch(done)``
     is called after each batch with the number of texts scored so far."""
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    done = 0
+    for idx, batch, autocast in length_batches(
+        model, tokenizer, texts, batch_size, max_length, dtype
+    ):
+        with autocast:
+            logits = model(**batch).logits
+        probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        done += len(idx)
+        if on_batch is not None:
+            on_batch(done)
+    return probs
+
+
+def length_batches(model, tokenizer, texts, batch_size: int, max_length: int, dtype):
+    """(indices, padded batch on the model's device, autocast context) per batch of texts
+    sorted by token length, as training batches are (each batch padded to its longest)."""
     if not len(texts):
-        return probs
+        return
     collator = DataCollatorWithPadding(tokenizer)
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
@@ -224,12 +240,7 @@ def predict_proba(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = collator([{k: encoded[k][j] for k in encoded} for j in idx])
-        with autocast:
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        if on_batch is not None:
-            on_batch(min(start + batch_size, len(order)))
-    return probs
+        yield idx, {k: v.to(device) for k, v in batch.items()}, autocast
 
 
 @torch.inference_mode()
@@ -249,18 +260,10 @@ def predict_with_states(
     pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     if not len(texts):
         return probs, pooled, []
-    collator = DataCollatorWithPadding(tokenizer)
     full = tokenizer(list(texts), verbose=False)["input_ids"]
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
-    device = next(model.parameters()).device
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
-    )
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = collator([{k: encoded[k][j] for k in encoded} for j in idx])
-        batch = {k: v.to(device) for k, v in batch.items()}
+    for idx, batch, autocast in length_batches(
+        model, tokenizer, texts, batch_size, max_length, dtype
+    ):
         with autocast:
             out = model(**batch, output_hidden_states=True)
         probs[idx] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
