@@ -34,6 +34,7 @@ from tasks.core.evaluation.base_cache import CachedBase
 from tasks.core.evaluation.gates import GateDecision, decide_gates, gate_lines, to_markdown
 from tasks.core.evaluation.progress import ScoringProgress
 from tasks.core.evaluation.report import EvalReport
+from tasks.core.evaluation.run_cache import CachedRun, keeper
 from tasks.core.evaluation.scoring import (
     BASE_SEED,
     Classifier,
@@ -44,12 +45,12 @@ from tasks.core.evaluation.scoring import (
 )
 from tasks.core.home import Home
 from tasks.core.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
-from tasks.core.monitoring.profile import ReferenceProfile, profile_split
+from tasks.core.monitoring.profile import ReferenceProfile, profile_from_scores, profile_split
 from tasks.core.registry.history import Decision, actor_pipeline, append
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
 from tasks.core.training.modeling import CAUSAL_LM, read_base_ref, read_task
-from tasks.core.training.runs import TrainResult
+from tasks.core.training.runs import ADAPTER_ARTIFACT, TrainResult
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,39 @@ def champion_ref(mlc, name: str, run_id: str) -> str | None:
     return None if version.run_id == run_id else str(version.version)
 
 
-def _champion(mlc, name: str, run_id: str):
-    """(classifier, version) of the current champion, loaded as it is served; or (None, None)."""
+def _champion(mlc, name: str, run_id: str, home: Home, precision):
+    """(scorer, version) of the current champion, as it is served: its scores from its own
+    evaluation when they are kept (``run_cache``), else loaded and scored; or (None, None)."""
     if champion_ref(mlc, name, run_id) is None:
         return None, None
+    try:
+        version = mlc.get_model_version_by_alias(name, CHAMPION)
+        labels = read_base_ref(fetch_adapter(home, version.run_id, ADAPTER_ARTIFACT))[1]
+    except Exception:  # moved away in between, or a version without its run's adapter
+        return _loaded_champion(mlc, name, precision)
+    source = f"models:/{name}/{version.version}"
+    scorer = CachedRun(
+        load=partial(_served_classifier, name, str(version.version)),
+        root=home.work_dir / "eval-cache" / "runs",
+        run_id=version.run_id,
+        labels=list(labels),
+        precision=precision.mode,
+        source=source,
+        dtype=precision.dtype,
+    )
+    return scorer, str(version.version)
+
+
+def _served_classifier(name: str, version: str) -> Classifier:
+    """Version ``version`` of ``name`` loaded exactly as it is served (its pyfunc)."""
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    return Classifier(
+        model.model, model.tokenizer, list(model.labels), f"models:/{name}/{version}",
+        getattr(model, "preprocess", None), role="champion",
+    )  # fmt: skip
+
+
+def _loaded_champion(mlc, name: str, precision):
     found = load_alias(mlc, name, CHAMPION)
     if found is None:  # the alias moved away in between
         return None, None
@@ -130,6 +160,7 @@ def _champion(mlc, name: str, run_id: str):
         f"models:/{name}/{version.version}",
         getattr(model, "preprocess", None),  # the champion's own (None: registered before)
         role="champion",
+        dtype=precision.dtype,
     )
     return classifier, str(version.version)
 
@@ -238,18 +269,27 @@ def record(
 def reference_profile(
     candidate: Classifier, prepared_path: str, spec: EvalSpec, max_length: int, report: EvalReport
 ) -> ReferenceProfile:
-    """What the candidate saw, for the monitor: its eval split as it scores it (preprocessed),
-    against its training split's vocabulary; stored in the evaluation record."""
+    """What the candidate saw, for the monitor: its eval split as it scored it (preprocessed,
+    the evaluation's own pass with its states), against its training split's vocabulary;
+    stored in the evaluation record."""
     from tasks.core.data.prepare import load_prepared
 
     splits = load_prepared(prepared_path)
     texts = {name: list(splits[name]["text"]) for name in ("train", "eval") if name in splits}
+    accuracy = report.candidate.metrics.get("accuracy")
+    train = candidate.preprocess(texts.get("train", [])) if candidate.preprocess else None
+    train = texts.get("train", []) if train is None else train
+    kept = candidate.scored(texts.get("eval", []))
+    if kept is not None:
+        return profile_from_scores(
+            candidate.labels, kept.texts, kept.probs, kept.pooled, kept.tokens, train, accuracy
+        )
+    eval_texts = texts.get("eval", [])
     if candidate.preprocess is not None:
-        texts = {name: candidate.preprocess(t) for name, t in texts.items()}
+        eval_texts = candidate.preprocess(eval_texts)
     return profile_split(
-        candidate.model, candidate.tokenizer, candidate.labels, texts.get("eval", []),
-        texts.get("train", []), max_length, spec.batch_size,
-        report.candidate.metrics.get("accuracy"),
+        candidate.model, candidate.tokenizer, candidate.labels, eval_texts, train, max_length,
+        spec.batch_size, accuracy,
     )  # fmt: skip
 
 
@@ -370,9 +410,12 @@ def _score_classifiers(
         )
     finally:
         bar.close()
-    cached = base is not None and base.hit
+    cached = {
+        "eval.base_scores_cached": str(base is not None and base.hit),
+        "eval.champion_scores_cached": str(getattr(champion, "hit", False)),
+    }
     profile = reference_profile(candidate, data.prepared_path, spec, max_length, report)
-    return report, profile, precision.params("eval") | {"eval.base_scores_cached": str(cached)}
+    return report, profile, precision.params("eval") | cached
 
 
 def _models(mlc, adapter, run_id, recorded, gates, registry, home, precision):
@@ -382,9 +425,10 @@ def _models(mlc, adapter, run_id, recorded, gates, registry, home, precision):
     candidate = adapter_classifier(
         adapter, run_id, home.hf_hub_cache, preprocessing, precision.dtype
     )
-    champion, champion_version = _champion(mlc, registry.model_name, run_id)
-    if champion is not None:
-        champion.dtype = precision.dtype
+    candidate.keep_states = True  # the monitor's reference profile comes from this pass
+    # Kept for when this run is the champion: later evaluations read instead of scoring it.
+    candidate.after = keeper(home.work_dir / "eval-cache" / "runs", run_id, precision.mode)
+    champion, champion_version = _champion(mlc, registry.model_name, run_id, home, precision)
     base = None
     if gates.base_model.score:
         base = cached_base(adapter, home, precision, preprocessing)

@@ -98,6 +98,7 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     eval_tags = evaluation.data.tags
     assert eval_tags["eval.resolved_precision"] == run.data.params["train.resolved_precision"]
     assert eval_tags["eval.base_scores_cached"] == "False"  # first evaluation on this base
+    assert eval_tags["eval.champion_scores_cached"] == "False"  # no champion yet
     assert set(summary["compute_s"]) == {"training", "evaluation"}
     assert summary["compute_s"]["training"] > 0 and summary["compute_s"]["evaluation"] > 0
 
@@ -168,6 +169,11 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert mlc.get_model_version("tiny-lora", "2").tags["promotion.action"] == "keep"
     assert mlc.get_model_version("tiny-lora", "2").tags["retrain.cause"] == cause
     assert "retrain.cause" not in mlc.get_model_version("tiny-lora", "1").tags
+    # The champion (v1) was scored on this split as the candidate of its own evaluation: its
+    # figures are read back, not recomputed, and they are the ones it had then.
+    forced_eval = mlc.get_run(history(mlc, "tiny-lora", kind="evaluation")[-1].run_id).data
+    assert forced_eval.tags["eval.champion_scores_cached"] == "True"
+    assert forced_eval.metrics["champion_eval_accuracy"] == pytest.approx(accuracy)
 
 
 def test_denied_license_stops_before_data_and_training(home, tmp_path, tiny_bert_dir):

@@ -153,6 +153,31 @@ def test_max_samples_subset_is_deterministic_for_a_seed(tmp_path):
     assert full.rows["train"] == 40
 
 
+@pytest.mark.parametrize("selected", [False, True])
+def test_subset_draws_the_rows_train_test_split_draws(selected):
+    """The fast stratified subset picks exactly the rows of ``datasets``' stratified
+    ``train_test_split`` (same seed), also on a selection of a table; a class of one row
+    falls back to a seeded shuffle as before."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from tasks.core.data.sampling import subset
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["a", "b", "c"])})
+    labels = [0] * 50 + [1] * 30 + [2] * 20
+    table = Dataset.from_dict(
+        {"text": [f"t{i}" for i in range(100)], "label": labels}, features=features
+    )
+    if selected:
+        table = table.select(range(99, 9, -1))
+    for seed, limit in ((0, 10), (3, 33), (7, 60)):
+        expected = table.train_test_split(
+            train_size=limit, stratify_by_column="label", seed=seed, shuffle=True
+        )["train"]
+        assert subset(table, limit, seed)["text"] == expected["text"]
+    lonely = Dataset.from_dict({"text": ["x", "y", "z"], "label": [0, 1, 1]}, features=features)
+    assert subset(lonely, 2, 0)["text"] == lonely.shuffle(seed=0).select(range(2))["text"]
+
+
 # --------------------------------------------------------------------------------------------
 # Loading: formats, header-less files, Hub ids from the local cache.
 # --------------------------------------------------------------------------------------------

@@ -215,3 +215,38 @@ def test_the_base_is_scored_once_per_base_eval_texts_and_max_length(home, adapte
     assert len({cached().key(["a"], 16), cached().key(["a"], 32), cached("bf16").key(["a"], 16),
                 cached().key(["b"], 16)}) == 4  # fmt: skip
     assert texts_sha256(["ab", "c"]) != texts_sha256(["a", "bc"])
+
+
+def test_the_reference_profile_comes_from_the_evaluation_pass(home, adapter, prepared, monkeypatch):
+    """One pass over the eval split gives the figures and the monitor's reference profile: the
+    profile built from the kept states equals one from a separate pass, and no second pass runs."""
+    from tasks.core.evaluation import scoring
+    from tasks.core.monitoring.profile import profile_from_scores, profile_split
+    from tasks.core.training import modeling
+
+    candidate = adapter_classifier(adapter, "run-1", home.hf_hub_cache)
+    candidate.keep_states = True
+    passes = []
+    counted = modeling.predict_with_states
+
+    def counting(model, tokenizer, texts, *args, **kwargs):
+        passes.append(len(texts))
+        return counted(model, tokenizer, texts, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "predict_with_states", counting)
+    evaluate_models(candidate, prepared, EvalSpec(), GateSpec(), 16)
+    texts = list(Dataset.load_from_disk(f"{prepared}/eval")["text"])
+    kept = candidate.scored(texts)
+    assert passes == [20] and kept is not None and kept.texts == texts
+    assert candidate.scored(texts[:3]) is None  # another text list was never scored
+
+    from_pass = profile_from_scores(
+        LABELS, kept.texts, kept.probs, kept.pooled, kept.tokens, texts, 0.5
+    )
+    separate = profile_split(
+        candidate.model, candidate.tokenizer, LABELS, texts, texts, 16, 16, 0.5
+    )
+    assert from_pass.stats.predictions == separate.stats.predictions
+    assert from_pass.stats.tokens == separate.stats.tokens
+    assert from_pass.vocabulary == separate.vocabulary
+    assert len(from_pass.stats.sketches) == len(separate.stats.sketches) == 20

@@ -6,7 +6,7 @@ normalised) form a group that goes to one side as a whole; otherwise the same te
 trained on and evaluated, and the eval figures would flatter the model. No library splits by
 group *and* stratum to a given fraction (scikit-learn's ``StratifiedGroupKFold`` gives 1/k
 folds only), so ``split_rows`` assigns whole groups greedily per class. Subsets
-(``max_samples``) use ``datasets``' own stratified ``train_test_split``.
+(``max_samples``) use ``datasets``' own stratified index generator (``subset``).
 """
 
 from __future__ import annotations
@@ -82,12 +82,24 @@ def dedupe(split: str, frame: pd.DataFrame, mode: str) -> tuple[pd.DataFrame, Ch
 
 def subset(table: Dataset, limit: int, seed: int) -> Dataset:
     """``limit`` rows of ``table``, each class keeping its share (plain shuffle if it cannot:
-    a class with a single row, or fewer rows asked for than there are classes)."""
+    a class with a single row, or fewer rows asked for than there are classes).
+
+    The same rows as ``table.train_test_split(train_size=limit, stratify_by_column="label",
+    seed=seed)["train"]``: its own index generator with the same seeded generator, fed the
+    label column straight from Arrow (the method reads it row by row: 2 s on SST-2).
+    """
     if limit >= len(table):
         return table
+    from datasets.utils.stratify import stratified_shuffle_split_generate_indices
+
+    labels = table.data.column("label").to_numpy()
+    if table._indices is not None:  # a selection of the table: its rows, in its order
+        labels = labels[table._indices.column("indices").to_numpy()]
+    rng = np.random.default_rng(seed)
     try:
-        return table.train_test_split(
-            train_size=limit, stratify_by_column="label", seed=seed, shuffle=True
-        )["train"]
+        train, _ = next(
+            stratified_shuffle_split_generate_indices(labels, limit, len(table) - limit, rng=rng)
+        )
     except ValueError:
         return table.shuffle(seed=seed).select(range(limit))
+    return table.select(train)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,16 @@ from tasks.core.data.prepare import load_prepared
 from tasks.core.data.preprocess import Preprocessing
 from tasks.core.errors import ConfigError
 from tasks.core.evaluation import metrics as metric_modules
+from tasks.core.evaluation.base_cache import texts_sha256
 from tasks.core.evaluation.golden import read_golden
 from tasks.core.evaluation.report import EvalReport, GoldenCase, ModelScores, SliceFigure
-from tasks.core.training.modeling import load_base, load_classifier, predict_proba, read_base_ref
+from tasks.core.training.modeling import (
+    load_base,
+    load_classifier,
+    predict_proba,
+    predict_with_states,
+    read_base_ref,
+)
 
 BASE_SEED = 0  # the base model's classification head is freshly initialised: seed it
 
@@ -37,7 +44,10 @@ class Classifier:
     (applied to every text first, as the registered model applies it); lives in one task.
 
     ``dtype`` is the autocast dtype of its batches (bf16 where chosen, None: fp32);
-    ``on_progress`` hears (role, texts done, texts) after every batch.
+    ``on_progress`` hears (role, texts done, texts) after every batch. With ``keep_states``
+    each prediction also keeps its pooled states and token counts in ``states`` (by the
+    sha256 of the preprocessed texts): the monitor's reference profile is built from the
+    evaluation's own pass instead of a second one.
     """
 
     model: object
@@ -48,19 +58,46 @@ class Classifier:
     on_progress: Progress | None = None
     role: str = "candidate"
     dtype: torch.dtype | None = None
+    keep_states: bool = False
+    states: dict[str, Scored] = field(default_factory=dict)
+    after: Callable[[list[str], int, np.ndarray, float], None] | None = None
 
     def predict(self, texts: list[str], batch_size: int, max_length: int):
-        """(class probabilities, seconds taken)."""
-        started = time.perf_counter()
+        """(class probabilities, seconds taken); ``after(texts, max_length, probs, seconds)``
+        then hears it, with the texts as given (``run_cache.keeper`` keeps it)."""
+        started, given = time.perf_counter(), texts
         if self.preprocess is not None:
             texts = self.preprocess(texts)
         progress = None
         if self.on_progress is not None:
             progress = lambda done: self.on_progress(self.role, done, len(texts))  # noqa: E731
-        probs = predict_proba(
-            self.model, self.tokenizer, texts, batch_size, max_length, self.dtype, progress
-        )
-        return probs, time.perf_counter() - started
+        args = (self.model, self.tokenizer, texts, batch_size, max_length, self.dtype, progress)
+        if not self.keep_states:
+            probs = predict_proba(*args)
+        else:
+            probs, pooled, tokens = predict_with_states(*args)
+            self.states[texts_sha256(texts)] = Scored(list(texts), probs, pooled, tokens)
+        seconds = time.perf_counter() - started
+        if self.after is not None:
+            self.after(list(given), max_length, probs, seconds)
+        return probs, seconds
+
+    def scored(self, texts: list[str]) -> Scored | None:
+        """The kept pass over ``texts`` (preprocessed here as ``predict`` does), or None."""
+        if self.preprocess is not None:
+            texts = self.preprocess(texts)
+        return self.states.get(texts_sha256(texts))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One scoring pass with states: preprocessed texts, probabilities, pooled last hidden
+    states and full token counts (``predict_with_states``)."""
+
+    texts: list[str]
+    probs: np.ndarray
+    pooled: np.ndarray
+    tokens: list[int]
 
 
 def _apply(preprocessing: Preprocessing | None):

@@ -173,11 +173,33 @@ def profile_split(
     accuracy: float | None = None,
 ) -> ReferenceProfile:
     """The reference profile of an evaluation split (texts already preprocessed), with the
-    vocabulary of the training split; at most ``MAX_SKETCHES`` texts are run through the
-    encoder again (predictions and confidences come from those, spread over the split)."""
-    from tasks.core.monitoring.features import vocabulary
+    vocabulary of the training split; at most ``MAX_SAMPLE`` texts, spread over the split, are
+    run through the encoder (for an evaluation that already scored the split with its states,
+    ``profile_from_scores`` builds the same profile without a second pass)."""
+    from tasks.core.training.modeling import predict_with_states
+
+    picked = _spread(eval_texts, max(MAX_SAMPLE, MAX_SKETCHES))
+    probs, pooled, tokens = predict_with_states(model, tokenizer, picked, batch_size, max_length)
+    return profile_from_scores(labels, picked, probs, pooled, tokens, train_texts, accuracy)
+
+
+def profile_from_scores(
+    labels: Sequence[str],
+    eval_texts: list[str],
+    probs: np.ndarray,
+    pooled: np.ndarray,
+    tokens: Sequence[int],
+    train_texts: list[str],
+    accuracy: float | None = None,
+) -> ReferenceProfile:
+    """The reference profile from one scoring pass over the (preprocessed) eval split: its
+    probabilities, pooled last hidden states and token counts, as ``predict_with_states``
+    returns them; at most ``MAX_SAMPLE`` texts, spread over the split, are profiled."""
+    from tasks.core.monitoring.features import features, vocabulary
 
     vocab = vocabulary(train_texts)
-    picked = _spread(eval_texts, max(MAX_SAMPLE, MAX_SKETCHES))
-    probs, feats = score_with_features(model, tokenizer, picked, vocab, batch_size, max_length)
-    return build_profile(labels, probs, feats, vocab, accuracy)
+    picked = _spread(range(len(eval_texts)), max(MAX_SAMPLE, MAX_SKETCHES))
+    feats = features(
+        [eval_texts[i] for i in picked], [tokens[i] for i in picked], pooled[picked], vocab
+    )
+    return build_profile(labels, probs[picked], feats, vocab, accuracy)

@@ -21,6 +21,7 @@ from tasks.core.serving.models import Loader, ModelHolder, pyfunc_loader, read_r
 from tasks.core.serving.telemetry import ServiceMetrics
 
 LOOPBACK = "127.0.0.1"
+LOOPBACK_POLL_S = 0.25  # registry reads of the in-process canary service (policy: 2 s)
 
 
 def build_service(
@@ -136,7 +137,10 @@ def loopback_service(name: str, spec: ServingSpec, tracking_uri: str, url: str |
     if url:
         yield url.rstrip("/")
         return
-    with BackgroundServer(build_service(name, spec, tracking_uri)) as server:
+    # In-process, beside the flow that moves the weights: it reads the local registry often,
+    # so a canary step waits a fraction of a second for its share, not a whole poll period.
+    quick = spec.model_copy(update={"poll_seconds": min(spec.poll_seconds, LOOPBACK_POLL_S)})
+    with BackgroundServer(build_service(name, quick, tracking_uri)) as server:
         yield server.url
 
 

@@ -251,16 +251,18 @@ def predict_with_states(
     batch_size: int = 64,
     max_length: int = 128,
     dtype: torch.dtype | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ):
     """(class probabilities, mean-pooled last hidden states, token counts) in one pass, batched
     as ``predict_proba`` batches (same probabilities): what monitoring profiles
     (``tasks/core/monitoring/features.py``) alongside the prediction. Token counts are the
-    full lengths, truncated or not, so length drift shows."""
+    full lengths, truncated or not, so length drift shows; ``on_batch`` as ``predict_proba``'s."""
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     pooled = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     if not len(texts):
         return probs, pooled, []
     full = tokenizer(list(texts), verbose=False)["input_ids"]
+    done = 0
     for idx, batch, autocast in length_batches(
         model, tokenizer, texts, batch_size, max_length, dtype
     ):
@@ -270,4 +272,7 @@ def predict_with_states(
         mask = batch["attention_mask"].unsqueeze(-1).float()
         states = out.hidden_states[-1].float()
         pooled[idx] = ((states * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+        done += len(idx)
+        if on_batch is not None:
+            on_batch(done)
     return probs, pooled, [len(ids) for ids in full]
