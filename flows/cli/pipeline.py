@@ -58,15 +58,15 @@ def run(
     home = apply_env()
     load(config, home)  # fail fast, before Prefect starts
     server = use_running_server(home)
-    # Without a running server Prefect starts a temporary one (seconds): start it now, while
-    # this process imports the pipeline's modules (seconds too), instead of after.
-    starting = None if server else start_temporary_server()
+    # Without a running server a temporary one starts (seconds): now, while this process
+    # imports the pipeline's modules (seconds too), instead of after.
+    temporary = None if server else start_temporary_server(home)
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
     from tasks.core.training.run import peak_rss_mb
 
-    if starting is not None:
-        starting.join()
+    if temporary is not None:
+        temporary.wait()
     tame_prefect_console()
     for line in reconcile(home):  # a run killed earlier is not shown running any more
         console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
@@ -136,26 +136,11 @@ def use_running_server(home) -> str | None:
     return None
 
 
-def start_temporary_server():
-    """Start Prefect's temporary server in a thread; join it before the first flow runs.
+def start_temporary_server(home: Home):
+    """Prefect's temporary server for this command, started now (``temp_server``)."""
+    from flows.cli.temp_server import TemporaryServer
 
-    It is the same process-wide instance the flow's client would start (a failure here leaves
-    it stopped, and the client starts it again and reports the error)."""
-    import contextlib
-    import threading
-
-    def start() -> None:
-        from prefect.server.api.server import SubprocessASGIServer
-        from prefect.settings import PREFECT_SERVER_EPHEMERAL_ENABLED
-
-        tame_prefect_console()  # its "Starting temporary server" lines are not the user's
-        if PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-            with contextlib.suppress(Exception):  # the flow's own start reports it
-                SubprocessASGIServer().start()
-
-    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
-    thread.start()
-    return thread
+    return TemporaryServer(home.prefect_home / "temporary-server.log").start()
 
 
 def time_line(wall: float, compute: dict[str, float]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,43 @@ def test_the_time_line_splits_wall_time_into_compute_and_overhead():
     )
     cached = time_line(20.0, {"training": 0.0, "evaluation": 0.0})
     assert "pipeline overhead 20.0 s" in cached and "n/a (training cached)" in cached
+
+
+SERVED = """
+import httpx, sys
+from tasks.core.home import apply_env
+from flows.cli.temp_server import TemporaryServer
+
+home = apply_env()
+server = TemporaryServer(home.prefect_home / "temporary-server.log").start()
+server.wait()
+from prefect import flow
+from prefect.server.api.server import SubprocessASGIServer
+
+@flow
+def hello() -> str:
+    return "hi"
+
+state = hello(return_state=True)
+runs = httpx.post(f"{server.api_url}/flow_runs/filter", json={}).json()
+assert state.result() == "hi" and str(state.state_details.flow_run_id) in {r["id"] for r in runs}
+assert not SubprocessASGIServer._instances, "Prefect started a server of its own"
+print(server.process.pid)
+"""
+
+
+def test_the_temporary_server_serves_the_flows_and_stops_with_the_command(home, monkeypatch):
+    """`run` with no server: Prefect's own server app, started by loraflow without importing it
+    in the command's process, serves that process's flows (Prefect starts none of its own),
+    and it stops when the command ends."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    done = subprocess.run(
+        [sys.executable, "-c", SERVED], capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Starting temporary server" not in done.stdout + done.stderr
+    pid = int(done.stdout.split()[-1])
+    assert not Path(f"/proc/{pid}").exists(), "the temporary server outlived the command"
