@@ -56,11 +56,13 @@ def run(
     """Run the finetune pipeline for one experiment config."""
     started = time.time()
     home = apply_env()
-    load(config, home)  # fail fast, before Prefect starts
+    loaded = load(config, home)  # fail fast, before Prefect starts
     server = use_running_server(home)
-    # Without a running server a temporary one starts (seconds): now, while this process
-    # imports the pipeline's modules (seconds too), instead of after.
+    # Without a running server a temporary one starts (seconds), and the training processes
+    # start too (seconds): now, while this process imports the pipeline's modules and checks
+    # the data, instead of after.
     temporary = None if server else start_temporary_server(home)
+    warm = prewarm_training(loaded.config.train, home)
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
     from tasks.core.training.run import peak_rss_mb
@@ -70,7 +72,11 @@ def run(
     tame_prefect_console()
     for line in reconcile(home):  # a run killed earlier is not shown running any more
         console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
-    state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
+    try:
+        state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
+    finally:
+        if warm is not None:
+            warm()  # not handed a job (training cached, or the run stopped before it)
     flow_run_id = str(state.state_details.flow_run_id)
     summary = result_or_pointer(state, home)
     wall = time.time() - started  # from the command's start: start-up is overhead too
@@ -134,6 +140,17 @@ def use_running_server(home) -> str | None:
         os.environ["PREFECT_API_URL"] = api
         return api
     return None
+
+
+def prewarm_training(train, home: Home):
+    """Start the training processes early (``tasks/core/training/warm.py``) when this run
+    trains on this machine; the function that stops them if no job reaches them, or None."""
+    if train.launcher != "subprocess" or train.work_pool:
+        return None
+    from tasks.core.training import warm
+
+    warm.prewarm(train.model_dump(mode="json"), home.work_dir / "training" / "warm")
+    return warm.release
 
 
 def start_temporary_server(home: Home):

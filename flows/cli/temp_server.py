@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from tasks.core.ops.links import TEMPORARY_ENV
 from tasks.core.ops.stack import free_port
 
 READY_TIMEOUT_S = 60.0
@@ -57,6 +58,7 @@ class TemporaryServer:
             "PREFECT__SERVER_FINAL": "1",
         }
         env.pop("PREFECT_API_URL", None)
+        env.pop(TEMPORARY_ENV, None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -64,6 +66,7 @@ class TemporaryServer:
             )
         atexit.register(self.stop)
         os.environ["PREFECT_API_URL"] = self.api_url
+        os.environ[TEMPORARY_ENV] = "1"  # no UI links to it: it ends with the command
         return self
 
     def wait(self, timeout_s: float = READY_TIMEOUT_S) -> None:

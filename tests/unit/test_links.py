@@ -45,3 +45,6 @@ def test_links_follow_the_running_stack_then_the_environment(tmp_path, monkeypat
         {"PREFECT_API_URL": "http://prefect:4200/api", "MLFLOW_TRACKING_URI": "http://ml:5000"},
     )
     assert (remote.prefect, remote.mlflow) == ("http://prefect:4200", "http://ml:5000")
+    # A command's temporary server ends with it and serves no UI: no link to it.
+    temporary = {"PREFECT_API_URL": "http://127.0.0.1:45123/api", "LORAFLOW_PREFECT_TEMPORARY": "1"}
+    assert ui_links(home, temporary).prefect is None

@@ -37,6 +37,9 @@ class UiLinks:
         return f"{self.mlflow}/#/models/{name}/versions/{version}" if self.mlflow else None
 
 
+TEMPORARY_ENV = "LORAFLOW_PREFECT_TEMPORARY"  # set while PREFECT_API_URL is a temporary server
+
+
 def answers(url: str, timeout: float = 0.5) -> bool:
     """Whether something listens at the URL's host and port."""
     parsed = urlparse(url)
@@ -51,7 +54,9 @@ def ui_links(home: Home, environ: dict[str, str] | None = None) -> UiLinks:
     """The UIs to point at: the environment's servers, else the running stack's, else none."""
     environ = os.environ if environ is None else environ
     prefect = environ.get("PREFECT_UI_URL") or None
-    if not prefect and environ.get("PREFECT_API_URL"):
+    # A command's temporary server (``flows/cli/temp_server.py``) is gone when it ends, and
+    # serves no UI: no page to point at.
+    if not prefect and environ.get("PREFECT_API_URL") and not environ.get(TEMPORARY_ENV):
         prefect = environ["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
     tracking = environ.get("MLFLOW_TRACKING_URI", "")
     mlflow = tracking.rstrip("/") if tracking.startswith(("http://", "https://")) else None

@@ -26,42 +26,22 @@ from pathlib import Path
 
 from tasks.core.errors import TrainingInputError, TrainingProcessFailed
 from tasks.core.home import REPO_ROOT
-from tasks.core.ops.processes import PARENT_ENV, parent_alive, parent_marker
+from tasks.core.ops.processes import PARENT_ENV, parent_alive
+from tasks.core.training.child import (  # noqa: F401 - the child's argv and layout, here too
+    MIN_SHARE,
+    child_env,
+    command,
+    cpu_processes,
+    gpu_count,
+    layout,
+)
 from tasks.core.training.progress import StepEvent
 from tasks.core.training.runs import TrainJob, TrainResult
+from tasks.core.training.warm import WAIT_ARG, adopt, wait_for_job
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, as a shell reports it
 EXIT_BAD_INPUT = 2
 STOP_GRACE_S = 120  # time the child gets to write its SIGTERM checkpoint
-
-
-def gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-MIN_SHARE = 8  # examples of a micro-batch each CPU process should get, at least
-
-
-def cpu_processes(train: dict) -> int:
-    """How many single-threaded CPU processes train a job (see TrainSpec.cpu_processes)."""
-    if train.get("cpu_processes"):
-        return int(train["cpu_processes"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, int(train.get("batch_size", 1)) // MIN_SHARE))
-
-
-def command(job_file: Path, gpus: int, cpu_procs: int = 1) -> list[str]:
-    """The child's argv: plain Python, ``accelerate launch`` across GPUs, torchrun across cores."""
-    module = ["-m", "tasks.core.training.launcher", str(job_file)]
-    if gpus > 1:
-        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
-        return [*launch, "--num_processes", str(gpus), *module]
-    if gpus == 0 and cpu_procs > 1:
-        run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        return [*run, "--nproc-per-node", str(cpu_procs), *module]
-    return [sys.executable, *module]
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -96,17 +76,21 @@ def launch(
         (folder / name).unlink(missing_ok=True)
     job_file = folder / "job.json"
     _write_json(job_file, asdict(job))
-    gpus = gpu_count() if gpus is None else gpus
-    procs = cpu_processes(job.train) if gpus == 0 else 1
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        PARENT_ENV: parent_marker(),  # the child stops (with a checkpoint) if this one dies
-    }
-    if procs > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else procs
-        env["OMP_NUM_THREADS"] = str(max(1, cores // procs))
-    proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=env)
+    gpus, procs = layout(job.train, gpus)
+    warm = adopt(job_file, gpus, procs)  # started early by `loraflow run`: already imported
+    if warm is not None:
+        proc = warm.proc
+    else:
+        proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=child_env(procs))
+    try:
+        return _supervise(proc, folder, on_event, poll_s)
+    finally:
+        if warm is not None:
+            warm.handoff.unlink(missing_ok=True)
+
+
+def _supervise(proc, folder: Path, on_event, poll_s: float):
+    """Relay the child's events until it exits; its TrainResult, or raise why it has none."""
     stopped = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -227,6 +211,11 @@ def main(argv: list[str] | None = None) -> None:
 
         warnings.simplefilter("ignore")
         warnings.showwarning = lambda *args, **kwargs: None
+    if argv[0] == WAIT_ARG:  # started early (``warm``): import, then wait for the job
+        job_file = wait_for_job(Path(argv[1]), os.environ.get(PARENT_ENV, ""))
+        if job_file is None:
+            sys.exit(0)
+        argv = [str(job_file)]
     job = TrainJob(**json.loads(Path(argv[0]).read_text()))
     sys.exit(run_job(job))
 
