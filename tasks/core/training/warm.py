@@ -94,11 +94,22 @@ def _kill_tree(pid: int) -> None:
                 proc.kill()
 
 
+def _import_late_modules() -> None:
+    """What a training imports only at its end (the loss plot), imported while there is
+    nothing else to do."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
 def wait_for_job(handoff: Path, parent: str, poll_s: float = 0.05) -> Path | None:
     """The child's side: the job file handed over, or None (parent gone, or waited too long).
 
     Imports what training needs first: the point of waiting warm."""
     import tasks.core.training.run  # noqa: F401 - torch, transformers, PEFT, MLflow
+
+    _import_late_modules()
     from tasks.core.ops.processes import parent_alive
 
     deadline = time.monotonic() + WAIT_S
