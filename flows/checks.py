@@ -21,7 +21,7 @@ from tasks.core.data.report import DataReport, failure_message
 from tasks.core.discovery import discover
 from tasks.core.errors import DataValidationFailed, LicenseDenied
 from tasks.core.home import Home
-from tasks.core.training.modeling import ModelRef, load_tokenizer
+from tasks.core.training.refs import ModelRef
 
 
 def audited_candidate(loaded: LoadedConfig, home: Home):
@@ -50,6 +50,8 @@ def validate_data_directly(loaded: LoadedConfig, home: Home) -> DataReport:
     validates it); raises DataValidationFailed (with the report) when a check fails."""
     cfg = loaded.config
     model = audited_candidate(loaded, home)
+    from tasks.core.training.modeling import load_tokenizer
+
     ref = ModelRef(model.repo_id, model.revision)
     tokenizer = load_tokenizer(ref, cache_dir=home.hf_hub_cache)
     report = prepare(

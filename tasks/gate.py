@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from logging import INFO, WARNING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -35,22 +36,17 @@ from tasks.core.evaluation.gates import GateDecision, decide_gates, gate_lines, 
 from tasks.core.evaluation.progress import ScoringProgress
 from tasks.core.evaluation.report import EvalReport
 from tasks.core.evaluation.run_cache import CachedRun, keeper
-from tasks.core.evaluation.scoring import (
-    BASE_SEED,
-    Classifier,
-    adapter_classifier,
-    base_classifier,
-    confusion_png,
-    evaluate_models,
-)
 from tasks.core.home import Home
 from tasks.core.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
 from tasks.core.monitoring.profile import ReferenceProfile, profile_from_scores, profile_split
 from tasks.core.registry.history import Decision, actor_pipeline, append
 from tasks.core.registry.versions import CHAMPION, load_alias
 from tasks.core.tracking import client
-from tasks.core.training.modeling import CAUSAL_LM, read_base_ref, read_task
+from tasks.core.training.refs import CAUSAL_LM, read_base_ref, read_task
 from tasks.core.training.runs import ADAPTER_ARTIFACT, TrainResult
+
+if TYPE_CHECKING:  # scoring imports torch: where a model is scored, not when this loads
+    from tasks.core.evaluation.scoring import Classifier
 
 
 @dataclass(frozen=True)
@@ -141,6 +137,8 @@ def _champion(mlc, name: str, run_id: str, home: Home, precision):
 
 def _served_classifier(name: str, version: str) -> Classifier:
     """Version ``version`` of ``name`` loaded exactly as it is served (its pyfunc)."""
+    from tasks.core.evaluation.scoring import Classifier
+
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
     return Classifier(
         model.model, model.tokenizer, list(model.labels), f"models:/{name}/{version}",
@@ -149,6 +147,8 @@ def _served_classifier(name: str, version: str) -> Classifier:
 
 
 def _loaded_champion(mlc, name: str, precision):
+    from tasks.core.evaluation.scoring import Classifier
+
     found = load_alias(mlc, name, CHAMPION)
     if found is None:  # the alias moved away in between
         return None, None
@@ -248,6 +248,8 @@ def record(
         | run_facts
     )
     experiment_id = mlc.get_run(trained_run_id).info.experiment_id
+    from tasks.core.evaluation.scoring import confusion_png
+
     with tempfile.TemporaryDirectory() as tmp:
         png = confusion_png(report, Path(tmp) / "confusion_matrix.png")
         return append(
@@ -389,6 +391,8 @@ def _score_classifiers(
 ):  # fmt: skip
     """The classifiers' evaluation: (report, reference profile for the monitor, how it was
     computed: precision and its reason, base scores cached)."""
+    from tasks.core.evaluation.scoring import evaluate_models
+
     precision = eval_precision(spec)
     candidate, champion, champion_version, base = _models(
         mlc, adapter, trained.run_id, recorded, gates, registry, home, precision
@@ -421,6 +425,8 @@ def _score_classifiers(
 def _models(mlc, adapter, run_id, recorded, gates, registry, home, precision):
     """(candidate, champion, its version, base scorer): every model the evaluation scores, each
     with the run's preprocessing (the champion with its own) and the chosen precision."""
+    from tasks.core.evaluation.scoring import adapter_classifier
+
     preprocessing = Preprocessing.from_dict(recorded) if recorded else None
     candidate = adapter_classifier(
         adapter, run_id, home.hf_hub_cache, preprocessing, precision.dtype
@@ -447,6 +453,8 @@ def cached_base(
 ) -> CachedBase:
     """The base model's scorer, reading and filling the cache under the state home; the
     preprocessing is applied before the cache key is taken, so it is part of the key."""
+    from tasks.core.evaluation.scoring import BASE_SEED, base_classifier
+
     ref, labels = read_base_ref(adapter)
     return CachedBase(
         load=partial(base_classifier, adapter, home.hf_hub_cache, None, precision.dtype),

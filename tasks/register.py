@@ -29,7 +29,7 @@ from tasks.core.registry.lineage import EVALUATION_TAG
 from tasks.core.registry.pyfunc import GENERATION_ARTIFACT, PREPROCESSING_ARTIFACT
 from tasks.core.registry.versions import Registration, register
 from tasks.core.tracking import client
-from tasks.core.training.modeling import drop_peft_template_card
+from tasks.core.training.refs import drop_peft_template_card
 from tasks.gate import EvalOutcome, fetch_adapter
 
 # Recorded on the version, never keyed: a new commit or flow run alone must not re-register.

@@ -26,7 +26,6 @@ from tasks.core.data.prepare import load_prepared
 from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
 from tasks.core.digests import key
-from tasks.core.evaluation.scoring import adapter_classifier
 from tasks.core.home import Home
 from tasks.core.registry import serving_form as forms
 from tasks.core.registry.versions import Registration
@@ -114,6 +113,8 @@ def build_serving_form(
 
 def _measure(adapter, outcome, data, spec, rule, max_length, home, work):
     """(figures, folders) of the candidate forms, scored against the exact predictions."""
+    from tasks.core.evaluation.scoring import adapter_classifier
+
     precision = eval_precision(spec)
     recorded = getattr(outcome, "preprocessing", None) or None
     preprocessing = Preprocessing.from_dict(recorded) if recorded else None

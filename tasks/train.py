@@ -32,9 +32,8 @@ from tasks.core.home import Home
 from tasks.core.ops.links import ui_links
 from tasks.core.tracking import client, dataset_inputs, ensure_experiment
 from tasks.core.training.launcher import launch
-from tasks.core.training.modeling import ModelRef
 from tasks.core.training.progress import StepEvent, TerminalProgress
-from tasks.core.training.run import fine_tune
+from tasks.core.training.refs import ModelRef
 from tasks.core.training.runs import (
     IDENTITY_TAG,
     TrainJob,
@@ -95,6 +94,20 @@ class TrainingInputs:
             cache_dir=str(home.hf_hub_cache),
             identity=self.identity(home),
         )
+
+
+def preload_evaluation() -> None:
+    """Import what the evaluation stage needs (PEFT and the scoring code: seconds of this
+    process's time) in a thread while the training processes compute and this one waits."""
+    import importlib
+    import threading
+
+    threading.Thread(
+        target=importlib.import_module,
+        args=("tasks.core.evaluation.scoring",),
+        name="preload-evaluation",
+        daemon=True,
+    ).start()
 
 
 def _cache_key(context, params) -> str:
@@ -228,8 +241,11 @@ def train_adapter(inputs: TrainingInputs, home: Home) -> TrainResult:
         _record_inputs(mlc, run_id, inputs)
         job = inputs.job(run_id, home)
         if inputs.train.launcher == "in-process":
+            from tasks.core.training.run import fine_tune  # torch: only where it trains
+
             result = fine_tune(job, on_event=reporter, mlc=mlc)
         else:
+            preload_evaluation()
             result = launch(job, on_event=reporter)
     except BaseException:  # bad input (no retry, exit 2) or a failure a retry resumes
         mlc.set_terminated(run_id, "FAILED")

@@ -2,7 +2,8 @@
 
 ``scoring`` scores the models on one eval split (metrics, slices, golden cases), batched by
 token length at the chosen precision; ``base_cache`` keeps the base model's scores per base,
-eval data and max_length, so they are computed once; ``report`` the
+eval data and max_length, so they are computed once; ``run_cache`` keeps a candidate's
+scores for the evaluations where it is the champion; ``report`` the
 plain records of what was measured; ``gates`` the registration gate, a pure decision over a
 report and the configured gates; ``causal`` causal-LM scoring (loss, perplexity, a task
 metric); ``golden`` reads and checks the must-pass examples (also before training);

@@ -6,10 +6,12 @@ training run is outside its process (the job, the result, finding the MLflow run
 ``precision`` the compute precision and its reason (bf16 autocast on a GPU or a CPU with a
 native bf16 unit), shared by training, evaluation and serving;
 ``loop`` the training loop itself, step by step; ``launcher`` runs it in a child process (torchrun across CPU cores,
-``accelerate launch`` across GPUs) and relays its progress; ``checkpoints`` the resumable
+``accelerate launch`` across GPUs) and relays its progress; ``child`` that child's argv,
+environment and process layout; ``warm`` starts it before its job exists (``loraflow run``); ``checkpoints`` the resumable
 state on disk and in the run's artifacts; ``batches`` length-grouped, dynamically padded or
 packed batches; ``sft`` prompt/response examples with the loss on the response; ``modeling``
-builds base + LoRA models from references (also used by evaluation and serving);
+builds base + LoRA models from references (also used by evaluation and serving); ``refs``
+the references themselves, readable without torch;
 ``cpu_dropout`` a cheaper dropout for CPU; ``grad_sync`` one gradient exchange per step for
 CPU process groups; ``generation`` batched, left-padded answers from a decoder + adapter (evaluation, the
 registered generator, serving); ``progress`` step events, batched MLflow metrics, the terminal bar, the plot.

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from tasks.core.home import REPO_ROOT
 from tasks.core.ops.processes import PARENT_ENV, parent_marker
-from tasks.core.training.warm import WAIT_ARG
+
+WAIT_ARG = "--wait-for-job"  # the child waits for a handoff file naming its job (``warm``)
 
 
 def gpu_devices_present() -> bool:

@@ -29,6 +29,7 @@ from tasks.core.home import REPO_ROOT
 from tasks.core.ops.processes import PARENT_ENV, parent_alive
 from tasks.core.training.child import (  # noqa: F401 - the child's argv and layout, here too
     MIN_SHARE,
+    WAIT_ARG,
     child_env,
     command,
     cpu_processes,
@@ -37,7 +38,7 @@ from tasks.core.training.child import (  # noqa: F401 - the child's argv and lay
 )
 from tasks.core.training.progress import StepEvent
 from tasks.core.training.runs import TrainJob, TrainResult
-from tasks.core.training.warm import WAIT_ARG, adopt, wait_for_job
+from tasks.core.training.warm import adopt, wait_for_job
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, as a shell reports it
 EXIT_BAD_INPUT = 2

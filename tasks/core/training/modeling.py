@@ -12,7 +12,6 @@ import importlib.util
 import json
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +27,17 @@ from transformers import (
 
 from tasks.core.config.train import LoraSpec
 from tasks.core.errors import TrainingInputError
+from tasks.core.training.refs import (  # noqa: F401 - light references, also importable here
+    BASE_REF_FILE,
+    CAUSAL_LM,
+    SEQ_CLS,
+    ModelRef,
+    drop_peft_template_card,
+    read_base_ref,
+    read_task,
+)
 
-BASE_REF_FILE = "loraflow_base.json"
-SEQ_CLS, CAUSAL_LM = "sequence-classification", "causal-lm"
 PEFT_TASKS = {SEQ_CLS: TaskType.SEQ_CLS, CAUSAL_LM: TaskType.CAUSAL_LM}
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model pinned to a commit: the only way stages refer to a base model."""
-
-    repo_id: str
-    revision: str
-
-    def __str__(self) -> str:
-        return f"{self.repo_id}@{self.revision}"
 
 
 def load_tokenizer(ref: ModelRef, cache_dir: Path | None = None):
@@ -160,25 +155,6 @@ def save_adapter(
         )
     )
     return out_dir
-
-
-def drop_peft_template_card(adapter_dir: Path) -> None:
-    """Remove the blank model card PEFT writes beside an adapter ("Model Card for Model ID",
-    every field "[More Information Needed]"): the registered version ships loraflow's card."""
-    card = Path(adapter_dir) / "README.md"
-    if card.is_file() and "[More Information Needed]" in card.read_text(errors="replace"):
-        card.unlink()
-
-
-def read_base_ref(adapter_dir: Path) -> tuple[ModelRef, list[str]]:
-    data = json.loads((Path(adapter_dir) / BASE_REF_FILE).read_text())
-    return ModelRef(data["repo_id"], data["revision"]), list(data["labels"])
-
-
-def read_task(adapter_dir: Path) -> str:
-    """The adapter's training task (sequence-classification for adapters saved before it)."""
-    data = json.loads((Path(adapter_dir) / BASE_REF_FILE).read_text())
-    return data.get("task", SEQ_CLS)
 
 
 def load_classifier(adapter_dir: Path, cache_dir: Path | None = None, merge: bool = False):

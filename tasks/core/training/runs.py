@@ -15,7 +15,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from tasks.core.config.train import LoraSpec, TrainSpec
-from tasks.core.training.modeling import ModelRef
+from tasks.core.training.refs import ModelRef
 
 ADAPTER_ARTIFACT = "adapter"
 IDENTITY_TAG = "loraflow.train_identity"

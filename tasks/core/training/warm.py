@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-WAIT_ARG = "--wait-for-job"
+from tasks.core.training.child import child_env, command, layout
+
 WAIT_S = 900.0  # a warm process nobody hands a job exits after this
 
 
@@ -41,7 +42,6 @@ _warm: list[Warm] = []  # at most one
 def prewarm(train: dict, folder: Path) -> Warm:
     """Start the training processes for a job of ``train`` (a TrainSpec as plain data) now."""
     from tasks.core.home import REPO_ROOT
-    from tasks.core.training.child import child_env, command, layout
 
     release()
     gpus, procs = layout(train)
