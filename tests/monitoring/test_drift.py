@@ -100,3 +100,20 @@ def test_profile_round_trips_and_stays_small():
     assert again == ref
     assert len(ref.stats.sketches) <= 512 and len(ref.stats.confidence) <= 1000
     assert ref.stats.oov_rate == 0.0
+
+
+def test_confidence_noise_from_another_precision_is_not_drift():
+    """An untrained head scores everything at 0.507 +- 0.001: the served form's fp32 scores and
+    the evaluation's bf16 ones differ by thousandths, a 'significant' KS statistic on so narrow
+    a distribution, yet no drift. The same narrow reference against confidences moved by
+    points still breaches."""
+    from tasks.core.monitoring.drift import _ks
+
+    rng = np.random.default_rng(3)
+    fp32 = 0.507 + rng.normal(0, 0.0005, 800)
+    bf16 = np.round((0.507 + rng.normal(0, 0.0005, 200)) * 256) / 256  # a coarser grid
+    noise = _ks("confidence", fp32, bf16, POLICY, "confidence", 0.005)
+    assert noise.verdict == PASS and noise.figure > POLICY.drift.max_ks, noise.detail
+    assert "within numeric noise" in noise.detail
+    moved = _ks("confidence", fp32, bf16 + 0.05, POLICY, "confidence", 0.005)
+    assert moved.verdict == BREACH and moved.event == DRIFT
