@@ -62,7 +62,7 @@ def run(
     # start too (seconds): now, while this process imports the pipeline's modules and checks
     # the data, instead of after.
     temporary = None if server else start_temporary_server(home)
-    warm = prewarm_training(loaded.config.train, home)
+    warm = WarmTraining(loaded, home, force)
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
     from tasks.core.training.run import peak_rss_mb
@@ -75,10 +75,10 @@ def run(
     try:
         state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
     finally:
-        if warm is not None:
-            warm()  # not handed a job (training cached, or the run stopped before it)
+        warm.release()  # not handed a job (training cached, or the run stopped before it)
     flow_run_id = str(state.state_details.flow_run_id)
     summary = result_or_pointer(state, home)
+    warm.completed()
     wall = time.time() - started  # from the command's start: start-up is overhead too
     console.print(f"\n[bold green]pipeline finished[/] in {wall:.0f} s")
     training_mb = summary.pop("train_peak_rss_mb", 0)
@@ -142,15 +142,33 @@ def use_running_server(home) -> str | None:
     return None
 
 
-def prewarm_training(train, home: Home):
-    """Start the training processes early (``tasks/core/training/warm.py``) when this run
-    trains on this machine; the function that stops them if no job reaches them, or None."""
-    if train.launcher != "subprocess" or train.work_pool:
-        return None
-    from tasks.core.training import warm
+class WarmTraining:
+    """The training processes `run` starts early (``tasks/core/training/warm.py``): when this
+    run trains on this machine, and unless these inputs completed a run here before (a cached
+    training would gain nothing, and lose the CPU they take)."""
 
-    warm.prewarm(train.model_dump(mode="json"), home.work_dir / "training" / "warm")
-    return warm.release
+    def __init__(self, loaded, home: Home, force: bool):
+        from tasks.core.training import warm
+
+        train, data = loaded.config.train, loaded.config.data
+        files = [s.path for s in (data.train, data.eval) if s is not None and s.path]
+        self.folder = home.work_dir / "training" / "warm"
+        self.key = warm.inputs_key(loaded.sha256, files)
+        self.local = train.launcher == "subprocess" and not train.work_pool
+        self.started = self.local and (force or not warm.seen(self.folder, self.key))
+        if self.started:
+            warm.prewarm(train.model_dump(mode="json"), self.folder)
+
+    def release(self) -> None:
+        from tasks.core.training import warm
+
+        warm.release()
+
+    def completed(self) -> None:
+        from tasks.core.training import warm
+
+        if self.local:
+            warm.remember(self.folder, self.key)
 
 
 def start_temporary_server(home: Home):

@@ -93,3 +93,18 @@ def test_a_waiting_process_takes_the_handoff_or_leaves_with_its_parent(tmp_path,
     begun = time.monotonic()
     assert warm.wait_for_job(handoff, marker) is None
     assert time.monotonic() - begun < 5
+
+
+def test_inputs_seen_complete_before_get_no_warm_processes(tmp_path):
+    """`run` skips the warm start when the same config and data files completed a run in this
+    home (its training is then a cache hit); a touched data file or another config is new."""
+    data = tmp_path / "train.tsv"
+    data.write_text("text\tlabel\na\t0\n")
+    folder = tmp_path / "warm"
+    key = warm.inputs_key("config-a", [data])
+    assert not warm.seen(folder, key)
+    warm.remember(folder, key)
+    assert warm.seen(folder, key) and warm.seen(folder, warm.inputs_key("config-a", [data]))
+    assert not warm.seen(folder, warm.inputs_key("config-b", [data]))
+    data.write_text("text\tlabel\nb\t1\n")  # the data changed: training will run
+    assert not warm.seen(folder, warm.inputs_key("config-a", [data]))

@@ -82,6 +82,33 @@ def release() -> None:
         warm.handoff.unlink(missing_ok=True)
 
 
+def inputs_key(config_sha256: str, files: list[Path]) -> str:
+    """What decides whether a run will train: the config and its data files (path, size,
+    modification time), as one key."""
+    import hashlib
+    import json
+
+    stamps = []
+    for path in files:
+        try:
+            stat = Path(path).stat()
+            stamps.append([str(path), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            stamps.append([str(path), None, None])
+    return hashlib.sha256(json.dumps([config_sha256, stamps]).encode()).hexdigest()
+
+
+def seen(folder: Path, key: str) -> bool:
+    """Whether a run with these inputs completed here before: its training is then most likely
+    a cache hit, and warm processes would only take CPU from the cached run."""
+    return (folder / f"trained-{key[:32]}").is_file()
+
+
+def remember(folder: Path, key: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"trained-{key[:32]}").touch()
+
+
 def _kill_tree(pid: int) -> None:
     """SIGKILL a launcher and every process under it (torchrun starts each worker in a
     session of its own, so one process group does not hold them all)."""
