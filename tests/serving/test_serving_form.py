@@ -212,3 +212,18 @@ def test_an_onnx_served_version_feeds_the_window_the_exact_forms_lengths_and_oov
     live = Stats.from_dict(stats)
     skipped = embedding_shift(live, live, load_monitoring_policy(POLICY))
     assert skipped.verdict == "skip" and "ONNX" in skipped.detail
+
+
+def test_a_passing_form_slower_than_the_exact_model_is_not_served():
+    # Found by bench_serving: on a CPU with native bf16 the exact model (bf16 autocast, 3.2
+    # ms/example) outran the gated onnx-fp32 form (6.4 ms/example), which was served anyway.
+    slow = figures("onnx-fp32", flipped=0)  # passes its gate, 1.0 ms/example
+    decision = forms.decide_serving_form([slow], SPEC, 0.9, 0.5, "2026.11-1")
+    assert (decision.chosen, decision.passed) == (EXACT, False)
+    assert decision.note.startswith("onnx-fp32 passed its gate but is slower than the exact")
+    assert served_form(decision.tags()) == EXACT
+    assert decision.forms == (slow,)  # its figures stay on record
+    fast = forms.decide_serving_form([slow], SPEC, 0.9, 3.0)
+    assert fast.chosen == "onnx-fp32"
+    unknown = forms.decide_serving_form([slow], SPEC, 0.9)  # exact speed not measured
+    assert unknown.chosen == "onnx-fp32"

@@ -3,15 +3,16 @@
 The exact model is the base + LoRA adapter as evaluated. Its serving form merges the LoRA
 into the base (no adapter matmuls at inference), exports the merged classifier to ONNX and
 runs it in ONNX Runtime, either in fp32 (``onnx-fp32``) or with int8 weights from ONNX
-Runtime's dynamic quantization, per output channel (``onnx-int8``). Measured on this
-project's CPU (docs/benchmarks.md): both run 2-6x faster than the exact PyTorch model, and
-int8 gives up some agreement.
+Runtime's dynamic quantization, per output channel (``onnx-int8``). Against an fp32 PyTorch
+model both run 2-6x faster (docs/benchmarks.md), and int8 gives up some agreement; on a CPU
+with a native bf16 unit the exact model runs in bf16 (``precision: auto``) and the fp32 form
+was measured 2x *slower* than it, so a form must also beat the exact model's speed.
 
 A form is served only when it passes its gate (``gates.serving_form`` of the gate policy):
 on the *whole* eval split it predicts the exact model's label on at least ``min_agreement``
 of the examples and loses at most ``max_accuracy_drop`` accuracy. The candidates are tried
-in the configured order (fastest first); the first that passes is chosen, none passing
-leaves the exact model served. ``decide_serving_form`` is the pure decision over the
+in the configured order (fastest first); the first that passes and is faster than the exact
+model is chosen, none such leaves the exact model served. ``decide_serving_form`` is the pure decision over the
 measured figures; ``record_serving_form`` records it as one ``serving-form`` record of the
 decision history (``serving_form/decision.json`` and the chosen form's files under
 ``serving_form/<form>/`` in that record's run), indexed by the version's tags.
@@ -126,12 +127,24 @@ def decide_serving_form(
     policy_version: str = "",
     note: str = "",
 ) -> ServingFormDecision:
-    """The first candidate (in the configured order) that passed is served; else the exact."""
+    """The first candidate (in the configured order) that passed and scores faster than the
+    exact model (``exact_ms_per_example``, the evaluation's figure on the same split; unknown:
+    not compared) is served; else the exact. A form is optimised only if it is: on a CPU with
+    a native bf16 unit the exact model runs in bf16 and can outpace ONNX Runtime's fp32."""
     order = {form: i for i, form in enumerate(spec.candidates)}
     ranked = sorted(figures, key=lambda f: order.get(f.form, len(order)))
-    chosen = next((f.form for f in ranked if f.passed), EXACT)
+    passed = [f for f in ranked if f.passed]
+    faster = [f for f in passed if exact_ms_per_example is None
+              or f.ms_per_example < exact_ms_per_example]  # fmt: skip
+    chosen = faster[0].form if faster else EXACT
     if chosen == EXACT and not note:
         note = "no optimised form passed its gate" if figures else "no optimised form built"
+        if passed:
+            note = (
+                f"{passed[0].form} passed its gate but is slower than the exact model "
+                f"({passed[0].ms_per_example:.2f} vs {exact_ms_per_example:.2f} ms/example on "
+                "the eval split): the exact model is served"
+            )
     return ServingFormDecision(
         chosen=chosen,
         passed=chosen != EXACT,
