@@ -95,6 +95,9 @@ def test_the_merged_onnx_forms_agree_with_the_exact_model_and_are_recorded(home,
     assert by_form["onnx-int8"].agreement >= 0.95
     fp32 = OnnxClassifier(folders["onnx-fp32"])
     assert fp32.labels == LABELS and len(fp32.predict(texts[:3])) == 3
+    # The speed a form must beat: the exact model as served (merged), on the same split.
+    exact_ms = forms.exact_ms_per_example(model, tokenizer, texts, 16, 16)
+    assert exact_ms > 0 and hasattr(model, "merge_and_unload")  # the caller's keeps its adapter
     int8 = folders["onnx-int8"] / "model.onnx"
     assert int8.stat().st_size < (folders["onnx-fp32"] / "model.onnx").stat().st_size
 

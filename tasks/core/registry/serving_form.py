@@ -222,6 +222,27 @@ class EvalSplit:
     exact_ms_per_example: float | None = None
 
 
+def exact_ms_per_example(
+    model, tokenizer, texts: list[str], batch_size: int, max_length: int, dtype=None,
+    preprocessing: dict | None = None,
+) -> float:  # fmt: skip
+    """The exact model as the service runs it (LoRA merged, at the evaluation's precision
+    ``dtype``) scoring ``texts`` in batches, ms per example: the speed a form must beat,
+    measured like the forms' and just before them (the evaluation's latency figure is of the
+    unmerged model, taken at another moment of a shared machine)."""
+    from tasks.core.data.preprocess import Preprocessing
+    from tasks.core.training.modeling import predict_proba
+
+    merged = copy.deepcopy(model)  # the caller's model keeps its adapter
+    if hasattr(merged, "merge_and_unload"):
+        merged = merged.merge_and_unload()
+    if preprocessing:
+        texts = Preprocessing.from_dict(preprocessing).apply(list(texts))
+    started = time.perf_counter()
+    predict_proba(merged.eval(), tokenizer, list(texts), batch_size, max_length, dtype)
+    return 1000 * (time.perf_counter() - started) / max(len(texts), 1)
+
+
 def measure_forms(
     model, tokenizer, labels: list[str], split: EvalSplit, spec: ServingFormSpec,
     work: Path, max_length: int, batch_size: int = 64, threads: int = 0,
