@@ -224,12 +224,16 @@ class EvalSplit:
 
 def exact_ms_per_example(
     model, tokenizer, texts: list[str], batch_size: int, max_length: int, dtype=None,
-    preprocessing: dict | None = None,
+    preprocessing: dict | None = None, threads: int = 1,
 ) -> float:  # fmt: skip
     """The exact model as the service runs it (LoRA merged, at the evaluation's precision
-    ``dtype``) scoring ``texts`` in batches, ms per example: the speed a form must beat,
-    measured like the forms' and just before them (the evaluation's latency figure is of the
-    unmerged model, taken at another moment of a shared machine)."""
+    ``dtype``, ``threads`` intra-op threads like a predict thread) scoring ``texts`` in
+    batches, ms per example: the speed a form must beat, measured like the forms' and just
+    before them (the evaluation's latency figure is of the unmerged model, on every core,
+    taken at another moment of a shared machine; with 2 OpenMP threads on 2 loaded cores the
+    exact model took 22 ms/example, with 1 thread 4.1)."""
+    import torch
+
     from tasks.core.data.preprocess import Preprocessing
     from tasks.core.training.modeling import predict_proba
 
@@ -238,20 +242,27 @@ def exact_ms_per_example(
         merged = merged.merge_and_unload()
     if preprocessing:
         texts = Preprocessing.from_dict(preprocessing).apply(list(texts))
-    started = time.perf_counter()
-    predict_proba(merged.eval(), tokenizer, list(texts), batch_size, max_length, dtype)
-    return 1000 * (time.perf_counter() - started) / max(len(texts), 1)
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        started = time.perf_counter()
+        predict_proba(merged.eval(), tokenizer, list(texts), batch_size, max_length, dtype)
+        return 1000 * (time.perf_counter() - started) / max(len(texts), 1)
+    finally:
+        torch.set_num_threads(before)
 
 
 def measure_forms(
     model, tokenizer, labels: list[str], split: EvalSplit, spec: ServingFormSpec,
-    work: Path, max_length: int, batch_size: int = 64, threads: int = 0,
+    work: Path, max_length: int, batch_size: int = 64, threads: int = 1,
     preprocessing: dict | None = None,
 ) -> tuple[list[FormFigures], dict[str, Path]]:  # fmt: skip
     """Export, then score the candidates in order until one passes (later ones are not built).
 
     ``model`` (the exact PEFT classifier) is merged on a copy; ``threads``: ONNX Runtime's
-    intra-op threads for scoring (0: one per core); ``preprocessing`` (the version's, as a
+    intra-op threads for scoring (0: one per core; 1: as a predict thread of the service runs
+    it, and as ``exact_ms_per_example`` times the exact model); ``preprocessing`` (the version's, as a
     dict) travels in the form, which applies it to the split's raw texts as the exact did.
     """
     fp32 = export_merged(model, tokenizer, labels, max_length, work / "onnx-fp32", preprocessing)
