@@ -458,8 +458,10 @@ def report(rows: dict, levels: list[int], args, device: str, source: str, form: 
         f"Device: {device}. Model: {source}. One request = one SST-2 dev sentence; "
         f"{args.requests} requests or {args.seconds:g} s per level and server, after 20 "
         f"warm-up requests; the three servers run side by side and take turns at each level. "
-        f"loraflow and ONNX Runtime: {args.workers} predict threads, batches up to 32, 5 ms "
-        "wait; every worker thread of every server uses 1 intra-op thread.",
+        f"loraflow and ONNX Runtime: {args.workers} predict threads, batches up to 32 (ONNX "
+        "Runtime: the first text waits up to 5 ms; loraflow: continuous, a free thread takes "
+        "every queued text, 5 ms only while another batch is scored); every worker thread of "
+        "every server uses 1 intra-op thread.",
         "",
         form + ".",
         "",
