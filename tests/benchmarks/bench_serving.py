@@ -19,11 +19,13 @@ registered pyfunc and run on 127.0.0.1, each in a child process of its own:
   FastAPI with a plain dynamic batcher (the first text waits up to 5 ms for others, batches up
   to 32, ``--workers`` session threads with 1 intra-op thread each): what an informed user
   would write to serve it;
-- loraflow: ``loraflow serve NAME`` (micro-batching up to 32 texts, 5 ms wait only while
-  another batch is in flight, ``--workers`` predict threads, default one per core, 1 thread
-  each), routing and metrics included, serving the version's optimised form when it passed
-  its gate (the form and its agreement with the exact model on the whole dev split, from the
-  version's ``serving_form/decision.json``, are printed with the results).
+- loraflow: ``loraflow serve NAME`` (continuous batching: a free predict thread takes every
+  queued text, up to 32, scored in length-sorted passes of 16; ``--workers`` predict threads,
+  default one per core, 1 thread each, below the event loop's CPU priority), routing, metrics
+  and the live window included, serving the version's optimised form when it passed its gate
+  and is faster than the exact model (the form and its agreement with the exact model on the
+  whole dev split, from the version's ``serving_form/decision.json``, are printed with the
+  results).
 
 The load loop (this process, asyncio + httpx) sends SST-2 dev sentences, one per request,
 ``concurrency`` in flight, for ``--requests`` requests or ``--seconds``, whichever ends first,
@@ -130,13 +132,14 @@ def build_serving_form(mlc, run_id: str, version: str, adapter: Path, work: Path
     texts, references = read_tsv(DATA / "dev.tsv", "content", 872)
     dtype = resolve("auto").dtype
     exact = predict_proba(model, tokenizer, texts, 64, 128, dtype).argmax(1).tolist()
+    exact_ms = forms.exact_ms_per_example(model, tokenizer, texts, 64, 128, dtype)
     accuracy = sum(e == y for e, y in zip(exact, references, strict=True)) / len(exact)
     spec = ServingFormSpec()
     split = forms.EvalSplit(texts, references, exact)
     figures, folders = forms.measure_forms(
         model, tokenizer, labels, split, spec, work / "forms", 128
     )
-    decision = forms.decide_serving_form(figures, spec, accuracy)
+    decision = forms.decide_serving_form(figures, spec, accuracy, exact_ms)
     forms.record_serving_form(mlc, run_id, NAME, version, decision, folders.get(decision.chosen))
 
 
@@ -455,8 +458,10 @@ def report(rows: dict, levels: list[int], args, device: str, source: str, form: 
         f"Device: {device}. Model: {source}. One request = one SST-2 dev sentence; "
         f"{args.requests} requests or {args.seconds:g} s per level and server, after 20 "
         f"warm-up requests; the three servers run side by side and take turns at each level. "
-        f"loraflow and ONNX Runtime: {args.workers} predict threads, batches up to 32, 5 ms "
-        "wait; every worker thread of every server uses 1 intra-op thread.",
+        f"loraflow and ONNX Runtime: {args.workers} predict threads, batches up to 32 (ONNX "
+        "Runtime: the first text waits up to 5 ms; loraflow: continuous, a free thread takes "
+        "every queued text, 5 ms only while another batch is scored); every worker thread of "
+        "every server uses 1 intra-op thread.",
         "",
         form + ".",
         "",

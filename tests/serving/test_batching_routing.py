@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+from functools import partial
 
 import pytest
 
 from tasks.core.errors import BatcherClosed
 from tasks.core.serving.batcher import MicroBatcher
+from tasks.core.serving.models import torch_threads
 from tasks.core.serving.routing import bucket, to_challenger
 
 
@@ -92,6 +95,76 @@ def test_a_lone_text_is_dispatched_at_once_and_waits_only_while_another_batch_ru
 
     assert run(main()) < 1.0  # far below max_wait (2 s)
     assert calls == [["first"], ["second", "third"]]
+
+
+def test_texts_queued_while_a_batch_is_scored_form_the_next_batch_without_a_timer():
+    # Continuous batching, one worker: a lone text is scored at once (max_wait is 5 s and is
+    # never waited); the 40 texts that queue meanwhile form the next batches, up to max_batch,
+    # as soon as the worker is free again.
+    calls, release = [], threading.Event()
+
+    def predict(texts):
+        calls.append(list(texts))
+        if texts == ["first"]:
+            release.wait(10)
+        return [(t, 1.0) for t in texts]
+
+    async def main():
+        batcher = MicroBatcher(predict, max_batch=32, max_wait_s=5.0, workers=1).start()
+        started = time.perf_counter()
+        first = asyncio.ensure_future(batcher.submit(["first"]))
+        while not calls:
+            await asyncio.sleep(0.001)
+        alone = time.perf_counter() - started
+        queued = [asyncio.ensure_future(batcher.submit([f"t{i}"])) for i in range(40)]
+        await asyncio.sleep(0.05)  # all 40 queued behind the running batch
+        assert len(calls) == 1
+        release.set()
+        released = time.perf_counter()
+        await asyncio.gather(first, *queued)
+        drained = time.perf_counter() - released
+        await batcher.close()
+        return alone, drained, [q.result()[0][0] for q in queued]
+
+    alone, drained, answers = run(main())
+    assert alone < 1.0 and drained < 1.0  # neither waited for max_wait
+    assert [len(c) for c in calls] == [1, 32, 8]
+    assert calls[1] + calls[2] == [f"t{i}" for i in range(40)] == answers
+
+
+def test_a_lone_request_after_a_burst_is_not_held_back():
+    calls = []
+
+    async def main():
+        batcher = MicroBatcher(echo_recording(calls), max_batch=32, max_wait_s=5.0).start()
+        await asyncio.gather(*(batcher.submit([f"b{i}"]) for i in range(6)))
+        started = time.perf_counter()
+        await batcher.submit(["late"])
+        elapsed = time.perf_counter() - started
+        await batcher.close()
+        return elapsed
+
+    assert run(main()) < 1.0
+    assert calls == [[f"b{i}" for i in range(6)], ["late"]]
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priorities")
+def test_predict_threads_run_below_the_event_loop_priority():
+    seen = []
+
+    def predict(texts):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return [(t, 1.0) for t in texts]
+
+    async def main():
+        setup = partial(torch_threads, 0, 5)
+        batcher = MicroBatcher(predict, 8, 0.0, initializer=setup, workers=2).start()
+        await asyncio.gather(*(batcher.submit([f"t{i}"]) for i in range(4)))
+        await batcher.close()
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    loop_nice = run(main())
+    assert seen and set(seen) == {min(19, loop_nice + 5)}  # the loop's own stays as it was
 
 
 def test_a_failing_batch_fails_its_requests_only_and_close_refuses_new_ones():

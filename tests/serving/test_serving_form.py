@@ -62,7 +62,7 @@ def test_the_first_passing_candidate_is_served_else_the_exact_model():
 
     none = forms.decide_serving_form([fail], SPEC, 0.9)
     assert (none.chosen, none.passed) == (EXACT, False)
-    assert none.note == "no optimised form passed its gate"
+    assert none.note.startswith("no optimised form passed its gate: onnx-int8 agreement 0.9800")
     assert served_form(none.tags()) == EXACT
     assert served_form({}) == EXACT  # a version registered before serving forms existed
     assert served_form({"serving_form": "onnx-int8", "serving_form.passed": "false"}) == EXACT
@@ -95,8 +95,21 @@ def test_the_merged_onnx_forms_agree_with_the_exact_model_and_are_recorded(home,
     assert by_form["onnx-int8"].agreement >= 0.95
     fp32 = OnnxClassifier(folders["onnx-fp32"])
     assert fp32.labels == LABELS and len(fp32.predict(texts[:3])) == 3
+    # The speed a form must beat: the exact model as served (merged), on the same split.
+    exact_ms = forms.exact_ms_per_example(model, tokenizer, texts, 16, 16)
+    assert exact_ms > 0 and hasattr(model, "merge_and_unload")  # the caller's keeps its adapter
     int8 = folders["onnx-int8"] / "model.onnx"
     assert int8.stat().st_size < (folders["onnx-fp32"] / "model.onnx").stat().st_size
+    # A form not faster than the exact model on the timing sample could not be served: its
+    # agreement is not measured (the whole split is not scored), and it says why.
+    timings = {}
+    (slow,), _ = forms.measure_forms(
+        model, tokenizer, names, split, ServingFormSpec(candidates=("onnx-fp32",)),
+        tmp_path / "slow", max_length=16, exact_ms=1e-6, timings=timings,
+    )  # fmt: skip
+    assert not slow.passed and slow.examples == 0 and timings["export_s"] > 0
+    assert slow.reasons[0].startswith(f"not faster than the exact model on {len(texts)} texts")
+    assert len(forms.speed_sample(list(range(1000)))) == forms.SPEED_SAMPLE
 
     # The form carries the version's preprocessing and applies it first, as the exact does.
     steps = Preprocessing(lowercase=True, redact=("email",))
@@ -212,3 +225,18 @@ def test_an_onnx_served_version_feeds_the_window_the_exact_forms_lengths_and_oov
     live = Stats.from_dict(stats)
     skipped = embedding_shift(live, live, load_monitoring_policy(POLICY))
     assert skipped.verdict == "skip" and "ONNX" in skipped.detail
+
+
+def test_a_passing_form_slower_than_the_exact_model_is_not_served():
+    # Found by bench_serving: on a CPU with native bf16 the exact model (bf16 autocast, 3.2
+    # ms/example) outran the gated onnx-fp32 form (6.4 ms/example), which was served anyway.
+    slow = figures("onnx-fp32", flipped=0)  # passes its gate, 1.0 ms/example
+    decision = forms.decide_serving_form([slow], SPEC, 0.9, 0.5, "2026.11-1")
+    assert (decision.chosen, decision.passed) == (EXACT, False)
+    assert decision.note.startswith("onnx-fp32 passed its gate but is slower than the exact")
+    assert served_form(decision.tags()) == EXACT
+    assert decision.forms == (slow,)  # its figures stay on record
+    fast = forms.decide_serving_form([slow], SPEC, 0.9, 3.0)
+    assert fast.chosen == "onnx-fp32"
+    unknown = forms.decide_serving_form([slow], SPEC, 0.9)  # exact speed not measured
+    assert unknown.chosen == "onnx-fp32"

@@ -91,6 +91,14 @@ class ServingSpec(Spec):
         description="Intra-op threads of each model's predict thread (0: torch's default, one per "
         "core). Batching gives the throughput; more threads oversubscribe shared cores.",
     )
+    predict_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU priority of the predict threads below the event loop's (Linux nice; 0: "
+        "same): under load the loop keeps accepting requests, so batches fill up instead of "
+        "requests waiting unread while scoring takes every core.",
+    )
     feedback_window: int = Field(
         100_000,
         ge=1,

@@ -202,7 +202,8 @@ class ServingFormSpec(Spec):
     )
     candidates: tuple[Literal[SERVING_FORMS], ...] = Field(  # type: ignore[valid-type]
         ("onnx-fp32",),
-        description="Forms tried in this order; the first that passes is served. 'onnx-int8': "
+        description="Forms tried in this order; the first that passes and is faster than the exact "
+        "model is served. 'onnx-int8': "
         "int8 weights (ONNX Runtime dynamic quantization, per channel; fastest, least exact); "
         "'onnx-fp32': the merged model in fp32. [] builds none.",
     )

@@ -90,11 +90,12 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
         dtype = resolve("auto").dtype
         return predict_proba(self.model, self.tokenizer, texts, batch_size=64, dtype=dtype)
 
-    def predict_texts(self, texts: list[str]) -> list[tuple]:
+    def predict_texts(self, texts: list[str], batch_size: int = 64) -> list[tuple]:
         """(label, score, monitoring ``Features``) per text, without a DataFrame: the service's
-        per-batch call. The same forward pass as ``predict_proba`` (same batches, precision
-        and probabilities) also yields what the live window keeps: token count, OOV words
-        against the version's training vocabulary, the embedding sketch; never the text."""
+        per-batch call. The same forward pass as ``predict_proba`` (same precision, texts
+        sorted by token length in passes of ``batch_size``) also yields what the live window
+        keeps: token count, OOV words against the version's training vocabulary, the
+        embedding sketch; never the text."""
         from tasks.core.monitoring.profile import score_with_features
         from tasks.core.training.precision import resolve
 
@@ -102,7 +103,9 @@ class LoraClassifierModel(mlflow.pyfunc.PythonModel):
             texts = self.preprocess(texts)
         vocab = getattr(self, "vocabulary", frozenset())
         dtype = resolve("auto").dtype
-        probs, feats = score_with_features(self.model, self.tokenizer, texts, vocab, 64, 128, dtype)
+        probs, feats = score_with_features(
+            self.model, self.tokenizer, texts, vocab, batch_size, 128, dtype
+        )
         best = probs.argmax(1)
         return [(self.labels[i], float(probs[row, i]), feats[row]) for row, i in enumerate(best)]
 

@@ -3,15 +3,16 @@
 The exact model is the base + LoRA adapter as evaluated. Its serving form merges the LoRA
 into the base (no adapter matmuls at inference), exports the merged classifier to ONNX and
 runs it in ONNX Runtime, either in fp32 (``onnx-fp32``) or with int8 weights from ONNX
-Runtime's dynamic quantization, per output channel (``onnx-int8``). Measured on this
-project's CPU (docs/benchmarks.md): both run 2-6x faster than the exact PyTorch model, and
-int8 gives up some agreement.
+Runtime's dynamic quantization, per output channel (``onnx-int8``). Against an fp32 PyTorch
+model both run 2-6x faster (docs/benchmarks.md), and int8 gives up some agreement; on a CPU
+with a native bf16 unit the exact model runs in bf16 (``precision: auto``) and the fp32 form
+was measured 2x *slower* than it, so a form must also beat the exact model's speed.
 
 A form is served only when it passes its gate (``gates.serving_form`` of the gate policy):
 on the *whole* eval split it predicts the exact model's label on at least ``min_agreement``
 of the examples and loses at most ``max_accuracy_drop`` accuracy. The candidates are tried
-in the configured order (fastest first); the first that passes is chosen, none passing
-leaves the exact model served. ``decide_serving_form`` is the pure decision over the
+in the configured order (fastest first); the first that passes and is faster than the exact
+model is chosen, none such leaves the exact model served. ``decide_serving_form`` is the pure decision over the
 measured figures; ``record_serving_form`` records it as one ``serving-form`` record of the
 decision history (``serving_form/decision.json`` and the chosen form's files under
 ``serving_form/<form>/`` in that record's run), indexed by the version's tags.
@@ -126,12 +127,27 @@ def decide_serving_form(
     policy_version: str = "",
     note: str = "",
 ) -> ServingFormDecision:
-    """The first candidate (in the configured order) that passed is served; else the exact."""
+    """The first candidate (in the configured order) that passed and scores faster than the
+    exact model (``exact_ms_per_example``, the evaluation's figure on the same split; unknown:
+    not compared) is served; else the exact. A form is optimised only if it is: on a CPU with
+    a native bf16 unit the exact model runs in bf16 and can outpace ONNX Runtime's fp32."""
     order = {form: i for i, form in enumerate(spec.candidates)}
     ranked = sorted(figures, key=lambda f: order.get(f.form, len(order)))
-    chosen = next((f.form for f in ranked if f.passed), EXACT)
+    passed = [f for f in ranked if f.passed]
+    faster = [f for f in passed if exact_ms_per_example is None
+              or f.ms_per_example < exact_ms_per_example]  # fmt: skip
+    chosen = faster[0].form if faster else EXACT
     if chosen == EXACT and not note:
         note = "no optimised form passed its gate" if figures else "no optimised form built"
+        reasons = [f"{f.form} {'; '.join(f.reasons)}" for f in ranked if f.reasons]
+        if reasons:
+            note += ": " + "; ".join(reasons)
+        if passed:
+            note = (
+                f"{passed[0].form} passed its gate but is slower than the exact model "
+                f"({passed[0].ms_per_example:.2f} vs {exact_ms_per_example:.2f} ms/example on "
+                "the eval split): the exact model is served"
+            )
     return ServingFormDecision(
         chosen=chosen,
         passed=chosen != EXACT,
@@ -209,30 +225,91 @@ class EvalSplit:
     exact_ms_per_example: float | None = None
 
 
+def exact_ms_per_example(
+    model, tokenizer, texts: list[str], batch_size: int, max_length: int, dtype=None,
+    preprocessing: dict | None = None, threads: int = 1,
+) -> float:  # fmt: skip
+    """The exact model as the service runs it (LoRA merged, at the evaluation's precision
+    ``dtype``, ``threads`` intra-op threads like a predict thread) scoring ``texts`` in
+    batches, ms per example: the speed a form must beat, measured like the forms' and just
+    before them (the evaluation's latency figure is of the unmerged model, on every core,
+    taken at another moment of a shared machine; with 2 OpenMP threads on 2 loaded cores the
+    exact model took 22 ms/example, with 1 thread 4.1)."""
+    import torch
+
+    from tasks.core.data.preprocess import Preprocessing
+    from tasks.core.training.modeling import predict_proba
+
+    merged = copy.deepcopy(model)  # the caller's model keeps its adapter
+    if hasattr(merged, "merge_and_unload"):
+        merged = merged.merge_and_unload()
+    if preprocessing:
+        texts = Preprocessing.from_dict(preprocessing).apply(list(texts))
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        started = time.perf_counter()
+        predict_proba(merged.eval(), tokenizer, list(texts), batch_size, max_length, dtype)
+        return 1000 * (time.perf_counter() - started) / max(len(texts), 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+SPEED_SAMPLE = 128  # texts, spread over the split: the speed the exact model and forms run at
+
+
+def speed_sample(texts: list[str], size: int = SPEED_SAMPLE) -> list[str]:
+    """At most ``size`` texts spread evenly over the split (deterministic): each form and the
+    exact model are timed on the same ones, as a predict thread runs them."""
+    if len(texts) <= size:
+        return list(texts)
+    return [texts[i] for i in np.linspace(0, len(texts) - 1, size).round().astype(int)]
+
+
 def measure_forms(
     model, tokenizer, labels: list[str], split: EvalSplit, spec: ServingFormSpec,
-    work: Path, max_length: int, batch_size: int = 64, threads: int = 0,
-    preprocessing: dict | None = None,
+    work: Path, max_length: int, batch_size: int = 64, threads: int = 1,
+    preprocessing: dict | None = None, exact_ms: float | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[list[FormFigures], dict[str, Path]]:  # fmt: skip
-    """Export, then score the candidates in order until one passes (later ones are not built).
+    """Export, then judge the candidates in order until one passes (later ones are not built).
 
-    ``model`` (the exact PEFT classifier) is merged on a copy; ``threads``: ONNX Runtime's
-    intra-op threads for scoring (0: one per core); ``preprocessing`` (the version's, as a
-    dict) travels in the form, which applies it to the split's raw texts as the exact did.
+    Each form is timed first on ``speed_sample`` with ``threads`` ONNX Runtime intra-op
+    threads (1: as a predict thread of the service runs it, and as ``exact_ms_per_example``
+    times the exact model). One not faster than ``exact_ms`` could not be served: its
+    agreement is not measured (seconds saved). Otherwise it scores the whole eval split on
+    every core for its agreement and accuracy delta. ``model`` (the exact PEFT classifier) is
+    merged on a copy; ``preprocessing`` (the version's, as a dict) travels in the form, which
+    applies it to the split's raw texts as the exact did. ``timings`` receives ``export_s``.
     """
+    started = time.perf_counter()
     fp32 = export_merged(model, tokenizer, labels, max_length, work / "onnx-fp32", preprocessing)
+    if timings is not None:
+        timings["export_s"] = time.perf_counter() - started
+    sample = speed_sample(split.texts)
     figures, folders = [], {}
     for form in spec.candidates:
         folder = build_form(form, fp32, work)
-        classifier = OnnxClassifier(folder, threads)
+        folders[form] = folder
+        timed = OnnxClassifier(folder, threads)
+        timed.predict_proba(sample[:8], batch_size)  # warm-up: first-run allocations
         started = time.perf_counter()
-        probs = classifier.predict_proba(split.texts, batch_size)
-        seconds = time.perf_counter() - started
+        timed.predict_proba(sample, batch_size)
+        ms = 1000 * (time.perf_counter() - started) / max(len(sample), 1)
+        if exact_ms is not None and ms >= exact_ms:
+            why = (
+                f"not faster than the exact model on {len(sample)} texts "
+                f"({ms:.2f} vs {exact_ms:.2f} ms/example): agreement not measured"
+            )
+            figures.append(FormFigures(form, 0, 0.0, 0.0, 0.0, ms, False, (why,)))
+            continue
+        probs = OnnxClassifier(folder, 0).predict_proba(split.texts, batch_size)
+        seconds = ms * len(split.texts) / 1000  # the sample's speed, as served
         result = judge_form(
             form, probs.argmax(1).tolist(), split.exact, split.references, seconds, spec
         )
         figures.append(result)
-        folders[form] = folder
         if result.passed:
             break
     return figures, folders
