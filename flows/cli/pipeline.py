@@ -56,13 +56,11 @@ def run(
     """Run the finetune pipeline for one experiment config."""
     started = time.time()
     home = apply_env()
-    loaded = load(config, home)  # fail fast, before Prefect starts
+    load(config, home)  # fail fast, before Prefect starts
     server = use_running_server(home)
-    # Without a running server a temporary one starts (seconds), and the training processes
-    # start too (seconds): now, while this process imports the pipeline's modules and checks
-    # the data, instead of after.
+    # Without a running server a temporary one starts (seconds): now, while this process
+    # imports the pipeline's modules (seconds too), instead of after.
     temporary = None if server else start_temporary_server(home)
-    warm = WarmTraining(loaded, home, force)
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
     from tasks.core.training.run import peak_rss_mb
@@ -72,13 +70,9 @@ def run(
     tame_prefect_console()
     for line in reconcile(home):  # a run killed earlier is not shown running any more
         console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
-    try:
-        state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
-    finally:
-        warm.release()  # not handed a job (training cached, or the run stopped before it)
+    state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
     flow_run_id = str(state.state_details.flow_run_id)
     summary = result_or_pointer(state, home)
-    warm.completed()
     wall = time.time() - started  # from the command's start: start-up is overhead too
     console.print(f"\n[bold green]pipeline finished[/] in {wall:.0f} s")
     training_mb = summary.pop("train_peak_rss_mb", 0)
@@ -140,35 +134,6 @@ def use_running_server(home) -> str | None:
         os.environ["PREFECT_API_URL"] = api
         return api
     return None
-
-
-class WarmTraining:
-    """The training processes `run` starts early (``tasks/core/training/warm.py``): when this
-    run trains on this machine, and unless these inputs completed a run here before (a cached
-    training would gain nothing, and lose the CPU they take)."""
-
-    def __init__(self, loaded, home: Home, force: bool):
-        from tasks.core.training import warm
-
-        train, data = loaded.config.train, loaded.config.data
-        files = [s.path for s in (data.train, data.eval) if s is not None and s.path]
-        self.folder = home.work_dir / "training" / "warm"
-        self.key = warm.inputs_key(loaded.sha256, files)
-        self.local = train.launcher == "subprocess" and not train.work_pool
-        self.started = self.local and (force or not warm.seen(self.folder, self.key))
-        if self.started:
-            warm.prewarm(train.model_dump(mode="json"), self.folder)
-
-    def release(self) -> None:
-        from tasks.core.training import warm
-
-        warm.release()
-
-    def completed(self) -> None:
-        from tasks.core.training import warm
-
-        if self.local:
-            warm.remember(self.folder, self.key)
 
 
 def start_temporary_server(home: Home):

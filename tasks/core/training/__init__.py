@@ -7,7 +7,7 @@ training run is outside its process (the job, the result, finding the MLflow run
 native bf16 unit), shared by training, evaluation and serving;
 ``loop`` the training loop itself, step by step; ``launcher`` runs it in a child process (torchrun across CPU cores,
 ``accelerate launch`` across GPUs) and relays its progress; ``child`` that child's argv,
-environment and process layout; ``warm`` starts it before its job exists (``loraflow run``); ``checkpoints`` the resumable
+environment and process layout; ``checkpoints`` the resumable
 state on disk and in the run's artifacts; ``batches`` length-grouped, dynamically padded or
 packed batches; ``sft`` prompt/response examples with the loss on the response; ``modeling``
 builds base + LoRA models from references (also used by evaluation and serving); ``refs``

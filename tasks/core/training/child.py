@@ -1,7 +1,6 @@
 """How a training child is started: its process layout, argv and environment.
 
-Light on purpose (no torch import unless GPU devices exist): ``loraflow run`` starts warm
-training processes (``warm``) from this before it has imported anything heavy.
+Light on purpose: no torch import unless the machine shows GPU devices.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from pathlib import Path
 
 from tasks.core.home import REPO_ROOT
 from tasks.core.ops.processes import PARENT_ENV, parent_marker
-
-WAIT_ARG = "--wait-for-job"  # the child waits for a handoff file naming its job (``warm``)
 
 
 def gpu_devices_present() -> bool:
@@ -47,10 +44,9 @@ def layout(train: dict, gpus: int | None = None) -> tuple[int, int]:
     return gpus, cpu_processes(train) if gpus == 0 else 1
 
 
-def command(job_file: Path, gpus: int, cpu_procs: int = 1, wait: bool = False) -> list[str]:
-    """The child's argv: plain Python, ``accelerate launch`` across GPUs, torchrun across cores;
-    ``wait``: ``job_file`` is a handoff file to wait for (``warm``)."""
-    module = ["-m", "tasks.core.training.launcher", *([WAIT_ARG] if wait else []), str(job_file)]
+def command(job_file: Path, gpus: int, cpu_procs: int = 1) -> list[str]:
+    """The child's argv: plain Python, ``accelerate launch`` across GPUs, torchrun across cores."""
+    module = ["-m", "tasks.core.training.launcher", str(job_file)]
     if gpus > 1:
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
         return [*launch, "--num_processes", str(gpus), *module]

@@ -29,7 +29,6 @@ from tasks.core.home import REPO_ROOT
 from tasks.core.ops.processes import PARENT_ENV, parent_alive
 from tasks.core.training.child import (  # noqa: F401 - the child's argv and layout, here too
     MIN_SHARE,
-    WAIT_ARG,
     child_env,
     command,
     cpu_processes,
@@ -38,7 +37,6 @@ from tasks.core.training.child import (  # noqa: F401 - the child's argv and lay
 )
 from tasks.core.training.progress import StepEvent
 from tasks.core.training.runs import TrainJob, TrainResult
-from tasks.core.training.warm import adopt, wait_for_job
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, as a shell reports it
 EXIT_BAD_INPUT = 2
@@ -78,16 +76,8 @@ def launch(
     job_file = folder / "job.json"
     _write_json(job_file, asdict(job))
     gpus, procs = layout(job.train, gpus)
-    warm = adopt(job_file, gpus, procs)  # started early by `loraflow run`: already imported
-    if warm is not None:
-        proc = warm.proc
-    else:
-        proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=child_env(procs))
-    try:
-        return _supervise(proc, folder, on_event, poll_s)
-    finally:
-        if warm is not None:
-            warm.handoff.unlink(missing_ok=True)
+    proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=child_env(procs))
+    return _supervise(proc, folder, on_event, poll_s)
 
 
 def _supervise(proc, folder: Path, on_event, poll_s: float):
@@ -212,11 +202,6 @@ def main(argv: list[str] | None = None) -> None:
 
         warnings.simplefilter("ignore")
         warnings.showwarning = lambda *args, **kwargs: None
-    if argv[0] == WAIT_ARG:  # started early (``warm``): import, then wait for the job
-        job_file = wait_for_job(Path(argv[1]), os.environ.get(PARENT_ENV, ""))
-        if job_file is None:
-            sys.exit(0)
-        argv = [str(job_file)]
     job = TrainJob(**json.loads(Path(argv[0]).read_text()))
     sys.exit(run_job(job))
 
