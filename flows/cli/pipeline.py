@@ -63,7 +63,7 @@ def run(
     temporary = None if server else start_temporary_server(home)
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
-    from tasks.core.training.run import peak_rss_mb
+    from tasks.core.ops.processes import peak_rss_mb
 
     if temporary is not None:
         temporary.wait()

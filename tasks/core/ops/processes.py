@@ -96,3 +96,10 @@ def parent_alive(marker: str) -> bool:
         return alive(int(pid), float(started))
     except ValueError:
         return True  # no usable marker: do not stop anything
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

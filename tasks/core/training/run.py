@@ -10,7 +10,6 @@ artifacts).
 
 from __future__ import annotations
 
-import resource
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from transformers import set_seed
 
 from tasks.core.data.prepare import load_prepared
+from tasks.core.ops.processes import peak_rss_mb
 from tasks.core.training import checkpoints
 from tasks.core.training.batches import make_collator
 from tasks.core.training.cpu_dropout import use_cpu_dropout
@@ -32,11 +32,6 @@ from tasks.core.training.runs import ADAPTER_ARTIFACT, RESUMED_TAG, TrainJob, Tr
 from tasks.core.training.setup import load_model, make_accelerator, precision_choice, tokenized
 
 LOSS_CURVE_ARTIFACT = "plots/loss_curve.png"
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 @dataclass
