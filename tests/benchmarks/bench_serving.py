@@ -159,9 +159,13 @@ def serving_form_line(name: str) -> str:
         return f"loraflow serves v{version.version} exact (no serving-form record)"
     tried = "; ".join(
         f"{f['form']}: agreement {f['agreement']:.4f}, accuracy delta "
-        f"{100 * f['accuracy_delta']:+.2f} points, {'pass' if f['passed'] else 'fail'}"
+        f"{100 * f['accuracy_delta']:+.2f} points, {f['ms_per_example']:.2f} ms/example, "
+        f"{'pass' if f['passed'] else 'fail'}"
+        if f["examples"]
+        else f"{f['form']}: {'; '.join(f['reasons'])}"  # not scored on the split
         for f in record["forms"]
     )
+    tried += f"; exact model {record.get('exact_ms_per_example') or 0:.2f} ms/example"
     return (
         f"loraflow serves v{version.version} as **{record['chosen']}** (gate: agreement >= "
         f"{record['min_agreement']}, accuracy delta >= -{100 * record['max_accuracy_drop']:g} "

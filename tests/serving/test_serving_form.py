@@ -110,6 +110,10 @@ def test_the_merged_onnx_forms_agree_with_the_exact_model_and_are_recorded(home,
     assert not slow.passed and slow.examples == 0 and timings["export_s"] > 0
     assert slow.reasons[0].startswith(f"not faster than the exact model on {len(texts)} texts")
     assert len(forms.speed_sample(list(range(1000)))) == forms.SPEED_SAMPLE
+    slower = forms.decide_serving_form([slow], SPEC, 0.97, 1e-6)
+    assert slower.chosen == EXACT and "not faster than the exact model" in slower.note
+    assert slower.tags()["serving_form.onnx-fp32"].startswith("fail: not faster")
+    assert "| onnx-fp32 | - | - | - |" in forms.to_markdown(slower)
 
     # The form carries the version's preprocessing and applies it first, as the exact does.
     steps = Preprocessing(lowercase=True, redact=("email",))

@@ -82,6 +82,9 @@ class ServingFormDecision:
         """The version's tags: the served form, whether it passed, its figures."""
         tags = {FORM_TAG: self.chosen, PASSED_TAG: str(self.passed).lower()}
         for figures in self.forms:
+            if not figures.examples:  # not scored on the split: why not
+                tags[f"{FORM_TAG}.{figures.form}"] = "fail: " + "; ".join(figures.reasons)
+                continue
             tags[f"{FORM_TAG}.{figures.form}"] = (
                 f"{'pass' if figures.passed else 'fail'}: agreement {figures.agreement:.4f} "
                 f">= {self.min_agreement}, accuracy delta {100 * figures.accuracy_delta:+.2f} "
@@ -380,6 +383,9 @@ def to_markdown(decision: ServingFormDecision) -> str:
         )
     for f in decision.forms:
         verdict = "pass" if f.passed else "fail: " + "; ".join(f.reasons)
+        if not f.examples:  # not scored on the split: it could not be served anyway
+            rows.append(f"| {f.form} | - | - | - | {f.ms_per_example:.2f} | {verdict} |")
+            continue
         rows.append(
             f"| {f.form} | {f.agreement:.4f} | {f.accuracy:.4f} | {100 * f.accuracy_delta:+.2f} "
             f"| {f.ms_per_example:.2f} | {verdict} |"
