@@ -59,17 +59,18 @@ def test_quickstart_end_to_end(tmp_path):
     assert version.tags["base_repo_id"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert len(version.tags["dataset_sha256"]) == 64
     assert mlc.get_registered_model("sst2-minilm-lora").aliases == {"challenger": 1, "champion": 1}
-    # The merged model in ONNX Runtime passed its agreement gate; it is served only when it is
-    # also faster than the exact model (bf16 on a CPU with a native bf16 unit can be faster).
-    assert version.tags["serving_form.onnx-fp32"].startswith("pass: agreement")
+    # The merged model in ONNX Runtime is served only when it is faster than the exact model
+    # (bf16 on a CPU with a native bf16 unit can be faster), timed on a sample; then it must
+    # also pass its agreement gate on the whole dev split. Otherwise the note says why.
     served = version.tags["serving_form"]
     assert (served, version.tags["serving_form.passed"]) in {
         ("onnx-fp32", "true"),
         ("exact", "false"),
     }
-    assert (
-        served == "onnx-fp32" or "slower than the exact model" in version.tags["serving_form.note"]
-    )
+    if served == "onnx-fp32":
+        assert version.tags["serving_form.onnx-fp32"].startswith("pass: agreement")
+    else:
+        assert "not faster than the exact model" in version.tags["serving_form.note"]
 
     # The champion's lineage from MLflow alone: base revision, data and config shas, verdicts,
     # gate figures; then the registered model loads and predicts with the Hub offline.

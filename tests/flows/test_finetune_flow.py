@@ -92,8 +92,13 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert tags["serving_form"] == form["chosen"] and form["min_agreement"] == 0.99
     assert tags["serving_form.passed"] == str(form["passed"]).lower()
     assert form["forms"] and form["forms"][0]["form"] == "onnx-fp32"  # the policy's choice
-    assert form["forms"][0]["examples"] == evaluation.data.metrics["eval_examples"]
-    assert "onnx-fp32.agreement" in mlc.get_run(record.run_id).data.metrics
+    figures = mlc.get_run(record.run_id).data.metrics
+    if form["forms"][0]["examples"]:  # faster than the exact model here: judged on the split
+        assert form["forms"][0]["examples"] == evaluation.data.metrics["eval_examples"]
+        assert "onnx-fp32.agreement" in figures
+    else:  # not faster (timed on a sample, the machine's load decides): not scored, says why
+        assert form["chosen"] == "exact" and "not faster" in form["forms"][0]["reasons"][0]
+        assert "onnx-fp32.agreement" not in figures and "onnx-fp32.ms_per_example" in figures
     # How the evaluation was computed: on its record (the training run is not written to).
     eval_tags = evaluation.data.tags
     assert eval_tags["eval.resolved_precision"] == run.data.params["train.resolved_precision"]

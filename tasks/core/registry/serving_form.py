@@ -143,6 +143,8 @@ def decide_serving_form(
     if chosen == EXACT and not note:
         note = "no optimised form passed its gate" if figures else "no optimised form built"
         reasons = [f"{f.form} {'; '.join(f.reasons)}" for f in ranked if f.reasons]
+        if figures and not any(f.examples for f in figures):  # none was fast enough to judge
+            note = "no optimised form is faster than the exact model"
         if reasons:
             note += ": " + "; ".join(reasons)
         if passed:
@@ -334,11 +336,12 @@ def record_serving_form(
 
     figures = {"min_agreement": decision.min_agreement}
     for f in decision.forms:
-        figures |= {
-            f"{f.form}.agreement": f.agreement,
-            f"{f.form}.accuracy_delta": f.accuracy_delta,
-            f"{f.form}.ms_per_example": f.ms_per_example,
-        }
+        figures[f"{f.form}.ms_per_example"] = f.ms_per_example
+        if f.examples:  # scored on the split (a form not faster than the exact one is not)
+            figures |= {
+                f"{f.form}.agreement": f.agreement,
+                f"{f.form}.accuracy_delta": f.accuracy_delta,
+            }
     chosen = next((f for f in decision.forms if f.form == decision.chosen), None)
     reason = decision.note or (
         f"agreement {chosen.agreement:.4f} >= {decision.min_agreement}, accuracy delta "
