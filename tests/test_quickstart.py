@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # minutes of real tr
 def run_cli(home, *args, module: str | None = "flows.cli.app"):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "HF_"))}
     env["LORAFLOW_HOME"] = str(home)
+    env["COLUMNS"] = "250"  # tables keep a pinned repo@sha on one line, as the checks read it
     started = time.time()
     out = subprocess.run(
         [sys.executable, *(["-m", module] if module else []), *args],
@@ -50,11 +51,14 @@ def test_quickstart_end_to_end(tmp_path):
     assert "training 0.0 s + evaluation 0.0 s" in cached  # nothing computed again
 
     mlc = client(f"sqlite:///{home.mlflow_db}")
-    (run,) = mlc.search_runs([mlc.get_experiment_by_name("loraflow").experiment_id])
+    runs = mlc.search_runs([mlc.get_experiment_by_name("loraflow").experiment_id])
+    # One training run; the decisions about it (evaluation, registration, ...) are their own.
+    (run,) = [r for r in runs if r.data.tags.get("loraflow.run_type") != "decision"]
     assert len(mlc.get_metric_history(run.info.run_id, "train_loss")) >= 20
+    (evaluation,) = [r for r in runs if r.data.tags.get("loraflow.decision.kind") == "evaluation"]
     gate = yaml.safe_load((REPO / "configs/experiments/sst2-minilm-lora.yaml").read_text())
-    assert run.data.metrics["eval_accuracy"] >= gate["gates"]["absolute"]["accuracy"]
-    assert run.data.metrics["eval_examples"] == 872
+    assert evaluation.data.metrics["eval_accuracy"] >= gate["gates"]["absolute"]["accuracy"]
+    assert evaluation.data.metrics["eval_examples"] == 872
     (version,) = mlc.search_model_versions("name = 'sst2-minilm-lora'")
     assert version.tags["base_repo_id"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert len(version.tags["dataset_sha256"]) == 64
