@@ -137,32 +137,27 @@ def _champion(mlc, name: str, run_id: str, home: Home, precision):
 
 def _served_classifier(name: str, version: str) -> Classifier:
     """Version ``version`` of ``name`` loaded exactly as it is served (its pyfunc)."""
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    return _as_champion(model, name, version)
+
+
+def _as_champion(model, name: str, version: str, dtype=None) -> Classifier:
+    """A served pyfunc's model as the champion ``Classifier``, with its own preprocessing
+    (None: registered before preprocessing travelled with the model)."""
     from tasks.core.evaluation.scoring import Classifier
 
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
     return Classifier(
         model.model, model.tokenizer, list(model.labels), f"models:/{name}/{version}",
-        getattr(model, "preprocess", None), role="champion",
+        getattr(model, "preprocess", None), role="champion", dtype=dtype,
     )  # fmt: skip
 
 
 def _loaded_champion(mlc, name: str, precision):
-    from tasks.core.evaluation.scoring import Classifier
-
     found = load_alias(mlc, name, CHAMPION)
     if found is None:  # the alias moved away in between
         return None, None
     version, model = found
-    classifier = Classifier(
-        model.model,
-        model.tokenizer,
-        list(model.labels),
-        f"models:/{name}/{version.version}",
-        getattr(model, "preprocess", None),  # the champion's own (None: registered before)
-        role="champion",
-        dtype=precision.dtype,
-    )
-    return classifier, str(version.version)
+    return _as_champion(model, name, str(version.version), precision.dtype), str(version.version)
 
 
 def _champion_generator(mlc, name: str, run_id: str):

@@ -178,9 +178,9 @@ def export_merged(
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    merged = copy.deepcopy(model)  # the caller's model keeps its adapter
-    if hasattr(merged, "merge_and_unload"):
-        merged = merged.merge_and_unload()
+    merged = model  # already merged (the evaluation's classifier): timed as it is
+    if hasattr(model, "merge_and_unload"):  # a PEFT model: merged on a copy, it keeps its adapter
+        merged = copy.deepcopy(model).merge_and_unload()
     merged = merged.float().eval()
     sample = tokenizer(["a short example", "and a second, longer example text"], padding=True)
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
@@ -245,9 +245,9 @@ def exact_ms_per_example(
     from tasks.core.data.preprocess import Preprocessing
     from tasks.core.training.modeling import predict_proba
 
-    merged = copy.deepcopy(model)  # the caller's model keeps its adapter
-    if hasattr(merged, "merge_and_unload"):
-        merged = merged.merge_and_unload()
+    merged = model  # already merged (the evaluation's classifier): timed as it is
+    if hasattr(model, "merge_and_unload"):  # a PEFT model: merged on a copy, it keeps its adapter
+        merged = copy.deepcopy(model).merge_and_unload()
     if preprocessing:
         texts = Preprocessing.from_dict(preprocessing).apply(list(texts))
     before = torch.get_num_threads()
