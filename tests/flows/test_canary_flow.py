@@ -56,12 +56,25 @@ POLICY = {
     "replay": {"max_requests": 800, "max_seconds": 60, "concurrency": 4},
     "serving": {"poll_seconds": 0.1, "max_wait_ms": 2},
 }
+# Every test but the latency one judges answers and records, not timing. On a loaded CI machine
+# the 100 % step's p95 came out 5x the earlier steps' (1336 vs 270 ms: the step-3 baseline is
+# measured in another time window), which rolled back a good challenger and, with it, the next
+# test's setup. Those tests get a latency check that only an outage would fail.
+RELAXED = {
+    **POLICY,
+    "analysis": {
+        **POLICY["analysis"],
+        "max_p95_latency_ratio": 20.0,
+        "p95_latency_tolerance_ms": 10_000,
+    },
+}
 
 
 @dataclass(frozen=True)
 class World:
     home: Home
-    policy: str
+    policy: str  # latency judged loosely
+    latency_policy: str  # latency judged as shipped: 400 ms clears it by far
     good: str  # first champion
     better: str  # another good model (different data and seed)
     flipped: str  # trained on flipped labels
@@ -98,11 +111,13 @@ def world(tmp_path_factory, mlflow_template_db, tiny_bert_dir) -> World:
             python_model=SlowModel(),
             model_config={"delay_ms": 400},
         )
-        policy = root / "canary.yaml"
-        policy.write_text(yaml.safe_dump(POLICY))
+        policy, latency_policy = root / "canary.yaml", root / "canary-latency.yaml"
+        policy.write_text(yaml.safe_dump(RELAXED))
+        latency_policy.write_text(yaml.safe_dump(POLICY))
         yield World(
             home,
             str(policy),
+            str(latency_policy),
             versions["good"][0],
             versions["better"][0],
             versions["flipped"][0],
@@ -234,7 +249,7 @@ def test_flipped_label_challenger_is_rolled_back_at_the_first_step(world):
 def test_slow_challenger_is_rolled_back_on_latency(world):
     setup_aliases(world, champion=world.good, challenger=world.slow)
     with pytest.raises(CanaryRolledBack, match="p95_latency_ratio"):
-        promotion(model_name=NAME, policy_path=world.policy)
+        promotion(model_name=NAME, policy_path=world.latency_policy)
     assert aliases(world) == {"champion": world.good}
     tags = client(world.home.tracking_uri).get_model_version(NAME, world.slow).tags
     assert tags["canary.failed_check"] == "p95_latency_ratio"
