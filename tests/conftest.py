@@ -65,3 +65,47 @@ def tiny_bert_dir() -> Path:
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
+
+
+# -- Scheduling on xdist workers (`make test` runs `-n 2 --dist loadgroup`) -------------------
+# Modules that share an expensive fixture run on one worker, so it is built once: a
+# session-scoped fixture is built once per worker that runs a test using it, and the shared
+# `loraflow up` stack alone takes ~60 s to start and run its first deployment.
+SHARED_FIXTURE_GROUPS = {
+    "tests/ops/test_game_day.py": "stack",
+    "tests/ops/test_scheduler.py": "stack",
+    "tests/ops/test_stack.py": "stack",
+    "tests/ops/test_browser.py": "stack",
+    "tests/ops/test_postgres.py": "postgres",
+    "tests/ops/test_auth_stack.py": "postgres",
+    "tests/flows/test_gates_flow.py": "gates-flow",  # module fixture: trains several versions
+    "tests/flows/test_canary_flow.py": "canary-flow",
+    "tests/ops/test_registry_auth.py": "registry-auth",
+}
+# Then the longest single tests first (measured with --durations), so that no worker is left
+# with a minute-long test while the other idles at the end.
+LONG_FIRST = (
+    "tests/ops/test_kill.py",
+    "tests/flows/test_finetune_flow.py",
+    "tests/flows/test_generative_canary.py",
+    "tests/unit/test_training_processes.py",
+    "tests/flows/test_decision_history.py",
+    "tests/flows/test_generative_flow.py",
+    "tests/flows/test_training_resume.py",
+    "tests/cli/test_cli.py",
+    "tests/cli/test_clear_output.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = SHARED_FIXTURE_GROUPS.get(item.nodeid.split("::")[0])
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(indexed):
+        index, item = indexed
+        module = item.nodeid.split("::")[0]
+        return (LONG_FIRST.index(module) if module in LONG_FIRST else len(LONG_FIRST), index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=rank)]

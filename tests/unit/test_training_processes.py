@@ -181,12 +181,14 @@ def stopped_steps(folder) -> dict[int, int]:
 
 # A SIGTERM seen by the step's flag read stops every rank after that step; one that lands
 # after the read (before, during or after the exchange) stops every rank after the next one.
+# The default run covers each moment once, on alternating ranks (20 s a case: two processes
+# start torch); `make test-slow` runs the other rank of each as well.
 @pytest.mark.parametrize(
     ("rank", "moment", "stops_after"),
     [
-        (0, "before", 4), (1, "before", 4),
-        (0, "window", 5), (1, "window", 5),
-        (0, "after", 5), (1, "after", 5),
+        (0, "before", 4), pytest.param(1, "before", 4, marks=pytest.mark.slow),
+        pytest.param(0, "window", 5, marks=pytest.mark.slow), (1, "window", 5),
+        (0, "after", 5), pytest.param(1, "after", 5, marks=pytest.mark.slow),
     ],
 )  # fmt: skip
 def test_sigterm_at_any_moment_stops_every_rank_after_the_same_step(
