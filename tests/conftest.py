@@ -63,6 +63,18 @@ def tiny_bert_dir() -> Path:
     return build_tiny_bert(SESSION_DIR / "tiny-bert")
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test leaves os.environ as it found it. Commands run in-process set variables for the
+    rest of their process, as they should (`use_running_server` sets PREFECT_API_URL); a test
+    scheduled after one of them on the same worker must not inherit it."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
@@ -97,6 +109,7 @@ LONG_FIRST = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = SHARED_FIXTURE_GROUPS.get(item.nodeid.split("::")[0])

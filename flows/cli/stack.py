@@ -371,6 +371,10 @@ def up(
         return
     console.print(f"starting Prefect, MLflow and {len(pools)} worker(s) on {home.root} ...")
     signal.signal(signal.SIGTERM, _terminate)  # `kill PID` stops the stack like Ctrl-C does
+    # Ctrl-C (SIGINT) stops it even when a non-interactive shell started it in the background,
+    # which hands it SIGINT ignored (Python then never raises KeyboardInterrupt): the stack
+    # kept running and `up` hung (tests/ops/test_postgres.py).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     state = start_stack(
         home, host=host, prefect_port=prefect_port, mlflow_port=mlflow_port,
         pools=pools, timeout=timeout, auth=auth,

@@ -48,6 +48,9 @@ def test_stack_on_postgres_runs_the_pipeline_and_stops_on_ctrl_c(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As a background job of a non-interactive shell (a CI script) starts it: SIGINT
+        # ignored. Ctrl-C below must stop the stack all the same.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     state = None
     try:

@@ -16,6 +16,8 @@ from tasks.core.ops.stack import StackState, write_state
 def test_links_follow_the_running_stack_then_the_environment(tmp_path, monkeypatch):
     from flows.cli import inspect
 
+    for name in ("PREFECT_UI_URL", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)  # print_ui_help reads the environment
     home = Home(tmp_path / "home")
     assert ui_links(home, {}) == ui_links(home, {"MLFLOW_TRACKING_URI": "sqlite:///x.db"})
     assert ui_links(home, {}).prefect is None
