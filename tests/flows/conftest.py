@@ -51,3 +51,29 @@ def mirrored(home, tiny_bert_dir):
     from tasks.core.catalog.mirror import import_folder
 
     return import_folder(tiny_bert_dir, TINY_REPO, home.hf_hub_cache).revision
+
+
+def settled_task_runs(flow_run_id, timeout: float = 20.0, **read) -> list:
+    """The flow run's task runs once the server has recorded them in full.
+
+    Task runs reach Prefect's server as events, written by its task-run recorder in the
+    background: right after a flow returns, one can still carry the placeholder name Prefect
+    gives before ``task_run_name`` is rendered (seen: ``serving-form-e30``) or lack its final
+    state. Every loraflow task run name has a space ("serving form tiny-lora v1")."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                limit=50,
+                **read,
+            )
+            settled = all(" " in r.name and r.state and r.state.is_final() for r in runs)
+            if (runs and settled) or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.2)

@@ -12,8 +12,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
-    FlowRunFilter,
-    FlowRunFilterId,
 )
 
 from flows.finetune import finetune
@@ -22,7 +20,7 @@ from tasks.core.catalog.mirror import import_folder
 from tasks.core.errors import LicenseDenied
 from tasks.core.tracking import client
 from tests.conftest import REPO
-from tests.flows.conftest import TINY_REPO, write_config
+from tests.flows.conftest import TINY_REPO, settled_task_runs, write_config
 from tests.tiny import build_tiny_bert
 from tests.unit.license_zoo import _remote_code
 
@@ -33,10 +31,8 @@ POLICY = REPO / "configs/policies/licenses.yaml"
 def prefect_view(state) -> tuple[dict[str, object], dict[str, str]]:
     """({task name: task run}, {artifact key: markdown or table}) of the flow run."""
     flow_run_id = state.state_details.flow_run_id
+    runs = settled_task_runs(flow_run_id)
     with get_client(sync_client=True) as prefect:
-        runs = prefect.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=50
-        )
         artifacts = prefect.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )

@@ -5,8 +5,6 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.finetune import finetune
@@ -14,7 +12,7 @@ from tasks.core.errors import GateFailed, LicenseDenied
 from tasks.core.monitoring.profile import ARTIFACT as PROFILE_ARTIFACT
 from tasks.core.registry.history import history, read_record
 from tasks.core.tracking import client
-from tests.flows.conftest import TINY_REPO, write_config
+from tests.flows.conftest import TINY_REPO, settled_task_runs, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 # Task run names start with the stage's verb ("fine-tune org/model on ...").
@@ -32,14 +30,10 @@ STAGES = {
 
 def task_states(state) -> dict[str, str]:
     """{stage: state name} of the task runs of the flow run behind ``state``."""
-    flow_run_id = state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-            limit=50,
-        )
-    return {STAGES[run.name.split(" ", 1)[0]]: run.state.name for run in runs}
+    runs = settled_task_runs(
+        state.state_details.flow_run_id, sort=TaskRunSort.EXPECTED_START_TIME_ASC
+    )
+    return {STAGES.get(run.name.split(" ", 1)[0], run.name): run.state.name for run in runs}
 
 
 def training_runs(mlc):

@@ -16,14 +16,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.finetune import finetune
 from tasks.core.tracking import client
 from tasks.core.training.checkpoints import list_checkpoints
 from tasks.core.training.runs import IDENTITY_TAG
-from tests.flows.conftest import write_config
+from tests.flows.conftest import settled_task_runs, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 EPOCHS = 10
@@ -91,16 +89,8 @@ def test_killed_training_resumes_from_its_checkpoint_on_retry(home, mirrored, tm
     assert resumed_from >= CHECKPOINT_STEPS and resumed_from % CHECKPOINT_STEPS == 0
 
     # Prefect: the fine-tune task ran twice (the killed attempt, then the retry) and completed.
-    with get_client(sync_client=True) as prefect:
-        (train_run,) = [
-            run
-            for run in prefect.read_task_runs(
-                flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-                )
-            )
-            if run.name.startswith("fine-tune")
-        ]
+    runs = settled_task_runs(state.state_details.flow_run_id)
+    (train_run,) = [run for run in runs if run.name.startswith("fine-tune")]
     assert train_run.run_count == 2 and train_run.state.is_completed()
 
     # MLflow: one training run, one model version, the configured number of steps.

@@ -11,15 +11,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
-    FlowRunFilter,
-    FlowRunFilterId,
 )
 
 from flows.finetune import finetune
 from flows.validate_data import validate_data_only
 from tasks.core.errors import DataValidationFailed
 from tasks.core.tracking import client
-from tests.flows.conftest import TINY_REPO, write_config
+from tests.flows.conftest import TINY_REPO, settled_task_runs, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -27,10 +25,8 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 def prefect_view(state) -> tuple[set[str], dict[str, str]]:
     """({task name}, {artifact key: data}) of the flow run behind ``state``."""
     flow_run_id = state.state_details.flow_run_id
+    runs = settled_task_runs(flow_run_id)
     with get_client(sync_client=True) as prefect:
-        runs = prefect.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=50
-        )
         artifacts = prefect.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
