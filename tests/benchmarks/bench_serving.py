@@ -502,7 +502,7 @@ def report(rows: dict, levels: list[int], args, device: str, source: str, form: 
     lines += [
         "",
         "Reproduce: `.venv/bin/python tests/benchmarks/bench_serving.py "
-        f"--concurrency {args.concurrency} --requests {args.requests}"
+        f"--concurrency {args.concurrency} --requests {args.requests} --seconds {args.seconds:g}"
         + (f" --home {args.home} --model {args.model}" if args.home else "")
         + "`. The servers and the load loop share the machine's cores, so figures move with "
         "whatever else runs there; compare the ratios of one run.",
