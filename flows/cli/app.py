@@ -69,6 +69,9 @@ def _report(exc: BaseException) -> int:
 
 
 def main() -> None:
+    from tasks.core.ops.processes import skip_final_collections
+
+    skip_final_collections()
     args = sys.argv[1:]
     wanted = any(a in VERBOSE_FLAGS for a in args)
     quiet(verbose=wanted)

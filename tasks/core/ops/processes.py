@@ -103,3 +103,18 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def skip_final_collections() -> None:
+    """At exit, skip the interpreter's last garbage collections over everything torch,
+    transformers and MLflow loaded: measured ~2 s of every training process's and CLI's exit,
+    with nothing left to run (files are flushed and atexit handlers still run; objects in
+    reference cycles are simply not collected, as the process ends anyway)."""
+    import atexit
+    import gc
+
+    def freeze() -> None:
+        gc.disable()
+        gc.freeze()
+
+    atexit.register(freeze)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tasks.core.errors import TrainingInputError, TrainingProcessFailed
 from tasks.core.home import REPO_ROOT
-from tasks.core.ops.processes import PARENT_ENV, parent_alive
+from tasks.core.ops.processes import PARENT_ENV, parent_alive, skip_final_collections
 from tasks.core.training.child import (  # noqa: F401 - the child's argv and layout, here too
     MIN_SHARE,
     child_env,
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         warnings.simplefilter("ignore")
         warnings.showwarning = lambda *args, **kwargs: None
     job = TrainJob(**json.loads(Path(argv[0]).read_text()))
+    skip_final_collections()  # torchrun, and the pipeline behind it, wait for this exit
     sys.exit(run_job(job))
 
 
