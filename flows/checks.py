@@ -50,7 +50,7 @@ def validate_data_directly(loaded: LoadedConfig, home: Home) -> DataReport:
     validates it); raises DataValidationFailed (with the report) when a check fails."""
     cfg = loaded.config
     model = audited_candidate(loaded, home)
-    from tasks.core.training.modeling import load_tokenizer
+    from tasks.core.training.tokenizer import load_tokenizer
 
     ref = ModelRef(model.repo_id, model.revision)
     tokenizer = load_tokenizer(ref, cache_dir=home.hf_hub_cache)

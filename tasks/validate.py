@@ -50,7 +50,8 @@ def validate_data(
     """``model`` (repo_id + revision: the audited Candidate) supplies the tokenizer."""
     tokenizer = None
     if model is not None:
-        from tasks.core.training.modeling import ModelRef, load_tokenizer
+        from tasks.core.training.refs import ModelRef
+        from tasks.core.training.tokenizer import load_tokenizer
 
         ref = ModelRef(model.repo_id, model.revision)
         tokenizer = load_tokenizer(ref, cache_dir=Path(cache_dir) if cache_dir else None)

@@ -11,7 +11,8 @@ environment and process layout; ``checkpoints`` the resumable
 state on disk and in the run's artifacts; ``batches`` length-grouped, dynamically padded or
 packed batches; ``sft`` prompt/response examples with the loss on the response; ``modeling``
 builds base + LoRA models from references (also used by evaluation and serving); ``refs``
-the references themselves, readable without torch;
+the references themselves, readable without torch; ``tokenizer`` a base's tokenizer without
+PEFT (data validation counts tokens with it);
 ``cpu_dropout`` a cheaper dropout for CPU; ``grad_sync`` one gradient exchange per step for
 CPU process groups; ``generation`` batched, left-padded answers from a decoder + adapter (evaluation, the
 registered generator, serving); ``progress`` step events, batched MLflow metrics, the terminal bar, the plot.

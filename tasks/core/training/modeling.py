@@ -36,17 +36,9 @@ from tasks.core.training.refs import (  # noqa: F401 - light references, also im
     read_base_ref,
     read_task,
 )
+from tasks.core.training.tokenizer import load_tokenizer  # noqa: F401 - also importable here
 
 PEFT_TASKS = {SEQ_CLS: TaskType.SEQ_CLS, CAUSAL_LM: TaskType.CAUSAL_LM}
-
-
-def load_tokenizer(ref: ModelRef, cache_dir: Path | None = None):
-    tokenizer = AutoTokenizer.from_pretrained(
-        ref.repo_id, revision=ref.revision, cache_dir=cache_dir
-    )
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token  # decoders often ship without a pad token
-    return tokenizer
 
 
 def quantization_config(spec: LoraSpec):
