@@ -274,14 +274,14 @@ def reference_profile(
     splits = load_prepared(prepared_path)
     texts = {name: list(splits[name]["text"]) for name in ("train", "eval") if name in splits}
     accuracy = report.candidate.metrics.get("accuracy")
-    train = candidate.preprocess(texts.get("train", [])) if candidate.preprocess else None
-    train = texts.get("train", []) if train is None else train
-    kept = candidate.scored(texts.get("eval", []))
+    train, eval_texts = texts.get("train", []), texts.get("eval", [])
+    if candidate.preprocess is not None:
+        train = candidate.preprocess(train)
+    kept = candidate.scored(eval_texts)  # preprocesses as predict did
     if kept is not None:
         return profile_from_scores(
             candidate.labels, kept.texts, kept.probs, kept.pooled, kept.tokens, train, accuracy
         )
-    eval_texts = texts.get("eval", [])
     if candidate.preprocess is not None:
         eval_texts = candidate.preprocess(eval_texts)
     return profile_split(
