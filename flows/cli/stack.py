@@ -23,7 +23,7 @@ import typer
 from flows.cli.output import console, err, warning_line
 from tasks.core.errors import EXIT_BAD_INPUT, BadInput, StackError
 from tasks.core.home import REPO_ROOT, Home, apply_env
-from tasks.core.ops import stack
+from tasks.core.ops import processes, stack
 from tasks.core.ops.auth import LOOPBACK, StackAuth, redact_uri
 from tasks.core.security import accounts
 
@@ -135,24 +135,19 @@ def _wait_worker(api: str, pool: str, proc: subprocess.Popen, log: Path, deadlin
     raise StackError(f"worker-{pool} did not come online in time", log)
 
 
-def alive(started: stack.Started):
-    import psutil
-
-    try:
-        proc = psutil.Process(started.pid)
-        return proc if abs(proc.create_time() - started.create_time) < 1 else None
-    except psutil.Error:
-        return None
+def alive(started: stack.Started) -> bool:
+    """Whether the process ``up`` started still runs (its pid not reused by another)."""
+    return processes.alive(started.pid, started.started)
 
 
 def _stop(started: stack.Started, grace: float = 15.0) -> bool:
     """SIGTERM the process group, SIGKILL what is left after ``grace`` s; True if it ran."""
-    if alive(started) is None:
+    if not alive(started):
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(started.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and alive(started) is not None:
+    while time.monotonic() < deadline and alive(started):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(started.pid, os.WNOHANG)  # reap our own child so it stops existing
         time.sleep(0.2)
@@ -169,9 +164,7 @@ def stop_all(processes: tuple[stack.Started, ...]) -> list[str]:
 
 
 def _started(spec: stack.ProcessSpec, proc: subprocess.Popen) -> stack.Started:
-    import psutil
-
-    return stack.Started(spec.name, proc.pid, psutil.Process(proc.pid).create_time(), str(spec.log))
+    return stack.Started(spec.name, proc.pid, processes.started_at(proc.pid), str(spec.log))
 
 
 def start_stack(

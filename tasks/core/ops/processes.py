@@ -5,7 +5,8 @@ killer, a power cut) reports nothing, and the run, its task runs and its MLflow 
 show ``Running`` forever. Each flow started on this machine writes a small record here
 (``<home>/processes/<flow run id>.json``: pid, the process's start time, host); the
 reconciler (``loraflow status`` / ``run`` / ``promote``) compares it with the live processes.
-The start time guards against a recycled pid.
+The start time guards against a recycled pid; it is read as time since boot (``started_at``),
+which a step of the wall clock does not move.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class ProcessRecord:
     flow_run_id: str
     kind: str  # finetune, promotion, validate-data, ...
     pid: int
-    started: float  # psutil's create_time of that pid
+    started: float  # started_at(pid): seconds since boot (an epoch time in older records)
     host: str
 
     @property
@@ -41,8 +42,8 @@ def folder(home: Home) -> Path:
 
 
 def this_process(flow_run_id: str, kind: str) -> ProcessRecord:
-    me = psutil.Process()
-    return ProcessRecord(flow_run_id, kind, me.pid, me.create_time(), socket.gethostname())
+    pid = os.getpid()
+    return ProcessRecord(flow_run_id, kind, pid, started_at(pid), socket.gethostname())
 
 
 def register_process(home: Home, kind: str, flow_run_id: str) -> Path | None:
@@ -71,11 +72,36 @@ def forget(home: Home, flow_run_id: str) -> None:
     (folder(home) / f"{flow_run_id}.json").unlink(missing_ok=True)
 
 
-def alive(pid: int, started: float) -> bool:
-    """Is process ``pid`` still the one that started at ``started``?"""
+LEGACY_EPOCH = 1e9  # larger start times are psutil create_times (epoch seconds), not uptimes
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def started_at(pid: int) -> float:
+    """When process ``pid`` started: what tells it from a later process given the same pid.
+
+    Seconds since boot, from /proc on Linux. psutil's ``create_time`` adds the boot time, which
+    the kernel moves whenever the wall clock is stepped (NTP, a VM resumed after a pause): in
+    CI a step of a second or more made every running process look like another one, so
+    ``loraflow down`` stopped nothing and training children stopped themselves as orphans.
+    Elsewhere (no /proc) it is ``create_time``. Raises psutil.NoSuchProcess for no such pid.
+    """
     try:
-        return abs(psutil.Process(pid).create_time() - started) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            raise psutil.NoSuchProcess(pid) from None
+        return psutil.Process(pid).create_time()
+    fields = stat[stat.rindex(b")") + 2 :].split()  # the name in (...) may hold spaces
+    return int(fields[19]) / CLOCK_TICKS  # field 22 of proc(5): starttime, in clock ticks
+
+
+def alive(pid: int, started: float) -> bool:
+    """Is process ``pid`` still the one that started at ``started`` (``started_at``)?"""
+    try:
+        if started >= LEGACY_EPOCH:  # recorded by an older loraflow (a stack.json left running)
+            return abs(psutil.Process(pid).create_time() - started) < 1.0
+        return abs(started_at(pid) - started) < 0.05
+    except (psutil.Error, ValueError, IndexError, OSError):
         return False
 
 
@@ -86,8 +112,8 @@ def is_alive(record: ProcessRecord) -> bool | None:
 
 def parent_marker() -> str:
     """What a child process is told about the process it must not outlive."""
-    me = psutil.Process()
-    return f"{me.pid}:{me.create_time()}"
+    pid = os.getpid()
+    return f"{pid}:{started_at(pid)}"
 
 
 def parent_alive(marker: str) -> bool:

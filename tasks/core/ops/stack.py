@@ -317,7 +317,7 @@ class Started:
 
     name: str
     pid: int
-    create_time: float
+    started: float  # processes.started_at(pid); older state files wrote psutil's create_time
     log: str
 
 
@@ -359,10 +359,19 @@ def read_state(home: Home) -> StackState | None:
         mlflow_url=raw.get("mlflow_url"),
         tracking_uri=raw["tracking_uri"],
         pools=tuple(raw.get("pools", ())),
-        processes=tuple(Started(**p) for p in raw.get("processes", ())),
+        processes=tuple(_started(p) for p in raw.get("processes", ())),
         ready=raw.get("ready", False),
         secrets=raw.get("secrets"),
     )
+
+
+def _started(raw: dict) -> Started:
+    if "create_time" in raw:  # written by an older loraflow: an epoch time, still compared
+        raw = {
+            "started": raw["create_time"],
+            **{k: v for k, v in raw.items() if k != "create_time"},
+        }
+    return Started(**raw)
 
 
 def api_url(home: Home, environ: dict[str, str] | None = None) -> str | None:
