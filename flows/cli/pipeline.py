@@ -54,7 +54,7 @@ def run(
     ] = False,
 ) -> None:
     """Run the finetune pipeline for one experiment config."""
-    started = time.time()
+    started = time.monotonic()
     home = apply_env()
     load(config, home)  # fail fast, before Prefect starts
     server = use_running_server(home)
@@ -73,7 +73,7 @@ def run(
     state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
     flow_run_id = str(state.state_details.flow_run_id)
     summary = result_or_pointer(state, home)
-    wall = time.time() - started  # from the command's start: start-up is overhead too
+    wall = time.monotonic() - started  # from the command's start: start-up is overhead too
     console.print(f"\n[bold green]pipeline finished[/] in {wall:.0f} s")
     training_mb = summary.pop("train_peak_rss_mb", 0)
     summary["peak memory"] = (
