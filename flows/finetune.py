@@ -13,6 +13,7 @@ from prefect.runtime import flow_run
 from flows.promote import promote_stage
 from flows.train_deployment import train_stage
 from flows.validate_data import audited_model_and_data
+from tasks.base_scores import score_base_during_training
 from tasks.common import log_decision, refreshed
 from tasks.core.config.loader import lineage, load_config
 from tasks.core.config.preflight import check_model, preflight
@@ -71,7 +72,13 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     model, audit, data = audited_model_and_data(loaded, home, tags, force)
     check_model(cfg.lora, model, home.hf_hub_cache)
     inputs = TrainingInputs(model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit)
+    base = refreshed(
+        score_base_during_training, force
+    ).submit(  # a thread of this process, beside training
+        model.repo_id, model.revision, data, cfg.eval, cfg.gates, cfg.train, home
+    )
     trained = train_stage(inputs, home, force)  # in-process, or the deployment on train.work_pool
+    base.wait()  # its scores are cached for the evaluation; a failure only means it scores them
     outcome = refreshed(evaluate_and_gate, force)(
         trained, data, cfg.eval, cfg.gates, cfg.registry, cfg.train.max_length, home,
         loaded.gate_policy_version,
@@ -124,15 +131,19 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
         "promotion": f"{promotion.action}: {promotion.reason}",
         "serving form": served.chosen,
         "train_peak_rss_mb": round(trained.peak_rss_mb),
-        "compute_s": compute_seconds(trained, outcome, served, started),
+        "compute_s": compute_seconds(
+            trained, outcome, served, started, base.result(raise_on_failure=False)
+        ),
     }
 
 
-def compute_seconds(trained, outcome, served, since: float) -> dict[str, float]:
+def compute_seconds(trained, outcome, served, since: float, base=None) -> dict[str, float]:
     """Compute of this run's stages (0 when cached): the CLI subtracts it from the wall time
-    to show the pipeline's own overhead."""
+    to show the pipeline's own overhead. ``base``: the base model scored while training ran
+    (off the critical path: shown beside the split, not in it)."""
     return {
         "training": fresh(trained.runtime_s, trained.finished_at, since),
         "evaluation": fresh(outcome.compute_s, outcome.finished_at, since)
         + fresh(served.compute_s, served.finished_at, since),
+        "base_during_training": getattr(base, "compute_s", 0.0),  # 0: cached, skipped, failed
     }

@@ -22,8 +22,9 @@ from pathlib import Path
 from prefect import flow
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run as flow_run_context
 
-from tasks.common import refreshed
+from tasks.common import refreshed, training_wait
 from tasks.core.errors import TrainingStageFailed
 from tasks.core.home import REPO_ROOT, Home
 from tasks.core.tracking import client, ensure_experiment
@@ -55,13 +56,26 @@ def fine_tune_stage(inputs: TrainingInputs, force: bool = False) -> dict:
 def train_stage(inputs: TrainingInputs, home: Home, force: bool = False) -> TrainResult:
     """The training stage of the pipeline: in-process, or the deployment on ``train.work_pool``.
 
-    ``force`` recomputes instead of reusing a cached training (``run --force``).
+    ``force`` recomputes instead of reusing a cached training (``run --force``). When it
+    returns or fails, work waiting beside training (``training_wait``) is let go.
     """
+    waiting = training_wait(str(flow_run_context.get_id() or ""))
+    try:
+        result = _train(inputs, home, force, waiting)
+    except BaseException:
+        waiting.now(failed=True)
+        raise
+    waiting.now()
+    return result
+
+
+def _train(inputs: TrainingInputs, home: Home, force: bool, waiting) -> TrainResult:
     pool = inputs.train.work_pool
     if not pool:
         return refreshed(train_adapter, force)(inputs, home)
     name = deployment_name(pool)
     params = {"inputs": inputs, "force": force}
+    waiting.now()  # the training runs on a worker; this process only waits for it
     try:
         flow_run = run_deployment(name=name, parameters=params, as_subflow=True, timeout=None)
     except ObjectNotFound:

@@ -448,15 +448,24 @@ def cached_base(
 ) -> CachedBase:
     """The base model's scorer, reading and filling the cache under the state home; the
     preprocessing is applied before the cache key is taken, so it is part of the key."""
-    from tasks.core.evaluation.scoring import BASE_SEED, base_classifier
+    from tasks.core.evaluation.scoring import base_classifier
 
     ref, labels = read_base_ref(adapter)
+    load = partial(base_classifier, adapter, home.hf_hub_cache, None, precision.dtype)
+    return base_scorer(ref, labels, load, home, precision, preprocessing)
+
+
+def base_scorer(ref, labels, load, home: Home, precision, preprocessing) -> CachedBase:
+    """The cache of ``ref``'s scores (``load`` builds the base on a miss): one key for the
+    evaluation and for the scoring done while training runs (tasks/base_scores.py)."""
+    from tasks.core.evaluation.scoring import BASE_SEED
+
     return CachedBase(
-        load=partial(base_classifier, adapter, home.hf_hub_cache, None, precision.dtype),
+        load=load,
         root=home.work_dir / "eval-cache" / "base",
         repo_id=ref.repo_id,
         revision=ref.revision,
-        labels=labels,
+        labels=list(labels),
         seed=BASE_SEED,
         precision=precision.mode,
         source=str(ref),

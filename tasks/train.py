@@ -21,7 +21,7 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
-from tasks.common import log_decision, stage_options
+from tasks.common import log_decision, stage_options, training_wait
 from tasks.core.audit.licenses import AuditRecord
 from tasks.core.catalog.base import Candidate
 from tasks.core.config.experiment import RegistrySpec
@@ -246,7 +246,8 @@ def train_adapter(inputs: TrainingInputs, home: Home) -> TrainResult:
             result = fine_tune(job, on_event=reporter, mlc=mlc)
         else:
             preload_evaluation()
-            result = launch(job, on_event=reporter)
+            launched = training_wait(str(flow_run.get_id() or ""))
+            result = launch(job, on_event=reporter, on_start=launched.now)
     except BaseException:  # bad input (no retry, exit 2) or a failure a retry resumes
         mlc.set_terminated(run_id, "FAILED")
         raise

@@ -106,5 +106,5 @@ def test_quickstart_end_to_end(tmp_path):
 
     status, _ = run_cli(home.root, "status")
     lines = [line for line in status.stdout.splitlines() if line.startswith("flow run")]
-    assert len(lines) == 2 and all("Completed, 8 task runs" in line for line in lines)
-    assert lines[-1].count("=Completed") == 8  # the first run: every stage ran
+    assert len(lines) == 2 and all("Completed, 9 task runs" in line for line in lines)
+    assert lines[-1].count("=Completed") == 9  # the first run: every stage ran

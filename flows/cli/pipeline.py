@@ -144,14 +144,16 @@ def start_temporary_server(home: Home):
 
 
 def time_line(wall: float, compute: dict[str, float]) -> str:
-    """Wall time split into training compute, evaluation compute and the pipeline's overhead."""
+    """Wall time split into training compute, evaluation compute and the pipeline's overhead;
+    the base's scoring beside training (in neither: it overlapped the training's wall time)."""
     training, evaluation = compute.get("training", 0.0), compute.get("evaluation", 0.0)
     overhead = wall - training - evaluation
     ratio = f"{evaluation / training:.2f}" if training > 0 else "n/a (training cached)"
+    beside = compute.get("base_during_training", 0.0)
     return (
         f"wall {wall:.1f} s = training {training:.1f} s + evaluation {evaluation:.1f} s + "
         f"pipeline overhead {overhead:.1f} s; evaluation/training {ratio}"
-    )
+    ) + (f"; base model scored while training ran: {beside:.1f} s" if beside else "")
 
 
 def validate_data_command(

@@ -69,6 +69,10 @@ def test_the_time_line_splits_wall_time_into_compute_and_overhead():
     )
     cached = time_line(20.0, {"training": 0.0, "evaluation": 0.0})
     assert "pipeline overhead 20.0 s" in cached and "n/a (training cached)" in cached
+    # The base scored beside training overlapped its wall time: shown, not in the split.
+    beside = time_line(100.0, {"training": 60.0, "evaluation": 10.0, "base_during_training": 2.5})
+    assert "pipeline overhead 30.0 s; evaluation/training 0.17" in beside
+    assert beside.endswith("; base model scored while training ran: 2.5 s")
 
 
 SERVED = """

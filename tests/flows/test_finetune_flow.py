@@ -21,6 +21,7 @@ STAGES = {
     "audit": "audit-licenses",
     "validate": "validate-data",
     "fine-tune": "fine-tune",
+    "score": "score-base",
     "evaluate": "evaluate-gate",
     "register": "register",
     "serving": "serving-form",
@@ -54,7 +55,7 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert state.is_completed(), state.message
     summary = state.result()
     states = task_states(state)
-    assert len(states) == 8 and set(states.values()) == {"Completed"}, states
+    assert len(states) == 9 and set(states.values()) == {"Completed"}, states
 
     runs = training_runs(mlc)
     assert len(runs) == 1
@@ -96,10 +97,12 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     # How the evaluation was computed: on its record (the training run is not written to).
     eval_tags = evaluation.data.tags
     assert eval_tags["eval.resolved_precision"] == run.data.params["train.resolved_precision"]
-    assert eval_tags["eval.base_scores_cached"] == "False"  # first evaluation on this base
+    # The base was scored while the training processes ran; the evaluation read its scores.
+    assert eval_tags["eval.base_scores_cached"] == "True"
     assert eval_tags["eval.champion_scores_cached"] == "False"  # no champion yet
-    assert set(summary["compute_s"]) == {"training", "evaluation"}
+    assert set(summary["compute_s"]) == {"training", "evaluation", "base_during_training"}
     assert summary["compute_s"]["training"] > 0 and summary["compute_s"]["evaluation"] > 0
+    assert summary["compute_s"]["base_during_training"] > 0
 
     # The registered model loads offline from the mirror and predicts class names.
     loaded = mlflow.pyfunc.load_model("models:/tiny-lora@champion")
@@ -133,9 +136,10 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
         tmp_path, "lower.yaml", gates={"absolute": {"accuracy": round(accuracy - 0.01, 4)}}
     )
     changed = task_states(finetune(config_path=str(lower), return_state=True))
-    assert {changed[s] for s in ("discover", "audit-licenses", "validate-data", "fine-tune")} == {
-        "Cached"
-    }
+    assert {
+        changed[s]
+        for s in ("discover", "audit-licenses", "validate-data", "fine-tune", "score-base")
+    } == {"Cached"}
     assert {changed[s] for s in ("evaluate-gate", "register", "serving-form", "promote")} == {
         "Completed"
     }

@@ -34,7 +34,9 @@ def install(spec: str, folder: Path) -> None:
         return
 
     def send() -> None:
-        (folder / f"signalled-{rank}.json").write_text(json.dumps({"time": time.time(), "monotonic": time.monotonic()}))
+        (folder / f"signalled-{rank}.json").write_text(
+            json.dumps({"time": time.time(), "monotonic": time.monotonic()})
+        )
         os.kill(os.getpid(), signum)
 
     original = grad_sync.StepSync.all_reduce

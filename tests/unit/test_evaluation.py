@@ -250,3 +250,49 @@ def test_the_reference_profile_comes_from_the_evaluation_pass(home, adapter, pre
     assert from_pass.stats.tokens == separate.stats.tokens
     assert from_pass.vocabulary == separate.vocabulary
     assert len(from_pass.stats.sketches) == len(separate.stats.sketches) == 20
+
+
+def test_the_base_scored_before_training_is_what_the_evaluation_reads(home, adapter, prepared):
+    """tasks/base_scores.py scores the base while training runs, before any adapter exists;
+    the evaluation must then find exactly those scores under its own key."""
+    import numpy as np
+
+    from tasks.core.data.prepare import load_prepared
+    from tasks.core.evaluation.scoring import pinned_base_classifier
+    from tasks.core.training.modeling import read_base_ref
+    from tasks.gate import base_scorer, cached_base, eval_precision
+
+    ref, labels = read_base_ref(adapter)
+    precision = eval_precision(EvalSpec())
+    texts = list(load_prepared(prepared)["eval"]["text"])
+
+    def pinned():
+        return pinned_base_classifier(ref, labels, home.hf_hub_cache, None, precision.dtype)
+
+    early = base_scorer(ref, labels, pinned, home, precision, None)
+    probs, _ = early.predict(texts, 8, 16)
+    assert not early.hit
+    later = cached_base(adapter, home, precision, None)  # what the evaluation builds
+    read, _ = later.predict(texts, 8, 16)
+    assert later.hit and read.tolist() == probs.tolist()
+    # Scored from the adapter instead (the tokenizer training saved): the same figures.
+    direct, _ = base_classifier(adapter, home.hf_hub_cache, None, precision.dtype).predict(
+        texts, 8, 16
+    )
+    np.testing.assert_allclose(direct, probs, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("score", "task", "launcher", "why"),
+    [
+        (True, "sequence-classification", "subprocess", None),
+        (False, "sequence-classification", "subprocess", "does not score the base"),
+        (True, "causal-lm", "subprocess", "generator"),
+        (True, "sequence-classification", "in-process", "training runs in this process"),
+    ],
+)
+def test_when_the_base_is_scored_while_training_runs(score, task, launcher, why):
+    from tasks.core.evaluation.base_cache import early_scoring_skipped
+
+    got = early_scoring_skipped(score, task, launcher)
+    assert got is None if why is None else why in got

@@ -67,9 +67,10 @@ def test_sigterm_saves_the_current_step_and_stops(home, tiny_bert_dir, tmp_path)
         cache_dir=str(home.hf_hub_cache),
         identity="sigterm",
     )
-    signalled = []
+    signalled, started = [], []
 
     def stop_after_first_step(event):
+        assert started == ["child running"]  # told before any event: this process only waits
         if event.kind == "step" and not signalled:
             (child,) = [
                 p
@@ -80,7 +81,9 @@ def test_sigterm_saves_the_current_step_and_stops(home, tiny_bert_dir, tmp_path)
             signalled.append(event.step)
 
     with pytest.raises(TrainingProcessFailed, match="exited with status 143.*SIGTERM after step"):
-        launch(job, on_event=stop_after_first_step)
+        launch(
+            job, on_event=stop_after_first_step, on_start=lambda: started.append("child running")
+        )
     (checkpoint,) = list_checkpoints(job_dir(home.work_dir, "sigterm") / "checkpoints")
     stopped_at = read_state(checkpoint).step
     assert signalled[0] <= stopped_at < 1200  # the step it was in, not a cadence multiple

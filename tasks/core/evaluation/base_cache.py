@@ -108,3 +108,21 @@ class CachedBase:
         probs, seconds = classifier.predict(texts, batch_size, max_length)
         write(self.root, key, probs, seconds)
         return probs, seconds
+
+
+def early_scoring_skipped(score_base: bool, task: str, launcher: str) -> str | None:
+    """Why the base is not scored while training runs (None: it is).
+
+    The pipeline's process is free while the training processes compute: the base's scores
+    (which do not depend on the training) are computed then and the evaluation reads them
+    here. Not for a generator (its base is scored by generation, not these probabilities),
+    and not beside training in this same process (``launcher: in-process``): the base's head
+    is seeded from torch's global generator, which that training draws from too.
+    """
+    if not score_base:
+        return "the gate policy does not score the base model"
+    if task != "sequence-classification":
+        return "a generator's base is scored by the evaluation"
+    if launcher == "in-process":
+        return "training runs in this process (launcher: in-process)"
+    return None

@@ -27,10 +27,12 @@ from tasks.core.evaluation.report import EvalReport, GoldenCase, ModelScores, Sl
 from tasks.core.training.modeling import (
     load_base,
     load_classifier,
+    load_tokenizer,
     predict_proba,
     predict_with_states,
     read_base_ref,
 )
+from tasks.core.training.refs import ModelRef
 
 BASE_SEED = 0  # the base model's classification head is freshly initialised: seed it
 
@@ -126,12 +128,29 @@ def base_classifier(
     from transformers import AutoTokenizer
 
     ref, labels = read_base_ref(adapter_dir)
-    torch.manual_seed(BASE_SEED)
-    model = load_base(ref, labels, cache_dir)
-    model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    return _base(ref, labels, tokenizer, cache_dir, preprocessing, dtype)
+
+
+def pinned_base_classifier(
+    ref: ModelRef,
+    labels: list[str],
+    cache_dir: Path | None,
+    preprocessing: Preprocessing | None = None,
+    dtype: torch.dtype | None = None,
+) -> Classifier:
+    """The same base before any adapter exists: the tokenizer as training loads (and then
+    saves beside the adapter) it. Scores the base while the training processes compute."""
+    tokenizer = load_tokenizer(ref, cache_dir)
+    return _base(ref, labels, tokenizer, cache_dir, preprocessing, dtype)
+
+
+def _base(ref, labels, tokenizer, cache_dir, preprocessing, dtype) -> Classifier:
+    torch.manual_seed(BASE_SEED)
+    model = load_base(ref, list(labels), cache_dir)
+    model.eval()
     return Classifier(
-        model, tokenizer, labels, str(ref), _apply(preprocessing), role="base", dtype=dtype
+        model, tokenizer, list(labels), str(ref), _apply(preprocessing), role="base", dtype=dtype
     )
 
 

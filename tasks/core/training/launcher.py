@@ -67,8 +67,10 @@ def launch(
     on_event: Callable[[StepEvent], None] = lambda event: None,
     gpus: int | None = None,
     poll_s: float = 0.25,
+    on_start: Callable[[], None] = lambda: None,
 ):
-    """Train in a child process; returns its TrainResult or raises why it has none."""
+    """Train in a child process; returns its TrainResult or raises why it has none.
+    ``on_start`` is called once the child runs: from then on this process only waits."""
     folder = job.folder
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("events.jsonl", "result.json", "error.json"):
@@ -77,6 +79,7 @@ def launch(
     _write_json(job_file, asdict(job))
     gpus, procs = layout(job.train, gpus)
     proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=child_env(procs))
+    on_start()
     return _supervise(proc, folder, on_event, poll_s)
 
 

@@ -1,0 +1,140 @@
+"""Stage 4b - the base model's eval scores, computed while the training processes run.
+
+The evaluation compares the candidate with the base it was trained from. The base does not
+depend on the training, and its scores are cached per (base repo@sha, eval texts after the
+run's preprocessing, max_length, precision; ``tasks/core/evaluation/base_cache.py``). This
+task fills that cache from a thread of the pipeline's process, which only waits while the
+training processes compute; the evaluation then reads the scores instead of loading and
+running the base on its critical path. It never fails the pipeline: on an error the
+evaluation scores the base itself, as it always could.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+
+from tasks.common import training_wait
+from tasks.core.config.evaluation import EvalSpec, GateSpec
+from tasks.core.config.train import TrainSpec
+from tasks.core.data.prepare import load_prepared
+from tasks.core.data.preprocess import Preprocessing
+from tasks.core.data.report import DataReport
+from tasks.core.digests import key
+from tasks.core.evaluation.base_cache import early_scoring_skipped
+from tasks.core.home import Home
+from tasks.core.training.refs import ModelRef
+from tasks.gate import base_scorer, eval_precision
+
+# One intra-op thread at the lowest priority: the training processes keep the cores they use
+# (measured on 2 cores: at normal priority the base's scoring slowed the training processes'
+# start by as much as it took off the evaluation); it runs on what they leave idle.
+THREADS = 1
+NICE = 19
+
+
+@dataclass(frozen=True)
+class BaseScoring:
+    compute_s: float  # loading and scoring the base (0: already cached, or skipped)
+    finished_at: float  # epoch seconds
+    note: str = ""  # why it was skipped or failed ("" when it ran or was cached)
+
+
+def _cache_key(context, params) -> str:
+    data: DataReport = params["data"]
+    train: TrainSpec = params["train"]
+    return key(
+        "score-base", params["repo_id"], params["revision"], data.fingerprint,
+        list(data.label_names), data.preprocessing or None, params["spec"],
+        params["gates"].base_model, train.task, train.launcher, train.max_length,
+        str(params["home"].root),
+    )  # fmt: skip
+
+
+@task(
+    name="score-base",
+    task_run_name="score base {repo_id} while training runs",
+    timeout_seconds=1800,
+    cache_key_fn=_cache_key,
+    persist_result=True,
+)
+def score_base_during_training(
+    repo_id: str,
+    revision: str,
+    data: DataReport,
+    spec: EvalSpec,
+    gates: GateSpec,
+    train: TrainSpec,
+    home: Home,
+) -> BaseScoring:
+    log = get_run_logger()
+    skipped = early_scoring_skipped(gates.base_model.score, train.task, train.launcher)
+    if skipped is not None:
+        return BaseScoring(0.0, time.time(), skipped)
+    waiting = training_wait(str(flow_run.get_id() or ""))
+    waiting.wait()  # until the training processes run and this process only waits for them
+    if waiting.failed:
+        return BaseScoring(0.0, time.time(), "training failed: the evaluation will not run")
+    started = time.perf_counter()
+    try:
+        computed = at_low_priority(_score, ModelRef(repo_id, revision), data, spec, train, home)
+    except Exception as exc:  # the evaluation scores the base itself
+        log.warning("scoring the base during training failed", exc_info=True)
+        return BaseScoring(0.0, time.time(), f"failed: {type(exc).__name__}: {exc}"[:300])
+    seconds = time.perf_counter() - started if computed else 0.0
+    if computed:
+        log.info("base %s@%s scored in %.1f s while training ran", repo_id, revision[:12], seconds)
+    return BaseScoring(seconds, time.time())
+
+
+def at_low_priority(fn, *args):
+    """``fn(*args)`` in a thread of its own at nice ``NICE`` (a lowered priority cannot be
+    raised back, so not this pool thread); its result, or its exception raised here."""
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        with contextlib.suppress(OSError, AttributeError):  # AttributeError: no setpriority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        try:
+            out["result"] = fn(*args)
+        except BaseException as exc:
+            out["error"] = exc
+
+    worker = threading.Thread(target=run, name="score-base", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
+def _score(ref: ModelRef, data: DataReport, spec: EvalSpec, train: TrainSpec, home: Home) -> bool:
+    """Fill the cache the evaluation reads; False when it already held these scores."""
+    import torch
+
+    from tasks.core.evaluation.scoring import pinned_base_classifier
+
+    precision = eval_precision(spec)
+    recorded = data.preprocessing or None
+    preprocessing = Preprocessing.from_dict(recorded) if recorded else None
+    labels, cache_dir = list(data.label_names), Path(home.hf_hub_cache)
+
+    def load():
+        return pinned_base_classifier(ref, labels, cache_dir, None, precision.dtype)
+
+    scorer = base_scorer(ref, labels, load, home, precision, preprocessing)
+    texts = list(load_prepared(data.prepared_path)["eval"]["text"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        scorer.predict(texts, spec.batch_size, train.max_length)
+    finally:
+        torch.set_num_threads(before)
+    return not scorer.hit
