@@ -108,7 +108,8 @@ def test_the_merged_onnx_forms_agree_with_the_exact_model_and_are_recorded(home,
         tmp_path / "slow", max_length=16, exact_ms=1e-6, timings=timings,
     )  # fmt: skip
     assert not slow.passed and slow.examples == 0 and timings["export_s"] > 0
-    assert slow.reasons[0].startswith(f"not faster than the exact model on {len(texts)} texts")
+    # Its first batch (64 of the sample's texts) was already far slower: timing stopped there.
+    assert slow.reasons[0].startswith("not faster than the exact model on 64 texts")
     assert len(forms.speed_sample(list(range(1000)))) == forms.SPEED_SAMPLE
     slower = forms.decide_serving_form([slow], SPEC, 0.97, 1e-6)
     assert slower.chosen == EXACT and "not faster than the exact model" in slower.note
@@ -244,3 +245,34 @@ def test_a_passing_form_slower_than_the_exact_model_is_not_served():
     assert fast.chosen == "onnx-fp32"
     unknown = forms.decide_serving_form([slow], SPEC, 0.9)  # exact speed not measured
     assert unknown.chosen == "onnx-fp32"
+
+
+class Paced:
+    """A form whose every batch takes ``ms`` per text on its own clock (no sleeping, no load)."""
+
+    def __init__(self, ms: float):
+        self.ms, self.batches, self.now = ms, [], 0.0
+
+    def predict_proba(self, texts, batch_size):
+        self.batches.append(len(texts))
+        self.now += self.ms * len(texts) / 1000
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("form_ms", "exact_ms", "timed_on"),
+    [
+        (2.0, 1.0, 64),  # twice the exact model's time on the first batch: stops there
+        (1.2, 1.0, 128),  # slower, not clearly: the whole sample decides
+        (0.5, 1.0, 128),  # faster: the whole sample
+        (2.0, None, 128),  # nothing to compare with: the whole sample
+    ],
+)
+def test_a_form_clearly_slower_on_its_first_batch_is_not_timed_further(form_ms, exact_ms, timed_on):
+    form = Paced(form_ms)
+    ms, texts = forms.time_form(form, [f"text {i}" for i in range(128)], 64, exact_ms, form.clock)
+    assert texts == timed_on and form.batches[0] == 8  # the warm-up
+    assert sum(form.batches[1:]) == timed_on
+    assert ms == pytest.approx(form_ms)
