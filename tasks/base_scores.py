@@ -33,9 +33,11 @@ from tasks.core.home import Home
 from tasks.core.training.refs import ModelRef
 from tasks.gate import base_scorer, eval_precision
 
-# One intra-op thread at the lowest priority: the training processes keep the cores they use
-# (measured on 2 cores: at normal priority the base's scoring slowed the training processes'
-# start by as much as it took off the evaluation); it runs on what they leave idle.
+# One intra-op thread (OpenMP threads spinning beside the training processes slow them), at the
+# lowest priority: below the training processes wherever nice ranks them. Not under Linux's
+# autogroup scheduling, where torchrun's ranks (each in a session of its own) share CPU with
+# this process's session as equals: there, on 2 cores, the base's scoring took about as much
+# from the training processes' start as it took off the evaluation (docs/benchmarks.md).
 THREADS = 1
 NICE = 19
 
