@@ -72,9 +72,8 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     model, audit, data = audited_model_and_data(loaded, home, tags, force)
     check_model(cfg.lora, model, home.hf_hub_cache)
     inputs = TrainingInputs(model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit)
-    base = refreshed(
-        score_base_during_training, force
-    ).submit(  # a thread of this process, beside training
+    # The base model's scores, from a thread of this process while the training processes run.
+    base = score_base_during_training.submit(
         model.repo_id, model.revision, data, cfg.eval, cfg.gates, cfg.train, home
     )
     trained = train_stage(inputs, home, force)  # in-process, or the deployment on train.work_pool

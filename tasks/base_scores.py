@@ -27,7 +27,6 @@ from tasks.core.config.train import TrainSpec
 from tasks.core.data.prepare import load_prepared
 from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
-from tasks.core.digests import key
 from tasks.core.evaluation.base_cache import early_scoring_skipped
 from tasks.core.home import Home
 from tasks.core.training.refs import ModelRef
@@ -49,24 +48,11 @@ class BaseScoring:
     note: str = ""  # why it was skipped or failed ("" when it ran or was cached)
 
 
-def _cache_key(context, params) -> str:
-    data: DataReport = params["data"]
-    train: TrainSpec = params["train"]
-    return key(
-        "score-base", params["repo_id"], params["revision"], data.fingerprint,
-        list(data.label_names), data.preprocessing or None, params["spec"],
-        params["gates"].base_model, train.task, train.launcher, train.max_length,
-        str(params["home"].root),
-    )  # fmt: skip
-
-
 @task(
     name="score-base",
     task_run_name="score base {repo_id} while training runs",
     timeout_seconds=1800,
-    cache_key_fn=_cache_key,
-    persist_result=True,
-)
+)  # not cached by Prefect: the scores' own cache is the file; a skip or failure is not kept
 def score_base_during_training(
     repo_id: str,
     revision: str,
