@@ -74,7 +74,7 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     inputs = TrainingInputs(model, data, cfg.lora, cfg.train, cfg.registry, cfg.name, tags, audit)
     # The base model's scores, from a thread of this process while the training processes run.
     base = score_base_during_training.submit(
-        model.repo_id, model.revision, data, cfg.eval, cfg.gates, cfg.train, home
+        model.repo_id, model.revision, model.parameters, data, cfg.eval, cfg.gates, cfg.train, home
     )
     trained = train_stage(inputs, home, force)  # in-process, or the deployment on train.work_pool
     base.wait()  # its scores are cached for the evaluation; a failure only means it scores them

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
@@ -56,6 +57,7 @@ class BaseScoring:
 def score_base_during_training(
     repo_id: str,
     revision: str,
+    parameters: int | None,
     data: DataReport,
     spec: EvalSpec,
     gates: GateSpec,
@@ -63,13 +65,17 @@ def score_base_during_training(
     home: Home,
 ) -> BaseScoring:
     log = get_run_logger()
-    skipped = early_scoring_skipped(gates.base_model.score, train.task, train.launcher)
+    rule = (gates.base_model.score, train.task, train.launcher, parameters)
+    skipped = early_scoring_skipped(*rule)
     if skipped is not None:
-        return BaseScoring(0.0, time.time(), skipped)
+        return _skipped(skipped)
     waiting = training_wait(str(flow_run.get_id() or ""))
     waiting.wait()  # until the training processes run and this process only waits for them
     if waiting.failed:
-        return BaseScoring(0.0, time.time(), "training failed: the evaluation will not run")
+        return _skipped("training failed: the evaluation will not run")
+    skipped = early_scoring_skipped(*rule, psutil.virtual_memory().available)
+    if skipped is not None:  # memory as it is now, beside the training processes
+        return _skipped(skipped)
     started = time.perf_counter()
     try:
         computed = at_low_priority(_score, ModelRef(repo_id, revision), data, spec, train, home)
@@ -80,6 +86,11 @@ def score_base_during_training(
     if computed:
         log.info("base %s@%s scored in %.1f s while training ran", repo_id, revision[:12], seconds)
     return BaseScoring(seconds, time.time())
+
+
+def _skipped(why: str) -> BaseScoring:
+    get_run_logger().info("base not scored while training runs: %s", why)
+    return BaseScoring(0.0, time.time(), why)
 
 
 def at_low_priority(fn, *args):

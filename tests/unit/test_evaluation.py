@@ -282,17 +282,26 @@ def test_the_base_scored_before_training_is_what_the_evaluation_reads(home, adap
     np.testing.assert_allclose(direct, probs, atol=1e-6)
 
 
+GIB = 2**30
+
+
 @pytest.mark.parametrize(
-    ("score", "task", "launcher", "why"),
+    ("score", "task", "launcher", "parameters", "available", "why"),
     [
-        (True, "sequence-classification", "subprocess", None),
-        (False, "sequence-classification", "subprocess", "does not score the base"),
-        (True, "causal-lm", "subprocess", "generator"),
-        (True, "sequence-classification", "in-process", "training runs in this process"),
+        (True, "sequence-classification", "subprocess", 22_700_000, 8 * GIB, None),
+        (True, "sequence-classification", "subprocess", 22_700_000, None, None),
+        (False, "sequence-classification", "subprocess", 22_700_000, None, "does not score"),
+        (True, "causal-lm", "subprocess", 22_700_000, None, "generator"),
+        (True, "sequence-classification", "in-process", 22_700_000, None, "in this process"),
+        (True, "sequence-classification", "subprocess", None, 8 * GIB, "size is unknown"),
+        # 7B parameters need ~52 GiB to score beside training: not with 16 GiB free.
+        (True, "sequence-classification", "subprocess", 7_000_000_000, 16 * GIB, "not fit"),
     ],
 )
-def test_when_the_base_is_scored_while_training_runs(score, task, launcher, why):
+def test_when_the_base_is_scored_while_training_runs(
+    score, task, launcher, parameters, available, why
+):
     from tasks.core.evaluation.base_cache import early_scoring_skipped
 
-    got = early_scoring_skipped(score, task, launcher)
+    got = early_scoring_skipped(score, task, launcher, parameters, available)
     assert got is None if why is None else why in got

@@ -110,14 +110,26 @@ class CachedBase:
         return probs, seconds
 
 
-def early_scoring_skipped(score_base: bool, task: str, launcher: str) -> str | None:
+BYTES_PER_PARAMETER = 8  # fp32 weights (4) and as much again for loading and activations
+
+
+def early_scoring_skipped(
+    score_base: bool,
+    task: str,
+    launcher: str,
+    parameters: int | None = None,
+    available_bytes: int | None = None,
+) -> str | None:
     """Why the base is not scored while training runs (None: it is).
 
     The pipeline's process is free while the training processes compute: the base's scores
     (which do not depend on the training) are computed then and the evaluation reads them
     here. Not for a generator (its base is scored by generation, not these probabilities),
-    and not beside training in this same process (``launcher: in-process``): the base's head
-    is seeded from torch's global generator, which that training draws from too.
+    not beside training in this same process (``launcher: in-process``: the base's head is
+    seeded from torch's global generator, which that training draws from too), and not when
+    the base, loaded beside the training processes' own copies, might not fit in memory
+    (``parameters`` x ``BYTES_PER_PARAMETER`` over ``available_bytes``, or its size unknown):
+    after training, the evaluation loads it once they are gone, as before.
     """
     if not score_base:
         return "the gate policy does not score the base model"
@@ -125,4 +137,12 @@ def early_scoring_skipped(score_base: bool, task: str, launcher: str) -> str | N
         return "a generator's base is scored by the evaluation"
     if launcher == "in-process":
         return "training runs in this process (launcher: in-process)"
+    if not parameters:
+        return "the base's size is unknown: scored after training, when memory is free"
+    need = parameters * BYTES_PER_PARAMETER
+    if available_bytes is not None and need > available_bytes:
+        return (
+            f"the base ({parameters / 1e6:.0f}M parameters, ~{need / 2**30:.1f} GiB to score) "
+            f"might not fit beside training ({available_bytes / 2**30:.1f} GiB available)"
+        )
     return None
