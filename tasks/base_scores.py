@@ -115,17 +115,18 @@ def at_low_priority(fn, *args):
 
 
 def _score(ref: ModelRef, data: DataReport, spec: EvalSpec, train: TrainSpec, home: Home) -> bool:
-    """Fill the cache the evaluation reads; False when it already held these scores."""
+    """Fill the cache the evaluation reads; False when it already held these scores (then
+    without importing the scoring code: a cached re-run waits for this task)."""
     import torch
-
-    from tasks.core.evaluation.scoring import pinned_base_classifier
 
     precision = eval_precision(spec)
     recorded = data.preprocessing or None
     preprocessing = Preprocessing.from_dict(recorded) if recorded else None
     labels, cache_dir = list(data.label_names), Path(home.hf_hub_cache)
 
-    def load():
+    def load():  # on a miss only
+        from tasks.core.evaluation.scoring import pinned_base_classifier
+
         return pinned_base_classifier(ref, labels, cache_dir, None, precision.dtype)
 
     scorer = base_scorer(ref, labels, load, home, precision, preprocessing)

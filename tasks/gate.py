@@ -31,7 +31,7 @@ from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
 from tasks.core.digests import file_sha256, key
 from tasks.core.errors import GateFailed
-from tasks.core.evaluation.base_cache import CachedBase
+from tasks.core.evaluation.base_cache import BASE_SEED, CachedBase
 from tasks.core.evaluation.gates import GateDecision, decide_gates, gate_lines, to_markdown
 from tasks.core.evaluation.progress import ScoringProgress
 from tasks.core.evaluation.report import EvalReport
@@ -458,8 +458,6 @@ def cached_base(
 def base_scorer(ref, labels, load, home: Home, precision, preprocessing) -> CachedBase:
     """The cache of ``ref``'s scores (``load`` builds the base on a miss): one key for the
     evaluation and for the scoring done while training runs (tasks/base_scores.py)."""
-    from tasks.core.evaluation.scoring import BASE_SEED
-
     return CachedBase(
         load=load,
         root=home.work_dir / "eval-cache" / "base",

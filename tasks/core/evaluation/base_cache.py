@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 CACHE_VERSION = 1  # bump when what is cached changes meaning
+BASE_SEED = 0  # the base model's classification head is freshly initialised: seed it
 
 
 def texts_sha256(texts: list[str]) -> str:

@@ -21,7 +21,7 @@ from tasks.core.data.prepare import load_prepared
 from tasks.core.data.preprocess import Preprocessing
 from tasks.core.errors import ConfigError
 from tasks.core.evaluation import metrics as metric_modules
-from tasks.core.evaluation.base_cache import texts_sha256
+from tasks.core.evaluation.base_cache import BASE_SEED, texts_sha256
 from tasks.core.evaluation.golden import read_golden
 from tasks.core.evaluation.report import EvalReport, GoldenCase, ModelScores, SliceFigure
 from tasks.core.training.modeling import (
@@ -33,9 +33,6 @@ from tasks.core.training.modeling import (
     read_base_ref,
 )
 from tasks.core.training.refs import ModelRef
-
-BASE_SEED = 0  # the base model's classification head is freshly initialised: seed it
-
 
 Progress = Callable[[str, int, int], None]  # (role, texts done, texts)
 
