@@ -366,11 +366,9 @@ def read_state(home: Home) -> StackState | None:
 
 
 def _started(raw: dict) -> Started:
+    raw = dict(raw)
     if "create_time" in raw:  # written by an older loraflow: an epoch time, still compared
-        raw = {
-            "started": raw["create_time"],
-            **{k: v for k, v in raw.items() if k != "create_time"},
-        }
+        raw["started"] = raw.pop("create_time")
     return Started(**raw)
 
 
