@@ -27,9 +27,11 @@ registered pyfunc and run on 127.0.0.1, each in a child process of its own:
   whole dev split, from the version's ``serving_form/decision.json``, are printed with the
   results).
 
-The load loop (this process, asyncio on uvloop + httpx) sends SST-2 dev sentences, one per request,
-``concurrency`` in flight, for ``--requests`` requests or ``--seconds``, whichever ends first,
-after a warm-up; it reports requests/s, p50 and p95 latency and failures, and the ratios.
+The load loop (this process, asyncio on uvloop, one keep-alive connection per request in
+flight: ``loadgen.py``; ``--client httpx`` for httpx) sends SST-2 dev sentences, one per
+request, ``concurrency`` in flight, for ``--requests`` requests or ``--seconds``, whichever
+ends first, after a warm-up; it reports requests/s, p50 and p95 latency, failures, the load
+loop's own CPU per request (taken from the servers: they share the cores), and the ratios.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import Connection, HttpError  # noqa: E402 - beside this script
+
 DATA = REPO.parent / "shared" / "data" / "sst2"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 LABELS = ["negative", "positive"]
@@ -321,36 +327,42 @@ def run_loop(coro):
     return uvloop.run(coro)
 
 
-async def load(url: str, texts: list[str], concurrency: int, requests: int, seconds: float):
-    """(requests/s, p50 ms, p95 ms, failures, answered) of a bounded concurrent load loop."""
+async def load(
+    url: str, texts: list[str], concurrency: int, requests: int, seconds: float,
+    client: str = "lean",
+):  # fmt: skip
+    """(requests/s, p50 ms, p95 ms, failures, answered, client CPU ms per request) of a bounded
+    concurrent load loop; ``client``: ``lean`` (``loadgen.py``, keep-alive connections, a few
+    microseconds of CPU per request) or ``httpx`` (what this benchmark used before)."""
     latencies: list[float] = []
     failures = 0
     counter = iter(range(requests))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+    send, close = _client(client, url, concurrency)
+    try:
         for text in texts[:20]:  # warm-up
-            await http.post("/predict", json={"text": text})
-        started = time.perf_counter()
+            await send(0, {"text": text})
+        started, cpu = time.perf_counter(), time.process_time()
         deadline = started + seconds
 
-        async def worker() -> None:
+        async def worker(slot: int) -> None:
             nonlocal failures
             for i in counter:
                 if time.perf_counter() > deadline:
                     return
                 t0 = time.perf_counter()
                 try:
-                    response = await http.post("/predict", json={"text": texts[i % len(texts)]})
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
+                    ok = await send(slot, {"text": texts[i % len(texts)]}) == 200
+                except (httpx.HTTPError, HttpError):
                     ok = False
                 if ok:
                     latencies.append(time.perf_counter() - t0)
                 else:
                     failures += 1
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        await asyncio.gather(*(worker(slot) for slot in range(concurrency)))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        await close()
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] * 1000
     return (
@@ -359,7 +371,31 @@ async def load(url: str, texts: list[str], concurrency: int, requests: int, seco
         p95,
         failures,
         len(latencies),
+        cpu * 1000 / max(1, len(latencies) + failures),
     )
+
+
+def _client(kind: str, url: str, concurrency: int):
+    """(send(slot, payload) -> status, close()) for ``concurrency`` connections."""
+    if kind == "httpx":
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        http = httpx.AsyncClient(base_url=url, timeout=120, limits=limits)
+
+        async def send(slot: int, payload: dict) -> int:
+            return (await http.post("/predict", json=payload)).status_code
+
+        return send, http.aclose
+    connections = [Connection(url) for _ in range(concurrency)]
+
+    async def send(slot: int, payload: dict) -> int:
+        connection = connections[slot]
+        return (await connection.send(connection.request("/predict", payload)))[0]
+
+    async def close() -> None:
+        for connection in connections:
+            connection.close()
+
+    return send, close
 
 
 _seen: dict[str, tuple[float, float]] = {}
@@ -407,6 +443,12 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count(), help="loraflow predict threads"
     )
+    parser.add_argument(
+        "--client",
+        choices=["lean", "httpx"],
+        default="lean",
+        help="the load client: lean (loadgen.py, keep-alive sockets) or httpx (before 2026-12-02)",
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -434,6 +476,10 @@ def main() -> None:
         write_docs(text)
 
 
+CLIENTS = {
+    "lean": "keep-alive sockets (tests/benchmarks/loadgen.py)",
+    "httpx": "httpx.AsyncClient",
+}
 KINDS = {
     "baseline": "pipeline per request",
     "onnxruntime": "ONNX Runtime + dynamic batching",
@@ -451,13 +497,14 @@ def measure(name: str, work: Path, texts: list[str], levels: list[int], args) ->
         rows = {}
         for level in levels:
             for kind, (_, url) in servers.items():
-                result = run_loop(load(url, texts, level, args.requests, args.seconds))
+                result = run_loop(load(url, texts, level, args.requests, args.seconds, args.client))
                 batch = mean_batch(url, reset=True) if kind == "loraflow" else float("nan")
                 rows[(kind, level)] = (*result, batch)
-                rps, p50, p95, failed, n = result
+                rps, p50, p95, failed, n, client_ms = result
                 print(
                     f"{kind:11} c={level:<3} {rps:7.1f} req/s  p50 {p50:7.1f} ms  "
-                    f"p95 {p95:7.1f} ms  failed {failed}  n={n}  mean batch {batch:.1f}",
+                    f"p95 {p95:7.1f} ms  failed {failed}  n={n}  mean batch {batch:.1f}  "
+                    f"client CPU {client_ms:.2f} ms/request",
                     flush=True,
                 )
         return rows
@@ -471,7 +518,8 @@ def report(rows: dict, levels: list[int], args, device: str, source: str, form: 
     lines = [
         f"Device: {device}. Model: {source}. One request = one SST-2 dev sentence; "
         f"{args.requests} requests or {args.seconds:g} s per level and server, after 20 "
-        f"warm-up requests; the three servers run side by side and take turns at each level. "
+        f"warm-up requests; the three servers run side by side and take turns at each level; "
+        f"load client: {CLIENTS[args.client]}. "
         f"loraflow and ONNX Runtime: {args.workers} predict threads, batches up to 32 (ONNX "
         "Runtime: the first text waits up to 5 ms; loraflow: continuous, a free thread takes "
         "every queued text, 5 ms only while another batch is scored); every worker thread of "
@@ -479,15 +527,17 @@ def report(rows: dict, levels: list[int], args, device: str, source: str, form: 
         "",
         form + ".",
         "",
-        "| concurrency | server | req/s | p50 ms | p95 ms | failed | mean batch |",
-        "|---|---|---|---|---|---|---|",
+        "| concurrency | server | req/s | p50 ms | p95 ms | failed | mean batch | client CPU ms/req"
+        " |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for level in levels:
         for kind, label in KINDS.items():
-            rps, p50, p95, failed, _, batch = rows[(kind, level)]
+            rps, p50, p95, failed, _, client_ms, batch = rows[(kind, level)]
             shown = "-" if batch != batch else f"{batch:.1f}"
             lines.append(
-                f"| {level} | {label} | {rps:.1f} | {p50:.1f} | {p95:.1f} | {failed} | {shown} |"
+                f"| {level} | {label} | {rps:.1f} | {p50:.1f} | {p95:.1f} | {failed} | {shown} "
+                f"| {client_ms:.2f} |"
             )
     lines.append("")
     for level in levels:
@@ -503,6 +553,7 @@ def report(rows: dict, levels: list[int], args, device: str, source: str, form: 
         "",
         "Reproduce: `.venv/bin/python tests/benchmarks/bench_serving.py "
         f"--concurrency {args.concurrency} --requests {args.requests} --seconds {args.seconds:g}"
+        + (f" --client {args.client}" if args.client != "lean" else "")
         + (f" --home {args.home} --model {args.model}" if args.home else "")
         + "`. The servers and the load loop share the machine's cores, so figures move with "
         "whatever else runs there; compare the ratios of one run.",

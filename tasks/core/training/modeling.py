@@ -27,6 +27,7 @@ from transformers import (
 
 from tasks.core.config.train import LoraSpec
 from tasks.core.errors import TrainingInputError
+from tasks.core.training.passes import CPU_PASS_COST, cheapest_passes, fixed_passes
 from tasks.core.training.refs import (  # noqa: F401 - light references, also importable here
     BASE_REF_FILE,
     CAUSAL_LM,
@@ -194,19 +195,27 @@ def predict_proba(
 
 
 def length_batches(model, tokenizer, texts, batch_size: int, max_length: int, dtype):
-    """(indices, padded batch on the model's device, autocast context) per batch of texts
-    sorted by token length, as training batches are (each batch padded to its longest)."""
+    """(indices, padded batch on the model's device, autocast context) per forward pass over
+    texts sorted by token length, as training batches are (each pass padded to its longest).
+    On a CPU the sorted texts are cut where it is cheapest (``passes.cheapest_passes``: padding
+    against each pass's fixed cost), passes of at most ``batch_size``; elsewhere in passes of
+    ``batch_size``."""
     if not len(texts):
         return
     collator = DataCollatorWithPadding(tokenizer)
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
     device = next(model.parameters()).device
     autocast = (
         torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
     )
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    if device.type == "cpu":
+        cuts = cheapest_passes([lengths[i] for i in order], batch_size, CPU_PASS_COST)
+    else:
+        cuts = fixed_passes(len(order), batch_size)
+    for cut in cuts:
+        idx = order[cut.start : cut.stop]
         batch = collator([{k: encoded[k][j] for k in encoded} for j in idx])
         yield idx, {k: v.to(device) for k, v in batch.items()}, autocast
 
