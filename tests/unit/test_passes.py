@@ -66,8 +66,6 @@ def test_cut_passes_score_as_one_pass_per_text(tiny_model, monkeypatch):
     texts = [" ".join(rng.choices(words, k=rng.choice([2, 3, 3, 4, 30, 40]))) for _ in range(24)]
     passes = []
     cut = modeling.predict_proba(model, tokenizer, texts, 32, 64, on_batch=passes.append)
-    alone = np.concatenate(
-        [modeling.predict_proba(model, tokenizer, [t], 1, 64) for t in texts]
-    )
+    alone = np.concatenate([modeling.predict_proba(model, tokenizer, [t], 1, 64) for t in texts])
     np.testing.assert_allclose(cut, alone, atol=1e-5)
     assert 1 < len(passes) < len(texts)  # short and long texts apart, similar ones together
