@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+TEMPLATES := $(VENV)/.db-templates
 LOCK := requirements.lock
 PYTEST_ARGS ?=
 
@@ -19,15 +20,21 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(VENV)/bin/python -m pip check
 	touch $(STAMP)
 
+# Empty Prefect and MLflow databases, migrated once per installed version and copied into each
+# new state home (tasks/core/ops/templates.py): a first run does not wait for the migrations.
+$(TEMPLATES): $(STAMP)
+	$(VENV)/bin/python -m tasks.core.ops.templates
+	touch $(TEMPLATES)
+
 # Re-resolve every dependency of pyproject.toml (all extras) from scratch into requirements.lock,
 # with the newest pip in a throwaway venv; review the printed changes, run `make test`, commit.
 lock:
 	$(PYTHON) infra/lock.py
 
-quickstart: $(STAMP)
+quickstart: $(TEMPLATES)
 	$(VENV)/bin/loraflow quickstart
 
-test: $(STAMP)
+test: $(TEMPLATES)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 

@@ -49,11 +49,11 @@ class BaseScoring:
     note: str = ""  # why it was skipped or failed ("" when it ran or was cached)
 
 
-@task(
-    name="score-base",
-    task_run_name="score base {repo_id} while training runs",
-    timeout_seconds=1800,
-)  # not cached by Prefect: the scores' own cache is the file; a skip or failure is not kept
+# Not cached by Prefect: the scores' own cache is the file; a skip or failure is not kept. No
+# timeout: the task is submitted, so it runs in a worker thread, where Prefect cannot interrupt
+# it (it warned so on every run); it waits for the training stage, which has its own timeout
+# and releases the wait when it fails, and then scores one eval split.
+@task(name="score-base", task_run_name="score base {repo_id} while training runs")
 def score_base_during_training(
     repo_id: str,
     revision: str,

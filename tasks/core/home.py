@@ -107,11 +107,15 @@ _USER_OVERRIDABLE = {
 
 
 def apply_env(home: Home | None = None) -> Home:
-    """Export the home's variables into this process (and so into its children)."""
+    """Export the home's variables into this process (and so into its children); a new home
+    gets migrated copies of the installed databases' templates (``ops/templates.py``)."""
+    from tasks.core.ops.templates import seed_databases
+
     home = (home or Home.from_env()).ensure()
     for key, value in home.env().items():
         if key in _USER_OVERRIDABLE:
             os.environ.setdefault(key, value)
         else:
             os.environ[key] = value
+    seed_databases(home)
     return home

@@ -1,0 +1,137 @@
+"""Migrated, empty Prefect and MLflow databases, made at install and copied into a new home.
+
+A new state home starts with no databases. Prefect's temporary server then runs its ~170
+migrations before it answers (7 of its 14-15 s to ready on this 2-core machine), and MLflow
+runs its own (2.6 s against 0.8 s to open a migrated copy), on the path of a first
+``loraflow run``. Those migrations give the same empty schema in every home for one installed
+version, so ``make`` builds it once (``python -m tasks.core.ops.templates``, ~25 s) into the
+environment, and a new home gets a copy. A template is keyed by the package's version, so an
+upgraded Prefect or MLflow migrates as before until templates are built again. A home whose
+database exists, or whose MLflow or Prefect database lives elsewhere, is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from tasks.core.home import Home
+
+TEMPLATES_ENV = "LORAFLOW_DB_TEMPLATES"  # where templates are kept (default: in the venv)
+
+
+def template_dir() -> Path:
+    default = Path(sys.prefix) / "share" / "loraflow" / "db-templates"
+    return Path(os.environ.get(TEMPLATES_ENV) or default)
+
+
+def template_path(package: str) -> Path | None:
+    """The template of ``package``'s (``prefect``, ``mlflow``) installed version."""
+    try:
+        return template_dir() / f"{package}-{version(package)}.db"
+    except PackageNotFoundError:
+        return None
+
+
+def seed_databases(home: Home) -> list[str]:
+    """Copy the templates into ``home`` where its databases do not exist yet; the packages
+    seeded (none when no template was built for the installed versions)."""
+    seeded = []
+    own_prefect = not os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL")
+    if own_prefect and _copy_new("prefect", home.prefect_home / "prefect.db"):
+        seeded.append("prefect")
+    own_mlflow = home.tracking_uri == f"sqlite:///{home.mlflow_db}"
+    if own_mlflow and _copy_new("mlflow", home.mlflow_db):
+        _own_default_experiment(home)
+        seeded.append("mlflow")
+    return seeded
+
+
+def _copy_new(package: str, target: Path) -> bool:
+    """Copy ``package``'s template to ``target`` unless ``target`` exists; never over a
+    database another process created meanwhile (a hard link takes the name only if free)."""
+    if target.exists():
+        return False  # the usual case, decided before looking up any version
+    template = template_path(package)
+    if template is None or not template.is_file():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(handle)
+    try:
+        shutil.copyfile(template, partial)
+        os.link(partial, target)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(partial)
+    return True
+
+
+def _own_default_experiment(home: Home) -> None:
+    """MLflow's 'Default' experiment points at this home's artifacts, created now (the
+    template's migration recorded its own folder and time)."""
+    now = int(time.time() * 1000)
+    location = (home.mlflow_artifacts / "0").as_uri()
+    with sqlite3.connect(home.mlflow_db) as db:
+        db.execute(
+            "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
+            "last_update_time = ? WHERE experiment_id = 0",
+            (location, now, now),
+        )
+
+
+def build_templates(force: bool = False) -> list[Path]:
+    """Migrate an empty Prefect and MLflow database into ``template_dir()`` (once per installed
+    version); the templates made."""
+    made = []
+    for package, migrate in (("prefect", _migrate_prefect), ("mlflow", _migrate_mlflow)):
+        target = template_path(package)
+        if target is None or (target.is_file() and not force):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            database = Path(tmp) / "template.db"
+            migrate(database)
+            os.replace(database, target)
+        made.append(target)
+    return made
+
+
+def _migrate_prefect(database: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(database.parent), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    subprocess.run(
+        [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    (database.parent / "prefect.db").rename(database)
+
+
+def _migrate_mlflow(database: Path) -> None:
+    migrate = (
+        "import sys; from mlflow.tracking import MlflowClient; "
+        "MlflowClient(tracking_uri=sys.argv[1]).search_experiments()"
+    )  # in a child whose working directory is the template's: MLflow makes ./mlruns there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    subprocess.run(
+        [sys.executable, "-c", migrate, f"sqlite:///{database}"],
+        cwd=database.parent,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+if __name__ == "__main__":
+    for path in build_templates(force="--force" in sys.argv):
+        print(f"database template: {path}")
