@@ -145,3 +145,23 @@ def test_every_error_class_derives_from_the_one_base():
             ):
                 strays.append(f"{module}.{name}")
     assert strays == []
+
+
+def test_tasks_the_flows_submit_declare_no_timeout():
+    """A submitted task runs in a worker thread, where Prefect cannot interrupt it: a timeout
+    there only made Prefect print a warning into every quickstart's output."""
+    import importlib
+
+    submitted = []
+    for path in sorted((REPO / "flows").rglob("*.py")):
+        module = None
+        for node in ast.walk(ast.parse(path.read_text())):
+            call = node.func if isinstance(node, ast.Call) else None
+            if isinstance(call, ast.Attribute) and call.attr == "submit":
+                if isinstance(call.value, ast.Name):
+                    dotted = ".".join(path.relative_to(REPO).with_suffix("").parts)
+                    module = module or importlib.import_module(dotted)
+                    submitted.append((dotted, getattr(module, call.value.id)))
+    assert submitted, "no submitted task found: the check looks at nothing"
+    for where, task in submitted:
+        assert task.timeout_seconds is None, f"{where}: {task.name} has a timeout"
