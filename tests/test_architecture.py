@@ -157,11 +157,11 @@ def test_tasks_the_flows_submit_declare_no_timeout():
         module = None
         for node in ast.walk(ast.parse(path.read_text())):
             call = node.func if isinstance(node, ast.Call) else None
-            if isinstance(call, ast.Attribute) and call.attr == "submit":
-                if isinstance(call.value, ast.Name):
-                    dotted = ".".join(path.relative_to(REPO).with_suffix("").parts)
-                    module = module or importlib.import_module(dotted)
-                    submitted.append((dotted, getattr(module, call.value.id)))
+            named = isinstance(call, ast.Attribute) and isinstance(call.value, ast.Name)
+            if named and call.attr == "submit":
+                dotted = ".".join(path.relative_to(REPO).with_suffix("").parts)
+                module = module or importlib.import_module(dotted)
+                submitted.append((dotted, getattr(module, call.value.id)))
     assert submitted, "no submitted task found: the check looks at nothing"
     for where, task in submitted:
         assert task.timeout_seconds is None, f"{where}: {task.name} has a timeout"
