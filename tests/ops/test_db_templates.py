@@ -100,3 +100,17 @@ def test_what_is_seeded(new_home, monkeypatch, env, seeded):
     home = Home.from_env().ensure()
     assert seed_databases(home) == seeded
     assert seed_databases(home) == []  # once
+
+
+def test_a_failed_copy_leaves_nothing_and_the_package_migrates_as_before(new_home, monkeypatch):
+    import tasks.core.ops.templates as templates
+
+    def disk_full(source, target):
+        Path(target).write_bytes(b"half a database")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(templates.shutil, "copyfile", disk_full)
+    home = new_home.ensure()
+    assert seed_databases(home) == []
+    assert list(home.mlflow_dir.glob("*.db*")) == [] and list(home.mlflow_dir.glob(".*")) == []
+    assert list(home.prefect_home.glob("*.db*")) == [] and list(home.prefect_home.glob(".*")) == []

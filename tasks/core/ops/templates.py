@@ -56,19 +56,23 @@ def seed_databases(home: Home) -> list[str]:
 
 def _copy_new(package: str, target: Path) -> bool:
     """Copy ``package``'s template to ``target`` unless ``target`` exists; never over a
-    database another process created meanwhile (a hard link takes the name only if free)."""
+    database another process created meanwhile (a hard link takes the name only if free).
+    A copy that fails leaves no file: the package then migrates a new database, as always."""
     if target.exists():
         return False  # the usual case, decided before looking up any version
     template = template_path(package)
     if template is None or not template.is_file():
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError:
+        return False
     os.close(handle)
     try:
         shutil.copyfile(template, partial)
         os.link(partial, target)
-    except FileExistsError:
+    except OSError:  # FileExistsError: another process was first
         return False
     finally:
         os.unlink(partial)
