@@ -88,6 +88,15 @@ class Home:
             "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
         }
 
+    def own_databases(self) -> tuple[Path | None, Path | None]:
+        """(Prefect's, MLflow's) SQLite database in this home; None for one that lives
+        elsewhere (a PostgreSQL Prefect, a remote or other MLflow tracking URI)."""
+        prefect = (
+            None if os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") else self.prefect_home
+        )
+        mlflow = self.mlflow_db if self.tracking_uri == f"sqlite:///{self.mlflow_db}" else None
+        return (prefect / "prefect.db" if prefect else None), mlflow
+
     def ensure(self) -> Home:
         for path in (self.hf_hub_cache, self.prefect_home, self.mlflow_artifacts, self.work_dir):
             path.mkdir(parents=True, exist_ok=True)
@@ -117,5 +126,5 @@ def apply_env(home: Home | None = None) -> Home:
             os.environ.setdefault(key, value)
         else:
             os.environ[key] = value
-    seed_databases(home)
+    seed_databases(*home.own_databases(), home.mlflow_artifacts)
     return home

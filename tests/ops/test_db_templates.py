@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tasks.core.home import Home, apply_env
-from tasks.core.ops.templates import TEMPLATES_ENV, build_templates, seed_databases
+from tasks.core.ops.templates import TEMPLATES_ENV, build_templates
+from tasks.core.ops.templates import seed_databases as seed_paths
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,10 @@ def new_home(templates, tmp_path, monkeypatch) -> Home:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
     return Home.from_env()
+
+
+def seed_databases(home: Home) -> list[str]:
+    return seed_paths(*home.own_databases(), home.mlflow_artifacts)
 
 
 def alembic_version(database: Path) -> str:

@@ -20,6 +20,7 @@ def cost(lengths, passes, pass_cost):
         ([12], 32, 48, [(0, 1)]),
         ([20] * 10, 32, 48, [(0, 10)]),  # equal lengths: one pass
         ([20] * 10, 5, 48, [(0, 5), (5, 10)]),  # ... of at most ``most`` texts
+        ([20] * 10, 4, 48, [(0, 4), (4, 8), (8, 10)]),  # as fixed passes, full ones first
         ([5] * 8 + [60], 32, 48, [(0, 8), (8, 9)]),  # one long text is padded alone
         ([10, 11, 12, 13], 32, 0, [(0, 1), (1, 2), (2, 3), (3, 4)]),  # free passes: no padding
         ([10, 11, 12, 60], 32, 10_000, [(0, 4)]),  # dear passes: one

@@ -7,5 +7,6 @@ server's log for failing background services (the scheduler above all), so ``lor
 and ``loraflow status`` report them; ``processes`` which local process runs which flow run,
 and whether it is still alive; ``reconcile`` the MLflow side of cleaning up after a dead one
 (runs KILLED, leases ended); ``links`` where the UIs of a state home answer (the
-environment's servers or a running stack) and the page of a run in each.
+environment's servers or a running stack) and the page of a run in each; ``templates`` the
+migrated empty Prefect and MLflow databases a new home starts from.
 """

@@ -22,8 +22,6 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from tasks.core.home import Home
-
 TEMPLATES_ENV = "LORAFLOW_DB_TEMPLATES"  # where templates are kept (default: in the venv)
 
 
@@ -40,16 +38,17 @@ def template_path(package: str) -> Path | None:
         return None
 
 
-def seed_databases(home: Home) -> list[str]:
-    """Copy the templates into ``home`` where its databases do not exist yet; the packages
-    seeded (none when no template was built for the installed versions)."""
+def seed_databases(
+    prefect_db: Path | None, mlflow_db: Path | None, mlflow_artifacts: Path
+) -> list[str]:
+    """Copy the templates to a home's database paths (``Home.own_databases``: None where that
+    database lives elsewhere) that do not exist yet; the packages seeded (none when no template
+    was built for the installed versions). ``mlflow_artifacts``: the home's artifact root."""
     seeded = []
-    own_prefect = not os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL")
-    if own_prefect and _copy_new("prefect", home.prefect_home / "prefect.db"):
+    if prefect_db is not None and _copy_new("prefect", prefect_db):
         seeded.append("prefect")
-    own_mlflow = home.tracking_uri == f"sqlite:///{home.mlflow_db}"
-    if own_mlflow and _copy_new("mlflow", home.mlflow_db):
-        _own_default_experiment(home)
+    if mlflow_db is not None and _copy_new("mlflow", mlflow_db):
+        _own_default_experiment(mlflow_db, mlflow_artifacts)
         seeded.append("mlflow")
     return seeded
 
@@ -79,12 +78,12 @@ def _copy_new(package: str, target: Path) -> bool:
     return True
 
 
-def _own_default_experiment(home: Home) -> None:
-    """MLflow's 'Default' experiment points at this home's artifacts, created now (the
+def _own_default_experiment(mlflow_db: Path, mlflow_artifacts: Path) -> None:
+    """MLflow's 'Default' experiment points at the home's artifacts, created now (the
     template's migration recorded its own folder and time)."""
     now = int(time.time() * 1000)
-    location = (home.mlflow_artifacts / "0").as_uri()
-    with sqlite3.connect(home.mlflow_db) as db:
+    location = (mlflow_artifacts / "0").as_uri()
+    with sqlite3.connect(mlflow_db) as db:
         db.execute(
             "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
             "last_update_time = ? WHERE experiment_id = 0",

@@ -9,7 +9,8 @@ native bf16 unit), shared by training, evaluation and serving;
 ``accelerate launch`` across GPUs) and relays its progress; ``child`` that child's argv,
 environment and process layout; ``checkpoints`` the resumable
 state on disk and in the run's artifacts; ``batches`` length-grouped, dynamically padded or
-packed batches; ``sft`` prompt/response examples with the loss on the response; ``modeling``
+packed batches; ``passes`` where scoring cuts a length-sorted batch into forward passes
+(evaluation and serving); ``sft`` prompt/response examples with the loss on the response; ``modeling``
 builds base + LoRA models from references (also used by evaluation and serving); ``refs``
 the references themselves, readable without torch; ``tokenizer`` a base's tokenizer without
 PEFT (data validation counts tokens with it);

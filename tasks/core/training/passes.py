@@ -22,7 +22,8 @@ CPU_PASS_COST = 48
 def cheapest_passes(lengths: Sequence[int], most: int, pass_cost: float) -> list[range]:
     """Cut ``lengths`` (ascending token counts) into consecutive passes of at most ``most``
     texts, minimising padded token slots (texts x the pass's longest) plus ``pass_cost`` per
-    pass; the passes as index ranges, in order."""
+    pass; the passes as index ranges, in order. Of equally cheap cuts the one with the fuller
+    passes first is taken: texts of one length are cut as fixed passes of ``most`` are."""
     if most < 1:
         raise ValueError(f"most must be >= 1, got {most}")
     if any(a > b for a, b in zip(lengths, lengths[1:], strict=False)):
@@ -31,7 +32,7 @@ def cheapest_passes(lengths: Sequence[int], most: int, pass_cost: float) -> list
     best = [0.0] + [float("inf")] * count  # best[j]: cheapest cost of the first j texts
     start = [0] * (count + 1)  # where the last pass of that cheapest cut starts
     for end in range(1, count + 1):
-        for begin in range(max(0, end - most), end):
+        for begin in range(end - 1, max(0, end - most) - 1, -1):  # the latest of equals
             cost = best[begin] + pass_cost + (end - begin) * lengths[end - 1]
             if cost < best[end]:
                 best[end], start[end] = cost, begin
