@@ -183,3 +183,21 @@ def test_no_tokenizer_no_token_check(tmp_path):
     report = prepare(spec_for(train, eval), tmp_path / "prepared")
     assert "token_lengths" not in {c.check for c in report.checks}
     assert report.verdict == "pass" and report.max_length is None
+
+
+@pytest.mark.parametrize("before", [None, "false"])
+def test_token_counts_use_every_core_for_the_count_only(tokenizer, monkeypatch, before):
+    """The Rust tokenizer counts on all cores, with the counts of the caller's tokenizer, and
+    the home's setting (threads off) is back afterwards."""
+    import os
+
+    from tasks.core.data.token_lengths import PARALLELISM, count_tokens
+
+    if before is None:
+        monkeypatch.delenv(PARALLELISM, raising=False)
+    else:
+        monkeypatch.setenv(PARALLELISM, before)
+    texts = [" ".join(["good"] * n) for n in range(1, 40)]
+    counts = count_tokens(tokenizer, texts)
+    assert counts.tolist() == [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    assert os.environ.get(PARALLELISM) == before
