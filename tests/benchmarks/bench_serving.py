@@ -22,8 +22,8 @@ registered pyfunc and run on 127.0.0.1, each in a child process of its own:
 - loraflow: ``loraflow serve NAME`` (continuous batching: a free predict thread takes every
   queued text, up to 32, scored in length-sorted passes cut where padding costs more than a
   pass; ``--workers`` predict threads, default one per core, 1 thread each, below the event
-  loop's CPU priority), routing, metrics
-  and the live window included, serving the version's optimised form when it passed its gate
+  loop's CPU priority), routing, metrics and the live window included, serving the
+  version's optimised form when it passed its gate
   and is faster than the exact model (the form and its agreement with the exact model on the
   whole dev split, from the version's ``serving_form/decision.json``, are printed with the
   results).

@@ -24,9 +24,10 @@ class HttpError(Exception):
 class Connection:
     """One keep-alive connection; ``post`` sends a JSON body and returns (status, body)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, timeout_s: float = 120.0):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.timeout_s = timeout_s  # per request, as the httpx client's timeout
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -45,15 +46,23 @@ class Connection:
         """Send one prepared request and read its answer; a broken connection is reopened
         for the next request and raised as ``HttpError``."""
         try:
-            if self._writer is None:
-                await self._open()
-            self._writer.write(request)
-            head = await self._reader.readuntil(b"\r\n\r\n")
-            status, length, close = parse_head(head)
-            body = await self._reader.readexactly(length)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            return await asyncio.wait_for(self._exchange(request), self.timeout_s)
+        except (
+            OSError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as exc:
             self.close()
             raise HttpError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
+        if self._writer is None:
+            await self._open()
+        self._writer.write(request)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status, length, close = parse_head(head)
+        body = await self._reader.readexactly(length)
         if close:
             self.close()
         return status, body
