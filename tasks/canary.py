@@ -26,7 +26,7 @@ from tasks.common import log_decision
 from tasks.core.config.canary import CanaryPolicy
 from tasks.core.errors import CanaryEnded, DataError
 from tasks.core.home import Home
-from tasks.core.promotion.canary import StepAnalysis, analyse, to_markdown
+from tasks.core.promotion.canary import StepAnalysis, analyse, shadow_compared, to_markdown
 from tasks.core.promotion.canary_io import (
     abort_record,
     apply_abort,
@@ -158,7 +158,7 @@ def canary_step(
         replayed = _drive(url, decision, step, percent, policy, examples_path)
         while time.monotonic() - started < spec.interval_seconds and not keeper.revoked:
             time.sleep(min(1.0, spec.interval_seconds))
-        after = parse_snapshot(scrape(url))
+        after = _closing_scrape(url, before, decision, policy, keeper)
     if keeper.revoked:  # somebody ended the canary (``loraflow rollback``): stop here
         raise CanaryEnded(f"canary of v{decision.candidate} ended while it ran: {keeper.revoked}")
     analysis = analyse(
@@ -170,6 +170,25 @@ def canary_step(
         "canary", f"step {step} ({percent:g} %): {analysis.outcome}: {analysis.reason}", level
     )
     return analysis
+
+
+def _closing_scrape(url, before, decision: PromotionDecision, policy, keeper):
+    """The step's last scrape, once the champion has shadow-scored ``min_requests`` of the
+    challenger's texts: its scoring trails the answers, and on a loaded machine the 100 % step
+    had been judged on 2 of them. At most ``settle_seconds`` more; no wait without shadows."""
+    spec = policy.analysis
+    deadline = time.monotonic() + spec.settle_seconds
+    while True:
+        after = parse_snapshot(scrape(url))
+        compared = shadow_compared(before, after, decision.candidate, decision.champion)
+        if (
+            not policy.serving.shadow_champion
+            or compared >= spec.min_requests
+            or keeper.revoked
+            or time.monotonic() >= deadline
+        ):
+            return after
+        time.sleep(0.2)
 
 
 def _drive(url, decision: PromotionDecision, step: int, percent: float, policy, examples_path):

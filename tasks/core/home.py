@@ -91,11 +91,12 @@ class Home:
     def own_databases(self) -> tuple[Path | None, Path | None]:
         """(Prefect's, MLflow's) SQLite database in this home; None for one that lives
         elsewhere (a PostgreSQL Prefect, a remote or other MLflow tracking URI)."""
-        prefect = (
-            None if os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") else self.prefect_home
+        prefect_elsewhere = bool(os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"))
+        mlflow_elsewhere = self.tracking_uri != f"sqlite:///{self.mlflow_db}"
+        return (
+            None if prefect_elsewhere else self.prefect_home / "prefect.db",
+            None if mlflow_elsewhere else self.mlflow_db,
         )
-        mlflow = self.mlflow_db if self.tracking_uri == f"sqlite:///{self.mlflow_db}" else None
-        return (prefect / "prefect.db" if prefect else None), mlflow
 
     def ensure(self) -> Home:
         for path in (self.hf_hub_cache, self.prefect_home, self.mlflow_artifacts, self.work_dir):

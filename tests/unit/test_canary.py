@@ -83,6 +83,9 @@ CASES = [
     pytest.param(
         {"agree": 0, "disagree": 0}, "continue", [], id="no-shadow-scores-skips-agreement"
     ),
+    # Fewer compared texts than min_requests are not judged (a CI run rolled back on 1 of 2).
+    pytest.param({"agree": 1, "disagree": 1}, "continue", [], id="two-shadow-scores-skip"),
+    pytest.param({"agree": 5, "disagree": 5}, "rollback", ["agreement"], id="ten-are-judged"),
 ]
 
 

@@ -122,6 +122,13 @@ def _delta(before: Snapshot, after: Snapshot, name: str, **labels: str) -> float
     return total
 
 
+def shadow_compared(before: Snapshot, after: Snapshot, challenger: str, champion: str) -> float:
+    """Texts the challenger answered that the champion also scored (shadow), between scrapes."""
+    return _delta(
+        before, after, "loraflow_shadow_agreement_total", version=challenger, champion=champion
+    )
+
+
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     """Prometheus' estimate: linear interpolation inside the bucket holding rank ``q``."""
     buckets = sorted(buckets)
@@ -241,17 +248,21 @@ def _checks(
                 f"<= {spec.max_p95_latency_ms:g}",
             )
         )
+    # Judged over at least min_requests texts, as online accuracy over min_feedback: a CI run
+    # rolled back a good challenger on "1 of 2 texts labelled as the champion did".
     agreement = agreed / compared if compared else None
     rouge = spec.agreement_metric == "rouge_l"
+    judged = agreement is not None and compared >= n
     checks.append(
         CanaryCheck(
             "agreement_rouge_l" if rouge else "agreement",
-            None if agreement is None else agreement >= spec.min_agreement,
+            agreement >= spec.min_agreement if judged else None,
             agreement,
             f">= {spec.min_agreement:g}",
             f"mean ROUGE-L of {compared:g} answers vs the champion's on the same prompts"
             if rouge
-            else f"{agreed:g} of {compared:g} texts labelled as the champion did",
+            else f"{agreed:g} of {compared:g} texts labelled as the champion did"
+            + ("" if judged or not compared else f" (fewer than {n}: not judged)"),
         )
     )
     reference = champion if champion.feedback >= spec.min_feedback else baseline
@@ -298,9 +309,7 @@ def analyse(
     percent = steps[step - 1]
     mine = version_figures(before, after, challenger)
     theirs = version_figures(before, after, champion)
-    compared = _delta(
-        before, after, "loraflow_shadow_agreement_total", version=challenger, champion=champion
-    )
+    compared = shadow_compared(before, after, challenger, champion)
     if spec.agreement_metric == "rouge_l":  # agreed: the sum of the pairs' ROUGE-L F1
         agreed = _delta(
             before, after, "loraflow_shadow_rouge_l_total", version=challenger, champion=champion

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.serving.batcher import Prediction
+from tasks.core.training.passes import CPU_PASS_COST, cheapest_passes
 
 EXACT = "exact"
 FORM_TAG = "serving_form"
@@ -93,8 +94,6 @@ class OnnxClassifier:
         """Probabilities of preprocessed ``texts`` (``tokens``: their token counts), in passes
         of at most ``batch_size`` texts sorted by length, cut where padding costs more than a
         pass (as the exact model's scoring cuts them)."""
-        from tasks.core.training.passes import CPU_PASS_COST, cheapest_passes
-
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         order = sorted(range(len(texts)), key=tokens.__getitem__)
         sizes = [min(tokens[i], self.max_length) for i in order]
