@@ -26,7 +26,13 @@ from tasks.common import log_decision
 from tasks.core.config.canary import CanaryPolicy
 from tasks.core.errors import CanaryEnded, DataError
 from tasks.core.home import Home
-from tasks.core.promotion.canary import StepAnalysis, analyse, shadow_compared, to_markdown
+from tasks.core.promotion.canary import (
+    StepAnalysis,
+    analyse,
+    shadow_compared,
+    to_markdown,
+    version_figures,
+)
 from tasks.core.promotion.canary_io import (
     abort_record,
     apply_abort,
@@ -174,16 +180,18 @@ def canary_step(
 
 def _closing_scrape(url, before, decision: PromotionDecision, policy, keeper):
     """The step's last scrape, once the champion has shadow-scored ``min_requests`` of the
-    challenger's texts: its scoring trails the answers, and on a loaded machine the 100 % step
-    had been judged on 2 of them. At most ``settle_seconds`` more; no wait without shadows."""
+    challenger's texts (or all it answered, if fewer): its scoring trails the answers, and on a
+    loaded machine the 100 % step had been judged on 2 of them. At most ``settle_seconds``
+    more; no wait without shadows."""
     spec = policy.analysis
     deadline = time.monotonic() + spec.settle_seconds
     while True:
         after = parse_snapshot(scrape(url))
+        answered = version_figures(before, after, decision.candidate).requests
         compared = shadow_compared(before, after, decision.candidate, decision.champion)
         if (
             not policy.serving.shadow_champion
-            or compared >= spec.min_requests
+            or compared >= min(spec.min_requests, answered)
             or keeper.revoked
             or time.monotonic() >= deadline
         ):

@@ -259,9 +259,11 @@ def _checks(
             agreement >= spec.min_agreement if judged else None,
             agreement,
             f">= {spec.min_agreement:g}",
-            f"mean ROUGE-L of {compared:g} answers vs the champion's on the same prompts"
-            if rouge
-            else f"{agreed:g} of {compared:g} texts labelled as the champion did"
+            (
+                f"mean ROUGE-L of {compared:g} answers vs the champion's on the same prompts"
+                if rouge
+                else f"{agreed:g} of {compared:g} texts labelled as the champion did"
+            )
             + ("" if judged or not compared else f" (fewer than {n}: not judged)"),
         )
     )

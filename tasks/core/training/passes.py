@@ -2,8 +2,8 @@
 
 Each pass is padded to its longest text, so a batch scored in one pass pays for the padding of
 its short texts, and a batch cut into many passes pays each pass's fixed cost. Sorted by
-length, the cheapest cuts are a shortest path over the cut points (a few thousand steps for a
-served batch of 32). Only where the texts' lengths differ enough do cuts pay: a batch of
+length, the cheapest cuts are a shortest path over the cut points (about a thousand steps
+for a served batch of 32). Only where the texts' lengths differ enough do cuts pay: a batch of
 similar lengths stays one pass.
 """
 
@@ -32,7 +32,7 @@ def cheapest_passes(lengths: Sequence[int], most: int, pass_cost: float) -> list
     best = [0.0] + [float("inf")] * count  # best[j]: cheapest cost of the first j texts
     start = [0] * (count + 1)  # where the last pass of that cheapest cut starts
     for end in range(1, count + 1):
-        for begin in range(end - 1, max(0, end - most) - 1, -1):  # the latest of equals
+        for begin in range(end - 1, max(0, end - most) - 1, -1):  # ties: the latest start
             cost = best[begin] + pass_cost + (end - begin) * lengths[end - 1]
             if cost < best[end]:
                 best[end], start[end] = cost, begin
