@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.serving.batcher import Prediction
-from tasks.core.training.passes import CPU_PASS_COST, cheapest_passes
+from tasks.core.training.passes import length_passes
 
 EXACT = "exact"
 FORM_TAG = "serving_form"
@@ -95,10 +95,8 @@ class OnnxClassifier:
         of at most ``batch_size`` texts sorted by length, cut where padding costs more than a
         pass (as the exact model's scoring cuts them)."""
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        order = sorted(range(len(texts)), key=tokens.__getitem__)
-        sizes = [min(tokens[i], self.max_length) for i in order]
-        for cut in cheapest_passes(sizes, batch_size, CPU_PASS_COST):
-            idx = order[cut.start : cut.stop]
+        sizes = [min(count, self.max_length) for count in tokens]
+        for idx in length_passes(sizes, batch_size):
             probs[idx] = softmax(self.logits([texts[i] for i in idx]))
         return probs
 

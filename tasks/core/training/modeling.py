@@ -27,7 +27,7 @@ from transformers import (
 
 from tasks.core.config.train import LoraSpec
 from tasks.core.errors import TrainingInputError
-from tasks.core.training.passes import CPU_PASS_COST, cheapest_passes, fixed_passes
+from tasks.core.training.passes import length_passes
 from tasks.core.training.refs import (  # noqa: F401 - light references, also importable here
     BASE_REF_FILE,
     CAUSAL_LM,
@@ -205,17 +205,11 @@ def length_batches(model, tokenizer, texts, batch_size: int, max_length: int, dt
     collator = DataCollatorWithPadding(tokenizer)
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     lengths = [len(ids) for ids in encoded["input_ids"]]
-    order = sorted(range(len(texts)), key=lengths.__getitem__)
     device = next(model.parameters()).device
     autocast = (
         torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
     )
-    if device.type == "cpu":
-        cuts = cheapest_passes([lengths[i] for i in order], batch_size, CPU_PASS_COST)
-    else:
-        cuts = fixed_passes(len(order), batch_size)
-    for cut in cuts:
-        idx = order[cut.start : cut.stop]
+    for idx in length_passes(lengths, batch_size, cut=device.type == "cpu"):
         batch = collator([{k: encoded[k][j] for k in encoded} for j in idx])
         yield idx, {k: v.to(device) for k, v in batch.items()}, autocast
 

@@ -46,3 +46,14 @@ def cheapest_passes(lengths: Sequence[int], most: int, pass_cost: float) -> list
 def fixed_passes(count: int, size: int) -> list[range]:
     """Consecutive passes of ``size`` texts (the last may be shorter)."""
     return [range(i, min(i + size, count)) for i in range(0, count, size)]
+
+
+def length_passes(lengths: Sequence[int], most: int, cut: bool = True) -> list[list[int]]:
+    """Indices of texts with token counts ``lengths``, sorted by length, per forward pass:
+    cut at the cheapest points (``cut``, a CPU) or in fixed passes of ``most``."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    if cut:
+        passes = cheapest_passes([lengths[i] for i in order], most, CPU_PASS_COST)
+    else:
+        passes = fixed_passes(len(order), most)
+    return [order[p.start : p.stop] for p in passes]
