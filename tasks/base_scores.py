@@ -34,10 +34,10 @@ from tasks.core.training.refs import ModelRef
 from tasks.gate import base_scorer, eval_precision
 
 # One intra-op thread (OpenMP threads spinning beside the training processes slow them), at the
-# lowest priority: below the training processes wherever nice ranks them. Not under Linux's
-# autogroup scheduling, where torchrun's ranks (each in a session of its own) share CPU with
-# this process's session as equals: there, on 2 cores, the base's scoring took about as much
-# from the training processes' start as it took off the evaluation (docs/benchmarks.md).
+# lowest priority: below the training processes, which the training agent forks in this
+# process's session, so nice ranks them even under Linux's autogroup scheduling (torchrun's
+# ranks had sessions of their own, which shared CPU with this one as equals: the scoring took
+# from the training as much as it saved the evaluation; docs/benchmarks.md).
 THREADS = 1
 NICE = 19
 

@@ -56,7 +56,7 @@ def run(
     """Run the finetune pipeline for one experiment config."""
     started = time.monotonic()
     home = apply_env()
-    load(config, home)  # fail fast, before Prefect starts
+    loaded = load(config, home)  # fail fast, before Prefect starts
     server = use_running_server(home)
     # Without a running server a temporary one starts (seconds): now, while this process
     # imports the pipeline's modules (seconds too), instead of after.
@@ -64,13 +64,18 @@ def run(
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
     from tasks.core.ops.processes import peak_rss_mb
+    from tasks.core.training.child import discard_prestarted
 
     if temporary is not None:
         temporary.wait()
+    prestart_training(loaded.config.train)
     tame_prefect_console()
     for line in reconcile(home):  # a run killed earlier is not shown running any more
         console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
-    state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
+    try:
+        state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
+    finally:
+        discard_prestarted()
     flow_run_id = str(state.state_details.flow_run_id)
     summary = result_or_pointer(state, home)
     wall = time.monotonic() - started  # from the command's start: start-up is overhead too
@@ -89,6 +94,15 @@ def run(
     for line in gates:
         console.print(f"    {line}", highlight=False, soft_wrap=True)
     print_ui_help(home, flow_run_id)
+
+
+def prestart_training(train) -> None:
+    """Start the CPU training agent now: its imports (seconds) overlap Prefect's start and
+    the checks before training. Not when a work pool or the in-process launcher trains."""
+    if train.launcher == "subprocess" and train.work_pool is None:
+        from tasks.core.training.child import prestart
+
+        prestart(train.model_dump(mode="json"))
 
 
 def result_or_pointer(state, home: Home):

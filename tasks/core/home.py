@@ -76,6 +76,7 @@ class Home:
             "HF_DATASETS_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "HF_HUB_DISABLE_TELEMETRY": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",  # offline: no usage reports (nor their thread)
             "PREFECT_HOME": str(self.prefect_home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # The temporary server takes seconds to start; on a busy 2-core machine over 20.

@@ -1,7 +1,7 @@
 """A training process SIGKILLed after its first checkpoint: Prefect's retry resumes the same run.
 
-The whole pipeline runs under the real Prefect engine; training runs in its child process
-(``tasks.core.training.launcher``). A watcher thread kills that child the moment a checkpoint exists,
+The whole pipeline runs under the real Prefect engine; training runs in a rank the training
+agent forks (``loraflow-rank0``). A watcher thread kills that rank the moment a checkpoint exists,
 the task fails, Prefect retries it, and the retry continues the same MLflow run from the
 newest checkpoint: same run, configured number of steps, one unbroken loss curve.
 """
@@ -32,9 +32,9 @@ CHECKPOINT_STEPS = 40
 
 
 def trainer(process: psutil.Process) -> bool:
-    """Whether ``process`` is a training child (processes may exit while being looked at)."""
+    """Whether ``process`` is a training rank (processes may exit while being looked at)."""
     try:
-        return "tasks.core.training.launcher" in " ".join(process.cmdline())
+        return process.name().startswith("loraflow-rank")
     except psutil.Error:
         return False
 

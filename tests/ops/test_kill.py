@@ -145,10 +145,10 @@ def test_kill_9_of_run_mid_training_leaves_no_zombie(home, tmp_path):
     finally:
         os.kill(run.pid, signal.SIGKILL)
         run.wait(30)
-    trainers = [p for p in children if "tasks.core.training.launcher" in " ".join(p.cmdline())]
+    trainers = [p for p in children if "tasks.core.training.agent" in " ".join(p.cmdline())]
     others = [p for p in children if p not in trainers]  # Prefect's ephemeral server
-    assert trainers
-    # The training process notices its task is gone, checkpoints and stops.
+    assert len(trainers) == 2, trainers  # the agent and its one rank
+    # The rank notices its task is gone, checkpoints and stops; its agent then exits.
     gone, alive = psutil.wait_procs(trainers, timeout=60)
     for leftover in others + alive:
         leftover.kill()

@@ -1,6 +1,6 @@
 """A training child for tests: one rank signals itself at a chosen step and moment.
 
-Run by torchrun in place of ``tasks.core.training.launcher`` (same job file, same code), with
+Run by the training agent in place of ``tasks.core.training.launcher`` (same job file, same code), with
 ``LORAFLOW_TEST_SIGNAL=RANK:STEP:MOMENT:SIGNAL``. The moments, around step STEP's gradient and
 stop-flag exchange (``StepSync.all_reduce``, the one collective of a step):
 
@@ -17,7 +17,6 @@ import itertools
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -68,7 +67,7 @@ def record_stop(folder: Path, rank: int) -> None:
     training.fine_tune = fine_tune
 
 
-if __name__ == "__main__":
-    job_file = Path(sys.argv[1])
-    install(os.environ["LORAFLOW_TEST_SIGNAL"], job_file.parent)
-    launcher.main(sys.argv[1:])
+def main(argv: list[str]) -> None:
+    """A rank's entry point for the training agent (``--entry tests.unit.signal_child``)."""
+    install(os.environ["LORAFLOW_TEST_SIGNAL"], Path(argv[0]).parent)
+    launcher.main(argv)

@@ -24,14 +24,14 @@ from tests.tiny import sentiment_rows
 
 def test_child_command_per_hardware():
     module = ["-m", "tasks.core.training.launcher", "job.json"]
-    assert command(Path("job.json"), gpus=0) == [sys.executable, *module]
+    agent = [sys.executable, "-m", "tasks.core.training.agent", "--procs"]
+    assert command(Path("job.json"), gpus=0) == [*agent, "1", "job.json"]
+    assert command(Path("job.json"), gpus=0, cpu_procs=2) == [*agent, "2", "job.json"]
+    assert command(None, gpus=0, cpu_procs=2) == [*agent, "2"]  # started early: job on stdin
     assert command(Path("job.json"), gpus=1, cpu_procs=4) == [sys.executable, *module]
     multi_gpu = command(Path("job.json"), gpus=4)
     assert multi_gpu[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"]
     assert multi_gpu[4:6] == ["--num_processes", "4"] and multi_gpu[-3:] == module
-    multi_cpu = command(Path("job.json"), gpus=0, cpu_procs=2)
-    assert multi_cpu[1:4] == ["-m", "torch.distributed.run", "--standalone"]
-    assert multi_cpu[4:6] == ["--nproc-per-node", "2"] and multi_cpu[-3:] == module
 
 
 def test_cpu_processes_follow_the_batch_and_the_cores():
@@ -72,12 +72,12 @@ def test_sigterm_saves_the_current_step_and_stops(home, tiny_bert_dir, tmp_path)
     def stop_after_first_step(event):
         assert started == ["child running"]  # told before any event: this process only waits
         if event.kind == "step" and not signalled:
-            (child,) = [
+            (agent,) = [  # it forwards the signal to the rank it forked
                 p
-                for p in psutil.Process().children(recursive=True)
-                if "tasks.core.training.launcher" in " ".join(p.cmdline())
+                for p in psutil.Process().children()
+                if "tasks.core.training.agent" in " ".join(p.cmdline())
             ]
-            child.send_signal(signal.SIGTERM)
+            agent.send_signal(signal.SIGTERM)
             signalled.append(event.step)
 
     with pytest.raises(TrainingProcessFailed, match="exited with status 143.*SIGTERM after step"):

@@ -1,4 +1,4 @@
-"""Several CPU training processes (torchrun, gloo, one gradient all-reduce per step) train
+"""Several CPU training processes (the training agent's ranks, gloo, one gradient all-reduce per step) train
 exactly what one process trains, and a SIGTERM to any of them stops all at the same step."""
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_step(home, model
         if event.kind == "step" and event.step >= 3 and not signalled:
             for process in psutil.Process().children(recursive=True):
                 try:
-                    if process.environ().get("RANK") == "1":
+                    if process.name() == "loraflow-rank1":
                         process.send_signal(signal.SIGTERM)
                         signalled.append(event.step)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -155,7 +155,8 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_step(home, model
 
 
 def run_signalled(job: TrainJob, signal_spec: str, timeout: float = 180):
-    """Train ``job`` under torchrun with tests/unit/signal_child.py landing the signal."""
+    """Train ``job`` under the training agent with tests/unit/signal_child.py landing the
+    signal."""
     folder = job.folder
     folder.mkdir(parents=True, exist_ok=True)
     job_file = folder / "job.json"
@@ -166,8 +167,8 @@ def run_signalled(job: TrainJob, signal_spec: str, timeout: float = 180):
         "OMP_NUM_THREADS": "1",
         "LORAFLOW_TEST_SIGNAL": signal_spec,
     }
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    argv += ["-m", "tests.unit.signal_child", str(job_file)]
+    argv = [sys.executable, "-m", "tasks.core.training.agent", "--procs", "2"]
+    argv += ["--entry", "tests.unit.signal_child", str(job_file)]
     return subprocess.Popen(argv, cwd=REPO_ROOT, env=env), folder
 
 
@@ -232,8 +233,8 @@ def test_a_killed_rank_fails_the_job_in_bounded_time_and_the_retry_resumes(home,
     assert code != 0
     # CLOCK_MONOTONIC is one clock for every process of the machine, and no step moves it.
     killed_at = json.loads((folder / "signalled-1.json").read_text())["monotonic"]
-    # Rank 0 learned of it from its collective (peer gone) or from torchrun, well within the
-    # collective timeout plus torchrun's shut-down.
+    # Rank 0 learned of it from its collective (peer gone) or from the agent, well within the
+    # collective timeout plus the agent's grace.
     assert time.monotonic() - killed_at < spec.collective_timeout_s + 30
     assert [read_state(c).step for c in list_checkpoints(folder / "checkpoints")] == [5]
 

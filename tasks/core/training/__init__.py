@@ -5,9 +5,9 @@ training run is outside its process (the job, the result, finding the MLflow run
 ``setup`` what a process sets up first (precision, accelerator, model, tokenized splits);
 ``precision`` the compute precision and its reason (bf16 autocast on a GPU or a CPU with a
 native bf16 unit), shared by training, evaluation and serving;
-``loop`` the training loop itself, step by step; ``launcher`` runs it in a child process (torchrun across CPU cores,
-``accelerate launch`` across GPUs) and relays its progress; ``child`` that child's argv,
-environment and process layout; ``checkpoints`` the resumable
+``loop`` the training loop itself, step by step; ``launcher`` runs it in a child process (the training ``agent``, which
+forks one rank per CPU process; ``accelerate launch`` across GPUs) and relays its progress;
+``child`` that child's argv, environment and process layout, and the agent started early; ``checkpoints`` the resumable
 state on disk and in the run's artifacts; ``batches`` length-grouped, dynamically padded or
 packed batches; ``passes`` where scoring cuts a length-sorted batch into forward passes
 (evaluation and serving); ``sft`` prompt/response examples with the loss on the response; ``modeling``

@@ -5,7 +5,9 @@ Light on purpose: no torch import unless the machine shows GPU devices.
 
 from __future__ import annotations
 
+import atexit
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,16 +46,56 @@ def layout(train: dict, gpus: int | None = None) -> tuple[int, int]:
     return gpus, cpu_processes(train) if gpus == 0 else 1
 
 
-def command(job_file: Path, gpus: int, cpu_procs: int = 1) -> list[str]:
-    """The child's argv: plain Python, ``accelerate launch`` across GPUs, torchrun across cores."""
-    module = ["-m", "tasks.core.training.launcher", str(job_file)]
+def command(job_file: Path | None, gpus: int, cpu_procs: int = 1) -> list[str]:
+    """The child's argv: on a CPU the training agent forking ``cpu_procs`` ranks (without
+    ``job_file`` it reads the job from stdin); plain Python on one GPU, ``accelerate launch``
+    across several."""
+    job = [str(job_file)] if job_file is not None else []
+    if gpus == 0:
+        return [sys.executable, "-m", "tasks.core.training.agent", "--procs", str(cpu_procs), *job]
+    module = [sys.executable, "-m", "tasks.core.training.launcher", *job]
     if gpus > 1:
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
-        return [*launch, "--num_processes", str(gpus), *module]
-    if gpus == 0 and cpu_procs > 1:
-        run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        return [*run, "--nproc-per-node", str(cpu_procs), *module]
-    return [sys.executable, *module]
+        return [*launch, "--num_processes", str(gpus), *module[1:]]
+    return module
+
+
+_waiting: dict[int, subprocess.Popen] = {}  # CPU processes -> an agent started before its job
+
+
+def prestart(train: dict) -> bool:
+    """Start the CPU training agent of a job of ``train`` now, before the job exists, so its
+    imports overlap what runs before training (``agent``); ``launch`` hands it the job.
+    Nothing on a GPU machine. Whether an agent now waits."""
+    gpus, procs = layout(train)
+    if gpus or procs in _waiting:
+        return procs in _waiting
+    proc = subprocess.Popen(
+        command(None, 0, procs), cwd=REPO_ROOT, env=child_env(procs), stdin=subprocess.PIPE
+    )
+    _waiting[procs] = proc
+    atexit.register(_discard, proc)
+    return True
+
+
+def take_prestarted(gpus: int, procs: int) -> subprocess.Popen | None:
+    """The waiting agent for this layout, if one is alive (each serves one job)."""
+    proc = _waiting.pop(procs, None) if gpus == 0 else None
+    if proc is not None and proc.poll() is None:
+        return proc
+    return None
+
+
+def discard_prestarted() -> None:
+    """Stop every agent no job came for (the training was cached, or the run failed)."""
+    while _waiting:
+        _discard(_waiting.popitem()[1])
+
+
+def _discard(proc: subprocess.Popen) -> None:
+    if proc.poll() is None and proc.stdin is not None and not proc.stdin.closed:
+        proc.terminate()  # still importing, or waiting for a job: nothing to save
+        proc.wait()
 
 
 def child_env(procs: int) -> dict[str, str]:

@@ -2,8 +2,10 @@
 
 Training in a child keeps the task alive when training dies: a CUDA OOM, a segfault in a
 kernel or the kernel's OOM killer ends the child, the task sees the exit status and raises,
-and Prefect's retry starts a new child that resumes from the last checkpoint. With more than
-one GPU the child is ``accelerate launch`` (one process per GPU, DDP). SIGTERM sent to the
+and Prefect's retry starts a new child that resumes from the last checkpoint. On a CPU the
+child is the training agent (``agent``: it imports the training stack once and forks one rank
+per process; ``loraflow run`` starts it early, and ``launch`` hands it the job); with more than
+one GPU it is ``accelerate launch`` (one process per GPU, DDP). SIGTERM sent to the
 parent is forwarded, so the child checkpoints before it stops.
 
 Protocol, all files in the identity's job folder: ``job.json`` (what to train), ``events.jsonl``
@@ -34,6 +36,7 @@ from tasks.core.training.child import (  # noqa: F401 - the child's argv and lay
     cpu_processes,
     gpu_count,
     layout,
+    take_prestarted,
 )
 from tasks.core.training.progress import StepEvent
 from tasks.core.training.runs import TrainJob, TrainResult
@@ -78,7 +81,12 @@ def launch(
     job_file = folder / "job.json"
     _write_json(job_file, asdict(job))
     gpus, procs = layout(job.train, gpus)
-    proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=child_env(procs))
+    proc = take_prestarted(gpus, procs)
+    if proc is not None:  # its imports are (nearly) done: hand it the job
+        proc.stdin.write(f"{job_file}\n".encode())
+        proc.stdin.close()
+    else:
+        proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=child_env(procs))
     on_start()
     return _supervise(proc, folder, on_event, poll_s)
 
@@ -190,7 +198,7 @@ def _leave_process_group() -> None:
 
     A rank that finishes first (rank 1 returns while rank 0 still uploads the adapter) and
     exits with the group alive lets C++ destroy a running communication thread:
-    "terminate called without an active exception", SIGABRT, and torchrun fails the job.
+    "terminate called without an active exception", SIGABRT, and the job fails.
     """
     import torch.distributed as dist
 
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         warnings.simplefilter("ignore")
         warnings.showwarning = lambda *args, **kwargs: None
     job = TrainJob(**json.loads(Path(argv[0]).read_text()))
-    skip_final_collections()  # torchrun, and the pipeline behind it, wait for this exit
+    skip_final_collections()  # the launcher, and the pipeline behind it, wait for this exit
     sys.exit(run_job(job))
 
 

@@ -1,0 +1,41 @@
+"""A rank for the training agent's tests: light (no torch), does what its job file says.
+
+The job file maps a rank ("0", "1") to an action: ``exit:N`` (exit with N), ``sleep:S``,
+``trap`` (on SIGTERM write ``stopped-RANK`` and exit 143, else wait up to 60 s). Every rank
+first writes ``rank-RANK.json``: its pid, its parent's pid, its process name and the rendezvous variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def main(argv: list[str]) -> None:
+    job = Path(argv[0])
+    rank = os.environ.get("RANK", "0")
+    seen = {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "name": Path("/proc/self/comm").read_text().strip(),
+        "env": {k: os.environ.get(k) for k in KEYS},
+    }
+    (job.parent / f"rank-{rank}.json").write_text(json.dumps(seen))
+    kind, _, arg = json.loads(job.read_text()).get(rank, "exit:0").partition(":")
+    if kind == "trap":
+
+        def stop(signum, frame):
+            (job.parent / f"stopped-{rank}").write_text(str(signum))
+            sys.exit(143)
+
+        signal.signal(signal.SIGTERM, stop)
+        time.sleep(60)
+    elif kind == "sleep":
+        time.sleep(float(arg))
+    sys.exit(int(arg) if kind == "exit" else 0)
