@@ -54,21 +54,30 @@ def run(
     ] = False,
 ) -> None:
     """Run the finetune pipeline for one experiment config."""
-    started = time.monotonic()
+    run_pipeline(config, force)
+
+
+def run_pipeline(config: Path, force: bool, setup=None) -> None:
+    """``run``; ``setup`` (a quickstart's mirror seeding) runs while Prefect's server starts."""
+    started = time.monotonic()  # the command's start: start-up is overhead too
     home = apply_env()
-    loaded = load(config, home)  # fail fast, before Prefect starts
+    # Without a running server a temporary one starts (seconds) first, so that its start
+    # overlaps this process's own: the seeding, the config's checks, the pipeline's imports.
+    # A config that fails its checks exits 2 with nothing run or recorded; the server stops
+    # with the command.
     server = use_running_server(home)
-    # Without a running server a temporary one starts (seconds): now, while this process
-    # imports the pipeline's modules (seconds too), instead of after.
     temporary = None if server else start_temporary_server(home)
+    if setup is not None:
+        setup()
+    loaded = load(config, home)
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
     from tasks.core.ops.processes import peak_rss_mb
     from tasks.core.training.child import discard_prestarted
 
+    prestart_training(loaded.config.train)
     if temporary is not None:
         temporary.wait()
-    prestart_training(loaded.config.train)
     tame_prefect_console()
     for line in reconcile(home):  # a run killed earlier is not shown running any more
         console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
@@ -78,7 +87,7 @@ def run(
         discard_prestarted()
     flow_run_id = str(state.state_details.flow_run_id)
     summary = result_or_pointer(state, home)
-    wall = time.monotonic() - started  # from the command's start: start-up is overhead too
+    wall = time.monotonic() - started
     console.print(f"\n[bold green]pipeline finished[/] in {wall:.0f} s")
     training_mb = summary.pop("train_peak_rss_mb", 0)
     summary["peak memory"] = (
@@ -97,8 +106,9 @@ def run(
 
 
 def prestart_training(train) -> None:
-    """Start the CPU training agent now: its imports (seconds) overlap Prefect's start and
-    the checks before training. Not when a work pool or the in-process launcher trains."""
+    """Start the CPU training agent now: its imports (seconds) take the core this process
+    leaves while it waits for Prefect's server, then overlap the checks before training. Not
+    when a work pool or the in-process launcher trains."""
     if train.launcher == "subprocess" and train.work_pool is None:
         from tasks.core.training.child import prestart
 
@@ -223,8 +233,7 @@ def quickstart(
     """Seed the mirror with the packaged all-MiniLM-L6-v2, then run the SST-2 quickstart."""
     from flows.cli.hub import seed_minilm
 
-    seed_minilm()
-    run(QUICKSTART_CONFIG, force)
+    run_pipeline(QUICKSTART_CONFIG, force, setup=seed_minilm)
 
 
 def quickstart_generative(
@@ -234,8 +243,7 @@ def quickstart_generative(
     SST-2 instruction example; prints base vs fine-tuned exact match and format validity."""
     from flows.cli.hub import seed_example_decoder
 
-    seed_example_decoder(GENERATIVE_CONFIG)
-    run(GENERATIVE_CONFIG, force)
+    run_pipeline(GENERATIVE_CONFIG, force, setup=lambda: seed_example_decoder(GENERATIVE_CONFIG))
 
 
 def config_reference() -> None:

@@ -13,15 +13,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-)
-
 from tasks.core.catalog.base import PICKLE_SUFFIXES, Candidate, Catalog, CatalogQuery
+from tasks.core.catalog.heads import task_heads
 from tasks.core.config.audit import DiscoverySpec
 from tasks.core.errors import CatalogError, DiscoveryError
 
-TASK_ARCHITECTURES = {"text-classification": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES}
+TASK_ARCHITECTURES = task_heads()  # {task: model types transformers has a head for}
 LICENSE_POINTS = {"permissive": 1.0, "weak-copyleft": 0.5}
 GATED_POINTS = -0.5
 TASK_TAG_POINTS = 0.5
