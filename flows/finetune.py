@@ -23,7 +23,7 @@ from tasks.core.home import Home
 from tasks.core.ops.processes import register_process
 from tasks.gate import evaluate_and_gate
 from tasks.register import register_model
-from tasks.serving_form import build_serving_form
+from tasks.serving_form import build_serving_form, export_early
 from tasks.train import TrainingInputs
 
 
@@ -83,6 +83,14 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
         loaded.gate_policy_version,
         {"config_sha256": tags["config_sha256"], "resolved_config": tags["resolved_config"]},
     )  # fmt: skip
+    # The serving form's export, from a thread while the registration runs; only after a
+    # training of this run (a cached one finds its serving form cached too).
+    export = None
+    if trained.finished_at >= started:
+        export = export_early.submit(
+            trained.run_id, trained.adapter_artifact, data, cfg.gates, cfg.train.task,
+            cfg.train.max_length, home,
+        )  # fmt: skip
     version_tags = {
         "base_repo_id": model.repo_id,
         "base_revision": model.revision,
@@ -106,7 +114,7 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
     )
     served = refreshed(build_serving_form, force)(
         registration, outcome, trained.adapter_artifact, data, cfg.eval, cfg.gates,
-        cfg.train.max_length, home,
+        cfg.train.max_length, home, early_export(export),
     )  # fmt: skip
     promotion = promote_stage(
         registration, key("decision", outcome.decision), cfg.canary, home, force
@@ -134,6 +142,13 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
             trained, outcome, served, started, base.result(raise_on_failure=False)
         ),
     }
+
+
+def early_export(export) -> str | None:
+    """The folder of the export made while the evaluation ran; None without one (the
+    serving-form stage then exports itself)."""
+    folder = export.result(raise_on_failure=False) if export is not None else None
+    return folder if isinstance(folder, str) else None
 
 
 def compute_seconds(trained, outcome, served, since: float, base=None) -> dict[str, float]:

@@ -11,9 +11,6 @@ evaluation scores the base itself, as it always could.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ import psutil
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from tasks.common import training_wait
+from tasks.common import at_low_priority, training_wait
 from tasks.core.config.evaluation import EvalSpec, GateSpec
 from tasks.core.config.train import TrainSpec
 from tasks.core.data.prepare import load_prepared
@@ -39,7 +36,6 @@ from tasks.gate import base_scorer, eval_precision
 # ranks had sessions of their own, which shared CPU with this one as equals: the scoring took
 # from the training as much as it saved the evaluation; docs/benchmarks.md).
 THREADS = 1
-NICE = 19
 
 
 @dataclass(frozen=True)
@@ -91,27 +87,6 @@ def score_base_during_training(
 def _skipped(why: str) -> BaseScoring:
     get_run_logger().info("base not scored while training runs: %s", why)
     return BaseScoring(0.0, time.time(), why)
-
-
-def at_low_priority(fn, *args):
-    """``fn(*args)`` in a thread of its own at nice ``NICE`` (a lowered priority cannot be
-    raised back, so not this pool thread); its result, or its exception raised here."""
-    out: dict[str, object] = {}
-
-    def run() -> None:
-        with contextlib.suppress(OSError, AttributeError):  # AttributeError: no setpriority
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
-        try:
-            out["result"] = fn(*args)
-        except BaseException as exc:
-            out["error"] = exc
-
-    worker = threading.Thread(target=run, name="score-base", daemon=True)
-    worker.start()
-    worker.join()
-    if "error" in out:
-        raise out["error"]
-    return out["result"]
 
 
 def _score(ref: ModelRef, data: DataReport, spec: EvalSpec, train: TrainSpec, home: Home) -> bool:

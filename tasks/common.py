@@ -3,7 +3,9 @@ how a stage tells the run's log what it decided."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from typing import Any
 
@@ -90,3 +92,27 @@ def training_wait(flow_run_id: str) -> TrainingWait:
     in a long-lived worker: a few hundred bytes per run)."""
     with _WAITS_LOCK:
         return _WAITS.setdefault(flow_run_id, TrainingWait())
+
+
+NICE = 19  # the lowest priority: work beside the pipeline's critical path takes what it leaves
+
+
+def at_low_priority(fn, *args, name: str = "score-base"):
+    """``fn(*args)`` in a thread of its own at nice ``NICE`` (a lowered priority cannot be
+    raised back, so not this pool thread); its result, or its exception raised here."""
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        with contextlib.suppress(OSError, AttributeError):  # AttributeError: no setpriority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        try:
+            out["result"] = fn(*args)
+        except BaseException as exc:
+            out["error"] = exc
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["result"]

@@ -10,6 +10,8 @@ at. A failing gate then raises GateFailed (no retry, CLI exit 3) and nothing is 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -67,14 +69,18 @@ class EvalOutcome:
 def fetch_adapter(home: Home, run_id: str, artifact: str) -> Path:
     """The run's adapter, downloaded once per run from the MLflow artifact store."""
     target = home.work_dir / "adapters" / run_id
-    if not (target / artifact).is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(
-            run_id=run_id,
-            artifact_path=artifact,
-            dst_path=str(target),
-            tracking_uri=home.tracking_uri,
-        )
+    if not (target / artifact).is_dir():  # downloaded beside it, then renamed: whole or absent
+        target.parent.mkdir(parents=True, exist_ok=True)  # (two stages may fetch it at once)
+        with tempfile.TemporaryDirectory(prefix=f".{run_id}-", dir=target.parent) as tmp:
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=artifact,
+                dst_path=tmp,
+                tracking_uri=home.tracking_uri,
+            )
+            target.mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):  # another fetch renamed its copy first
+                os.rename(Path(tmp) / artifact, target / artifact)
     return target / artifact
 
 

@@ -11,6 +11,7 @@ the form's sake: an export error is recorded as the decision's note and the exac
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks.common import stage_options
+from tasks.common import at_low_priority, stage_options
 from tasks.core.config.evaluation import EvalSpec, GateSpec
 from tasks.core.data.prepare import load_prepared
 from tasks.core.data.preprocess import Preprocessing
@@ -30,6 +31,7 @@ from tasks.core.home import Home
 from tasks.core.registry import serving_form as forms
 from tasks.core.registry.versions import Registration
 from tasks.core.tracking import client
+from tasks.core.training.refs import CAUSAL_LM
 from tasks.gate import EvalOutcome, eval_precision, fetch_adapter
 
 
@@ -56,6 +58,50 @@ def _cache_key(context, params) -> str:
     )
 
 
+def export_folder(home: Home, run_id: str, max_length: int, preprocessing: dict | None) -> Path:
+    """Where the merged ONNX export of a training run waits for the serving-form stage."""
+    return home.work_dir / "serving-forms" / key(run_id, max_length, preprocessing or {})[:16]
+
+
+# Submitted by the flow after the evaluation, once training ran in it: the LoRA's merge and the
+# ONNX export (~2.5 s of one core, on the critical path after the registration otherwise) run in
+# a thread while the registration runs. Not during the evaluation: on 2 cores its scoring uses
+# both, and the export beside it slowed it by as much as it saved (measured on the quickstart).
+# The stage finds the folder and only times, scores and gates the form. Not cached: the
+# folder is the cache. Never fails the flow: without a folder the stage exports itself and
+# records any error.
+@task(name="export-serving-form", task_run_name="export the serving form of run {run_id:.8}")
+def export_early(
+    run_id: str, adapter_artifact: str, data: DataReport, gates: GateSpec, task: str,
+    max_length: int, home: Home,
+) -> str | None:  # fmt: skip
+    rule = gates.serving_form
+    if not rule.enabled or not rule.candidates or task == CAUSAL_LM:
+        return None  # no optimised form is wanted (a generator is served as evaluated)
+    folder = export_folder(home, run_id, max_length, data.preprocessing)
+    if not (folder / forms.MODEL_FILE).is_file():
+        try:
+            at_low_priority(_export, run_id, adapter_artifact, data, max_length, home, folder,
+                            name="export-serving-form")  # fmt: skip
+        except Exception:
+            get_run_logger().warning("exporting the serving form early failed", exc_info=True)
+            return None
+    return str(folder)
+
+
+def _export(run_id, adapter_artifact, data: DataReport, max_length, home: Home, folder: Path):
+    """The exact model as the stage loads it, merged and exported into ``folder`` (whole or
+    absent: written beside it, then renamed)."""
+    from tasks.core.training.modeling import load_classifier
+
+    adapter = fetch_adapter(home, run_id, adapter_artifact)
+    model, tokenizer, labels = load_classifier(adapter, Path(home.hf_hub_cache), merge=True)
+    building = folder.with_name(f"{folder.name}.building")
+    shutil.rmtree(building, ignore_errors=True)
+    forms.export_merged(model, tokenizer, list(labels), max_length, building, data.preprocessing)
+    building.rename(folder)
+
+
 @task(
     name="serving-form",
     task_run_name="serving form {registration.name} v{registration.version}",
@@ -72,7 +118,9 @@ def build_serving_form(
     gates: GateSpec,
     max_length: int,
     home: Home,
+    exported: str | None = None,
 ) -> ServingFormOutcome:
+    """``exported``: the merged ONNX export made while the evaluation ran, if one was."""
     rule, log = gates.serving_form, get_run_logger()
     version = outcome.decision.policy_version
     # One record per decision: a retry in this flow run finds it instead of writing another.
@@ -92,7 +140,7 @@ def build_serving_form(
         started = time.perf_counter()
         try:
             figures, folders, exact_ms = _measure(
-                adapter, outcome, data, spec, rule, max_length, home, Path(tmp), timings
+                adapter, outcome, data, spec, rule, max_length, home, Path(tmp), timings, exported
             )
             note = ""
         except Exception as exc:  # an export the runtime cannot take: serve the exact model
@@ -103,6 +151,8 @@ def build_serving_form(
         exact_accuracy = outcome.metrics.get("accuracy")
         decision = forms.decide_serving_form(figures, rule, exact_accuracy, exact_ms, version, note)
         _record(registration, decision, folders.get(decision.chosen), home, record_key)
+    if exported:  # recorded (its files are the record's artifacts): the work copy goes
+        shutil.rmtree(exported, ignore_errors=True)
     # Evaluation compute: timing the exact model and the forms, scoring the split; the ONNX
     # export (building, not scoring) and the record are the pipeline's overhead.
     scored = max(measured - timings.get("export_s", 0.0), 0.0)
@@ -113,7 +163,7 @@ def build_serving_form(
     )
 
 
-def _measure(adapter, outcome, data, spec, rule, max_length, home, work, timings):
+def _measure(adapter, outcome, data, spec, rule, max_length, home, work, timings, exported):
     """(figures, folders) of the candidate forms, scored against the exact predictions, and
     the exact model's own speed as served, measured the same way just before them."""
     from tasks.core.evaluation.scoring import adapter_classifier
@@ -139,6 +189,7 @@ def _measure(adapter, outcome, data, spec, rule, max_length, home, work, timings
     figures, folders = forms.measure_forms(
         exact.model, exact.tokenizer, list(exact.labels), split, rule, work, max_length,
         spec.batch_size, preprocessing=recorded, exact_ms=exact_ms, timings=timings,
+        exported=Path(exported) if exported else None,
     )  # fmt: skip
     return figures, folders, exact_ms
 

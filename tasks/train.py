@@ -99,15 +99,16 @@ class TrainingInputs:
 def preload_evaluation() -> None:
     """Import what the evaluation stage needs (PEFT and the scoring code: seconds of this
     process's time) in a thread while the training processes compute and this one waits."""
+    import contextlib
     import importlib
     import threading
 
-    threading.Thread(
-        target=importlib.import_module,
-        args=("tasks.core.evaluation.scoring",),
-        name="preload-evaluation",
-        daemon=True,
-    ).start()
+    def load() -> None:
+        importlib.import_module("tasks.core.evaluation.scoring")
+        with contextlib.suppress(ImportError):  # the serving form's export: ~0.5 s
+            importlib.import_module("onnx")
+
+    threading.Thread(target=load, name="preload-evaluation", daemon=True).start()
 
 
 def _cache_key(context, params) -> str:

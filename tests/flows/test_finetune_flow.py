@@ -25,6 +25,7 @@ STAGES = {
     "evaluate": "evaluate-gate",
     "register": "register",
     "serving": "serving-form",
+    "export": "export-serving-form",
     "promote": "promote",
 }
 
@@ -55,7 +56,11 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert state.is_completed(), state.message
     summary = state.result()
     states = task_states(state)
-    assert len(states) == 9 and set(states.values()) == {"Completed"}, states
+    assert len(states) == 10 and set(states.values()) == {"Completed"}, states
+    # The serving form was exported while the registration ran; the stage recorded it and
+    # removed the work copy.
+    assert "export-serving-form" in states
+    assert not list((home.work_dir / "serving-forms").iterdir())
 
     runs = training_runs(mlc)
     assert len(runs) == 1
@@ -128,6 +133,7 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     rerun = task_states(again)
     # score-base is not a cached task: it finds the base's scores in their file and is done.
     assert rerun.pop("score-base") == "Completed" and set(rerun.values()) == {"Cached"}, rerun
+    assert "export-serving-form" not in rerun  # nothing trained: no early export
     assert len(training_runs(mlc)) == 1
     assert [str(v.version) for v in mlc.search_model_versions("name = 'tiny-lora'")] == ["1"]
 
@@ -144,6 +150,7 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert {
         changed[s] for s in ("score-base", "evaluate-gate", "register", "serving-form", "promote")
     } == {"Completed"}
+    assert "export-serving-form" not in changed  # training cached: the stage exports itself
     latest = history(mlc, "tiny-lora", kind="evaluation")[-1]
     reevaluated = mlc.get_run(latest.run_id).data.tags
     assert reevaluated["eval.base_scores_cached"] == "True"  # the base was scored once

@@ -298,7 +298,7 @@ def measure_forms(
     model, tokenizer, labels: list[str], split: EvalSplit, spec: ServingFormSpec,
     work: Path, max_length: int, batch_size: int = 64, threads: int = 1,
     preprocessing: dict | None = None, exact_ms: float | None = None,
-    timings: dict[str, float] | None = None,
+    timings: dict[str, float] | None = None, exported: Path | None = None,
 ) -> tuple[list[FormFigures], dict[str, Path]]:  # fmt: skip
     """Export, then judge the candidates in order until one passes (later ones are not built).
 
@@ -309,9 +309,14 @@ def measure_forms(
     every core for its agreement and accuracy delta. ``model`` (the exact PEFT classifier) is
     merged on a copy; ``preprocessing`` (the version's, as a dict) travels in the form, which
     applies it to the split's raw texts as the exact did. ``timings`` receives ``export_s``.
+    ``exported``: that export, already made (``export_merged`` of the same model, elsewhere).
     """
     started = time.perf_counter()
-    fp32 = export_merged(model, tokenizer, labels, max_length, work / "onnx-fp32", preprocessing)
+    fp32 = exported
+    if fp32 is None or not (fp32 / MODEL_FILE).is_file():
+        fp32 = export_merged(
+            model, tokenizer, labels, max_length, work / "onnx-fp32", preprocessing
+        )
     if timings is not None:
         timings["export_s"] = time.perf_counter() - started
     sample = speed_sample(split.texts)
