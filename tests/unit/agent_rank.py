@@ -1,7 +1,9 @@
 """A rank for the training agent's tests: light (no torch), does what its job file says.
 
 The job file maps a rank ("0", "1") to an action: ``exit:N`` (exit with N), ``sleep:S``,
-``trap`` (on SIGTERM write ``stopped-RANK`` and exit 143, else wait up to 60 s). Every rank
+``trap`` (on SIGTERM write ``stopped-RANK`` and exit 143; ``trapped-RANK`` once the handler
+is in place; else wait up to 60 s), ``exit-when-trapped:N`` (exit with N once every other
+rank's handler is in place). Every rank
 first writes ``rank-RANK.json``: its pid, its parent's pid, its process name and the rendezvous variables.
 """
 
@@ -35,7 +37,13 @@ def main(argv: list[str]) -> None:
             sys.exit(143)
 
         signal.signal(signal.SIGTERM, stop)
+        (job.parent / f"trapped-{rank}").touch()
         time.sleep(60)
+    elif kind == "exit-when-trapped":
+        peers = [r for r in range(int(os.environ["WORLD_SIZE"])) if str(r) != rank]
+        while not all((job.parent / f"trapped-{r}").exists() for r in peers):
+            time.sleep(0.02)
+        sys.exit(int(arg))
     elif kind == "sleep":
         time.sleep(float(arg))
     sys.exit(int(arg) if kind == "exit" else 0)

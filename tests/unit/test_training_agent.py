@@ -33,12 +33,15 @@ def job_file(tmp_path: Path, actions: dict[str, str]) -> Path:
     return path
 
 
-def seen(tmp_path: Path, rank: int, timeout: float = 30) -> dict:
-    path = tmp_path / f"rank-{rank}.json"
+def appears(path: Path, timeout: float = 30) -> Path:
     deadline = time.monotonic() + timeout
     while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return json.loads(path.read_text())
+        time.sleep(0.02)
+    return path
+
+
+def seen(tmp_path: Path, rank: int) -> dict:
+    return json.loads(appears(tmp_path / f"rank-{rank}.json").read_text())
 
 
 def test_rendezvous_variables_are_torchruns():
@@ -66,7 +69,7 @@ def test_every_rank_is_forked_by_the_agent_with_its_own_rank(tmp_path):
 
 
 def test_one_failed_rank_fails_the_job_and_stops_the_others(tmp_path):
-    proc = agent(job_file(tmp_path, {"0": "trap", "1": "exit:3"}))
+    proc = agent(job_file(tmp_path, {"0": "trap", "1": "exit-when-trapped:3"}))
     assert proc.wait(timeout=30) == 3  # not after rank 0's 60 s
     assert (tmp_path / "stopped-0").read_text() == str(int(signal.SIGTERM))
 
@@ -74,8 +77,7 @@ def test_one_failed_rank_fails_the_job_and_stops_the_others(tmp_path):
 def test_sigterm_to_the_agent_reaches_every_rank(tmp_path):
     proc = agent(job_file(tmp_path, {"0": "trap", "1": "trap"}))
     for rank in (0, 1):
-        seen(tmp_path, rank)
-    time.sleep(0.2)  # the handlers are installed right after the record is written
+        appears(tmp_path / f"trapped-{rank}")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
     assert all((tmp_path / f"stopped-{rank}").exists() for rank in (0, 1))
@@ -84,7 +86,7 @@ def test_sigterm_to_the_agent_reaches_every_rank(tmp_path):
 def test_a_killed_agent_leaves_no_rank_running(tmp_path):
     proc = agent(job_file(tmp_path, {"0": "trap", "1": "sleep:60"}))
     pids = [seen(tmp_path, rank)["pid"] for rank in (0, 1)]
-    time.sleep(0.2)
+    appears(tmp_path / "trapped-0")
     proc.kill()
     proc.wait(timeout=10)
     deadline = time.monotonic() + 20
