@@ -76,7 +76,7 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
     from tasks.core.training.child import discard_prestarted
 
     prestart_training(loaded.config.train)
-    preload_validation()
+    preload_first_stages()
     if temporary is not None:
         temporary.wait()
     tame_prefect_console()
@@ -116,17 +116,23 @@ def prestart_training(train) -> None:
         prestart(train.model_dump(mode="json"))
 
 
-def preload_validation() -> None:
-    """Import the tokenizer's code (transformers, torch: ~1.7 s) that the validate stage
-    counts tokens with, in a thread while this process waits for Prefect's server."""
+def preload_first_stages() -> None:
+    """Import, in a thread while this process waits for Prefect's server, what comes next:
+    MLflow's SQL store (~1.4 s: the reconciler's first MLflow call, then every stage's), then
+    the tokenizer's code (transformers and torch, ~1.7 s) the validate stage counts tokens with."""
+    import contextlib
     import threading
 
     def load() -> None:
-        from transformers import AutoTokenizer  # lazy: resolving it imports its module
+        with contextlib.suppress(Exception):  # a stage that needs a module that fails says so
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+            from sqlalchemy.orm import configure_mappers
+            from transformers import AutoTokenizer  # lazy: resolving it imports its module
 
-        assert AutoTokenizer is not None
+            configure_mappers()  # MLflow's table mappings, built at its first client otherwise
+            assert AutoTokenizer is not None
 
-    threading.Thread(target=load, name="preload-validation", daemon=True).start()
+    threading.Thread(target=load, name="preload-first-stages", daemon=True).start()
 
 
 def result_or_pointer(state, home: Home):
