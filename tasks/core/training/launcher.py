@@ -14,6 +14,7 @@ Protocol, all files in the identity's job folder: ``job.json`` (what to train), 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -106,7 +107,8 @@ def _supervise(proc, folder: Path, on_event, poll_s: float):
     try:
         while proc.poll() is None:
             offset = _tail(folder / "events.jsonl", offset, on_event)
-            time.sleep(poll_s)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(poll_s)  # returns as soon as it exits
         _tail(folder / "events.jsonl", offset, on_event)
     finally:
         if proc.poll() is None:  # the parent is failing (timeout, Ctrl-C): stop the child cleanly
