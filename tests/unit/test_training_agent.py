@@ -123,3 +123,13 @@ def test_prestart_waits_for_launch_and_is_discarded_when_no_job_comes():
     finally:
         child.discard_prestarted()
     assert proc.wait(timeout=10) != 0 and not child._waiting  # stopped, not left running
+
+
+def test_a_job_for_an_agent_that_died_goes_to_a_fresh_one(tmp_path):
+    from tasks.core.training.launcher import handed
+
+    dead = agent(None, stdin=subprocess.PIPE)
+    dead.kill()
+    dead.wait(timeout=10)
+    assert handed(dead, tmp_path / "job.json") is None  # launch then starts a fresh agent
+    assert handed(None, tmp_path / "job.json") is None

@@ -82,14 +82,26 @@ def launch(
     job_file = folder / "job.json"
     _write_json(job_file, asdict(job))
     gpus, procs = layout(job.train, gpus)
-    proc = take_prestarted(gpus, procs)
-    if proc is not None:  # its imports are (nearly) done: hand it the job
-        proc.stdin.write(f"{job_file}\n".encode())
-        proc.stdin.close()
-    else:
+    proc = handed(take_prestarted(gpus, procs), job_file)
+    if proc is None:
         proc = subprocess.Popen(command(job_file, gpus, procs), cwd=REPO_ROOT, env=child_env(procs))
     on_start()
     return _supervise(proc, folder, on_event, poll_s)
+
+
+def handed(agent: subprocess.Popen | None, job_file: Path) -> subprocess.Popen | None:
+    """``agent`` (started early, its imports nearly done) once it has the job; None when there
+    is none or it died before taking it (a fresh one is started then)."""
+    if agent is None:
+        return None
+    try:
+        agent.stdin.write(f"{job_file}\n".encode())
+        agent.stdin.close()
+    except OSError:  # BrokenPipeError: it exited (its imports failed, or it was killed)
+        agent.kill()
+        agent.wait()
+        return None
+    return agent
 
 
 def _supervise(proc, folder: Path, on_event, poll_s: float):
