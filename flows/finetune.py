@@ -145,7 +145,7 @@ def finetune(config_path: str, force: bool = False, cause: str = "") -> dict:
 
 
 def early_export(export) -> str | None:
-    """The folder of the export made while the evaluation ran; None without one (the
+    """The folder of the export made while the registration ran; None without one (the
     serving-form stage then exports itself)."""
     folder = export.result(raise_on_failure=False) if export is not None else None
     return folder if isinstance(folder, str) else None

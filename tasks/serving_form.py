@@ -120,7 +120,7 @@ def build_serving_form(
     home: Home,
     exported: str | None = None,
 ) -> ServingFormOutcome:
-    """``exported``: the merged ONNX export made while the evaluation ran, if one was."""
+    """``exported``: the merged ONNX export made while the registration ran, if one was."""
     rule, log = gates.serving_form, get_run_logger()
     version = outcome.decision.policy_version
     # One record per decision: a retry in this flow run finds it instead of writing another.

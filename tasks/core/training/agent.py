@@ -6,12 +6,13 @@ transformers, PEFT, accelerate and MLflow again (about 7 s of CPU each on this p
 process that imported them, every rank starts with them loaded, so the job pays for one
 import instead of one per rank plus one.
 
-The agent can start before its job exists: ``loraflow run`` starts it with the command
-(``prestart``), so its imports overlap the pipeline's own start, and hands it the job
-file's path on stdin when training starts (``launch``); an agent that gets no job (the
-training was cached) exits when its stdin closes. Like torchrun, the agent fails the job as
-soon as one rank fails (the others get SIGTERM, then SIGKILL after ``STOP_GRACE_S``), and it
-forwards a SIGTERM or SIGINT to every rank, which checkpoint and stop after the same step.
+The agent can start before its job exists: ``loraflow run`` starts it while it waits for
+Prefect's server (``child.prestart``), so its imports overlap the pipeline's own start, and
+the fine-tune task hands it the job file's path on stdin (``launcher.launch``); an agent that
+gets no job (the training was cached) is stopped when the flow ends, or exits when its stdin
+closes. Like torchrun, the agent fails the job as soon as one rank fails (the others get
+SIGTERM, then SIGKILL after ``TERM_GRACE_S``), and it forwards a SIGTERM or SIGINT to every
+rank, which checkpoint and stop after the same step; a rank whose agent dies gets SIGTERM.
 
 Forking after these imports is what PyTorch's own DataLoader workers do on Linux: no torch
 thread pool or process group exists yet (both start in the rank), and the agent opens no
