@@ -133,3 +133,25 @@ def test_a_job_for_an_agent_that_died_goes_to_a_fresh_one(tmp_path):
     dead.wait(timeout=10)
     assert handed(dead, tmp_path / "job.json") is None  # launch then starts a fresh agent
     assert handed(None, tmp_path / "job.json") is None
+
+
+def test_an_early_agent_leaves_a_ctrl_c_to_the_command_that_started_it(tmp_path):
+    proc = agent(None, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not ignores_sigint(proc.pid):  # past its start-up
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    assert proc.poll() is None  # still waiting: the command stops it (``discard_prestarted``)
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+    assert b"KeyboardInterrupt" not in proc.stderr.read()
+
+
+def ignores_sigint(pid: int) -> bool:
+    """Whether SIGINT's bit is set in the process's ignored-signal mask (/proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    return False

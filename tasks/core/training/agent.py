@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job", nargs="?", help="job file; without it, read from stdin")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stop at once while nothing runs yet
+    # A Ctrl-C reaches the whole terminal's process group: before a job, the command that
+    # started this agent stops it (no KeyboardInterrupt traceback from here on the terminal).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     entry = preload(args.entry, PRELOAD if args.preload is None else tuple(args.preload))
     default = args.preload is None
     job_file = args.job or wait_for_job(PRELOAD_WHILE_IDLE if default else ())
