@@ -68,8 +68,8 @@ def rank_env(rank: int, procs: int, port: int) -> dict[str, str]:
 
 def _run_rank(entry, job_file: str, env: dict[str, str], agent: int) -> None:
     """In the forked child: become rank ``env['RANK']`` and train; never returns."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the training loop installs its own
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     _tie_to_agent(agent, env.get("RANK", "0"))
     os.environ.update(env)
