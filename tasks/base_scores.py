@@ -74,7 +74,9 @@ def score_base_during_training(
         return _skipped(skipped)
     started = time.perf_counter()
     try:
-        computed = at_low_priority(_score, ModelRef(repo_id, revision), data, spec, train, home)
+        computed = at_low_priority(
+            _score, ModelRef(repo_id, revision), data, spec, train, home, name="score-base"
+        )
     except Exception as exc:  # the evaluation scores the base itself
         log.warning("scoring the base during training failed", exc_info=True)
         return BaseScoring(0.0, time.time(), f"failed: {type(exc).__name__}: {exc}"[:300])

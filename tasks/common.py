@@ -97,7 +97,7 @@ def training_wait(flow_run_id: str) -> TrainingWait:
 NICE = 19  # the lowest priority: work beside the pipeline's critical path takes what it leaves
 
 
-def at_low_priority(fn, *args, name: str = "score-base"):
+def at_low_priority(fn, *args, name: str = "low-priority"):
     """``fn(*args)`` in a thread of its own at nice ``NICE`` (a lowered priority cannot be
     raised back, so not this pool thread); its result, or its exception raised here."""
     out: dict[str, object] = {}
