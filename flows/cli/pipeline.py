@@ -72,11 +72,19 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
     loaded = load(config, home)
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
+    from tasks.core.ops.preload import in_background
     from tasks.core.ops.processes import peak_rss_mb
     from tasks.core.training.child import discard_prestarted
 
     prestart_training(loaded.config.train)
-    preload_first_stages()
+    # While this process waits for the server: what comes next, MLflow's SQL store (the
+    # reconciler's first call, then every stage's) and the tokenizer's code (transformers and
+    # torch, ~1.7 s) the validate stage counts tokens with.
+    in_background(
+        "preload-first-stages",
+        "tasks.core.tracking:load_sql_store",
+        "transformers.models.auto.tokenization_auto",
+    )
     if temporary is not None:
         temporary.wait()
     tame_prefect_console()
@@ -114,25 +122,6 @@ def prestart_training(train) -> None:
         from tasks.core.training.child import prestart
 
         prestart(train.model_dump(mode="json"))
-
-
-def preload_first_stages() -> None:
-    """Import, in a thread while this process waits for Prefect's server, what comes next:
-    MLflow's SQL store (~1.4 s: the reconciler's first MLflow call, then every stage's), then
-    the tokenizer's code (transformers and torch, ~1.7 s) the validate stage counts tokens with."""
-    import contextlib
-    import threading
-
-    def load() -> None:
-        with contextlib.suppress(Exception):  # a stage that needs a module that fails says so
-            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-            from sqlalchemy.orm import configure_mappers
-            from transformers import AutoTokenizer  # lazy: resolving it imports its module
-
-            configure_mappers()  # MLflow's table mappings, built at its first client otherwise
-            assert AutoTokenizer is not None
-
-    threading.Thread(target=load, name="preload-first-stages", daemon=True).start()
 
 
 def result_or_pointer(state, home: Home):

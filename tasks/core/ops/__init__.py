@@ -8,5 +8,6 @@ and ``loraflow status`` report them; ``processes`` which local process runs whic
 and whether it is still alive; ``reconcile`` the MLflow side of cleaning up after a dead one
 (runs KILLED, leases ended); ``links`` where the UIs of a state home answer (the
 environment's servers or a running stack) and the page of a run in each; ``templates`` the
-migrated empty Prefect and MLflow databases a new home starts from.
+migrated empty Prefect and MLflow databases a new home starts from; ``preload`` imports done
+ahead, in a thread or before a fork, where a process would otherwise wait.
 """

@@ -30,18 +30,16 @@ import socket
 import sys
 import time
 
+from tasks.core.ops.preload import load
+
 TERM_GRACE_S = 30.0  # what the other ranks get to stop after one failed, before SIGKILL
 ENTRY = "tasks.core.training.launcher"  # a module whose main(argv) trains one rank
 # What every rank needs at once: the training code, and MLflow's SQL store (its first client
-# imports and maps ~70 tables, 1.4 s).
-PRELOAD = (
-    "tasks.core.training.run",
-    "tasks.core.tracking",
-    "mlflow.store.tracking.sqlalchemy_store",
-)
+# imports and maps ~70 tables, 1.4 s). Steps of ``tasks/core/ops/preload.py``.
+PRELOAD = ("tasks.core.training.run", "tasks.core.tracking:load_sql_store")
 # What a rank needs later (rank 0 plots the loss curve at the end): imported while no job
 # waits, one module at a time, so a job that arrives is not held up.
-PRELOAD_WHILE_IDLE = ("matplotlib", "matplotlib.pyplot")
+PRELOAD_WHILE_IDLE = ("matplotlib.pyplot",)  # it picks no backend before the plot's Agg
 
 
 def free_port() -> int:
@@ -194,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", type=int, default=1, help="ranks to fork")
     parser.add_argument("--entry", default=ENTRY, help="module whose main(argv) trains a rank")
     parser.add_argument(
-        "--preload", action="append", help=f"module to import before forking (default {PRELOAD})"
+        "--preload", action="append", help=f"step to load before forking (default {PRELOAD})"
     )
     parser.add_argument("job", nargs="?", help="job file; without it, read from stdin")
     args = parser.parse_args(argv)
@@ -213,15 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     return supervise(live)
 
 
-def preload(entry: str, modules: tuple[str, ...]):
-    """Import what every rank runs, once; the entry module."""
+def preload(entry: str, steps: tuple[str, ...]):
+    """Load what every rank runs, once (``preload.load`` steps); the entry module."""
     module = importlib.import_module(entry)
-    for name in modules:
-        importlib.import_module(name)
-    if "sqlalchemy.orm" in sys.modules:
-        from sqlalchemy.orm import configure_mappers
-
-        configure_mappers()  # MLflow's table mappings, built once for every rank
+    for step in steps:
+        load(step)
     return module
 
 
@@ -230,12 +224,10 @@ def wait_for_job(meanwhile: tuple[str, ...]) -> str:
     rank needs later run while it has not come."""
     import select
 
-    for name in meanwhile:
+    for step in meanwhile:
         if select.select([sys.stdin], [], [], 0)[0]:
             break
-        if name == "matplotlib":
-            os.environ.setdefault("MPLBACKEND", "Agg")
-        importlib.import_module(name)
+        load(step)
     return sys.stdin.readline().strip()
 
 
