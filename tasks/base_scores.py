@@ -27,6 +27,7 @@ from tasks.core.data.preprocess import Preprocessing
 from tasks.core.data.report import DataReport
 from tasks.core.evaluation.base_cache import early_scoring_skipped
 from tasks.core.home import Home
+from tasks.core.ops.preload import settle
 from tasks.core.training.refs import ModelRef
 from tasks.gate import base_scorer, eval_precision
 
@@ -72,6 +73,7 @@ def score_base_during_training(
     skipped = early_scoring_skipped(*rule, psutil.virtual_memory().available)
     if skipped is not None:  # memory as it is now, beside the training processes
         return _skipped(skipped)
+    settle()  # the evaluation's preload, started with the training: its imports are ours too
     started = time.perf_counter()
     try:
         computed = at_low_priority(

@@ -30,6 +30,7 @@ from tasks.core.data.report import DataReport
 from tasks.core.digests import key
 from tasks.core.home import Home
 from tasks.core.ops.links import ui_links
+from tasks.core.ops.preload import in_background, settle
 from tasks.core.tracking import client, dataset_inputs, ensure_experiment
 from tasks.core.training.launcher import launch
 from tasks.core.training.progress import StepEvent, TerminalProgress
@@ -100,8 +101,6 @@ def preload_evaluation() -> None:
     """Import what the evaluation stage needs (PEFT and the scoring code: seconds of this
     process's time) in a thread while the training processes compute and this one waits;
     also the serving form's export (onnx, ~0.5 s) and the confusion matrix's plot (~0.4 s)."""
-    from tasks.core.ops.preload import in_background
-
     in_background(
         "preload-evaluation",
         "tasks.core.evaluation.scoring",
@@ -249,6 +248,7 @@ def train_adapter(inputs: TrainingInputs, home: Home) -> TrainResult:
             preload_evaluation()
             launched = training_wait(str(flow_run.get_id() or ""))
             result = launch(job, on_event=reporter, on_start=launched.now)
+            settle()  # the next stages import what the preload imports: never both at once
     except BaseException:  # bad input (no retry, exit 2) or a failure a retry resumes
         mlc.set_terminated(run_id, "FAILED")
         raise

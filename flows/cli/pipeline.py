@@ -57,6 +57,11 @@ def run(
     run_pipeline(config, force)
 
 
+# MLflow's SQL store (the reconciler's first call, then every stage's) and the tokenizer's
+# code (transformers and torch, ~1.7 s) the validate stage counts tokens with.
+FIRST_STAGES = ("tasks.core.tracking:load_sql_store", "transformers.models.auto.tokenization_auto")
+
+
 def run_pipeline(config: Path, force: bool, setup=None) -> None:
     """``run``; ``setup`` (a quickstart's mirror seeding) runs while Prefect's server starts."""
     started = time.monotonic()  # the command's start: start-up is overhead too
@@ -72,28 +77,23 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
     loaded = load(config, home)
     from flows.cli.reconcile import reconcile
     from flows.finetune import finetune
-    from tasks.core.ops.preload import in_background
+    from tasks.core.ops.preload import preloading
     from tasks.core.ops.processes import peak_rss_mb
     from tasks.core.training.child import discard_prestarted
 
     prestart_training(loaded.config.train)
-    # While this process waits for the server: what comes next, MLflow's SQL store (the
-    # reconciler's first call, then every stage's) and the tokenizer's code (transformers and
-    # torch, ~1.7 s) the validate stage counts tokens with.
-    in_background(
-        "preload-first-stages",
-        "tasks.core.tracking:load_sql_store",
-        "transformers.models.auto.tokenization_auto",
-    )
-    if temporary is not None:
-        temporary.wait()
-    tame_prefect_console()
-    for line in reconcile(home):  # a run killed earlier is not shown running any more
-        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
     try:
+        # While this process waits for the server, what comes next is imported; done before
+        # anything else runs (with a running server, at once), never beside its own imports.
+        with preloading("preload-first-stages", *FIRST_STAGES):
+            if temporary is not None:
+                temporary.wait()
+        tame_prefect_console()
+        for line in reconcile(home):  # a run killed earlier is not shown running any more
+            console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
         state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
     finally:
-        discard_prestarted()
+        discard_prestarted()  # an agent no job came for
     flow_run_id = str(state.state_details.flow_run_id)
     summary = result_or_pointer(state, home)
     wall = time.monotonic() - started

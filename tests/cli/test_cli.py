@@ -17,8 +17,8 @@ from tests.flows.conftest import TINY_REPO, write_config
 QUICKSTART = REPO / "configs/experiments/sst2-minilm-lora.yaml"
 
 
-def loraflow(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}
+def loraflow(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "flows.cli.app", *map(str, args)],
         cwd=cwd,
@@ -133,6 +133,36 @@ def test_unknown_label_stops_the_flow_with_exit_2(home, tmp_path, tiny_bert_dir)
     (line,) = error_lines(result)
     assert "labels [eval]" in line and "rows 3, 5" in line and "'neutral'" in line, line
     assert nothing_registered(home)
+
+
+def test_run_against_a_running_server_checks_the_data_at_once(
+    home, tmp_path, tiny_bert_dir, prefect_harness
+):
+    """`run` with a running server (as after `loraflow up`): no temporary server, the flow
+    starts at once and stops in its data stage with the one line of the bad row. Here the
+    CLI's preload thread may still be importing transformers when the data is read; the
+    deterministic checks of that are in tests/cli/test_startup.py and test_preload.py."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.core.catalog.mirror import import_folder
+
+    import_folder(tiny_bert_dir, TINY_REPO, home.hf_hub_cache)
+    config = write_config(tmp_path)
+    dev = Path(yaml.safe_load(config.read_text())["data"]["eval"]["path"])
+    lines = dev.read_text().splitlines()
+    lines[2] = "neutral\tthe film was fine"  # data row 2: the flow stops in its data stage
+    dev.write_text("\n".join(lines) + "\n")
+    result = loraflow("run", config, env={"PREFECT_API_URL": PREFECT_API_URL.value()})
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = error_lines(result)
+    assert "labels [eval]" in line and "(rows 2)" in line and "'neutral'" in line, line
+    assert nothing_registered(home)
+    # The failed run is on the running server, where its UI shows it.
+    from prefect.client.orchestration import get_client
+
+    flow_run_id = re.search(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", result.stderr).group(0)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(flow_run_id).state.is_failed()
 
 
 def test_validate_every_shipped_config():

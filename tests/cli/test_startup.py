@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from flows.cli.pipeline import time_line, use_running_server
 from tasks.core.ops import stack
+from tests.flows.conftest import mirrored, write_config  # noqa: F401 (fixture)
 
 
 class Health(BaseHTTPRequestHandler):
@@ -113,3 +115,39 @@ def test_the_temporary_server_serves_the_flows_and_stops_with_the_command(home, 
     assert "Starting temporary server" not in done.stdout + done.stderr
     pid = int(done.stdout.split()[-1])
     assert not Path(f"/proc/{pid}").exists(), "the temporary server outlived the command"
+
+
+def slow_step() -> None:
+    """A preload step that is still running when the server is already there."""
+    time.sleep(1.5)
+
+
+class Stopped(Exception):
+    pass
+
+
+@pytest.mark.usefixtures("mirrored")
+def test_nothing_runs_beside_the_preload_of_the_first_stages(
+    home, tmp_path, monkeypatch, prefect_like_server
+):
+    """With a running server there is no wait, yet the reconciler and the flow start only when
+    the CLI's preload thread is done: two threads importing one package can hand one a half
+    imported module (seen: the data stage's `datasets` read transformers half imported)."""
+    from flows.cli import pipeline, reconcile
+    from tasks.core.training import child
+
+    monkeypatch.setenv("PREFECT_API_URL", f"{prefect_like_server}/api")
+    slow = (*pipeline.FIRST_STAGES, "tests.cli.test_startup:slow_step")
+    monkeypatch.setattr(pipeline, "FIRST_STAGES", slow)
+    beside: list[str] = []
+
+    def first_after_the_wait(home):
+        beside.extend(t.name for t in threading.enumerate() if t.name.startswith("preload-"))
+        raise Stopped
+
+    monkeypatch.setattr(reconcile, "reconcile", first_after_the_wait)
+    started = time.monotonic()
+    with pytest.raises(Stopped):
+        pipeline.run_pipeline(write_config(tmp_path), force=False)
+    assert beside == [] and time.monotonic() - started >= 1.5
+    assert not child._waiting, "the early training agent outlived the command"

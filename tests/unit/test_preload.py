@@ -3,17 +3,25 @@ function of one; in the background a failing step is skipped and the next still 
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 
 import pytest
 
-from tasks.core.ops.preload import in_background, load
+from tasks.core.ops.preload import in_background, load, preloading, settle
+from tests.conftest import REPO
 
 CALLS: list[str] = []
 
 
 def bump() -> None:
     CALLS.append("bump")
+
+
+def slow_bump() -> None:
+    time.sleep(0.5)
+    CALLS.append("slow")
 
 
 def test_a_step_imports_a_module_or_calls_its_function():
@@ -31,3 +39,49 @@ def test_in_the_background_a_failing_step_is_skipped():
     thread.join(timeout=30)
     assert thread.name == "preload-test" and thread.daemon
     assert CALLS == ["bump"]
+
+
+def test_a_preload_for_a_wait_is_done_when_the_wait_ends():
+    CALLS.clear()
+    with preloading("preload-test", "tests.unit.test_preload:slow_bump") as thread:
+        assert CALLS == []  # the wait itself is not held up
+    assert not thread.is_alive() and CALLS == ["slow"]
+
+
+def test_settle_waits_for_every_preload_but_the_callers_own():
+    CALLS.clear()
+    first = in_background("preload-test-1", "tests.unit.test_preload:slow_bump")
+    second = in_background("preload-test-2", "tests.unit.test_preload:slow_bump")
+    settle()
+    assert not first.is_alive() and not second.is_alive() and CALLS == ["slow", "slow"]
+    inside = in_background("preload-test-3", "tests.unit.test_preload:settle")
+    inside.join(timeout=30)
+    assert not inside.is_alive()  # it did not wait for itself
+
+
+RACE = """
+import sys
+from tasks.core.config.data import SplitSpec
+from tasks.core.data.loading import load_split
+from tasks.core.ops.preload import preloading
+
+with preloading("preload-first-stages", "transformers.models.auto.tokenization_auto"):
+    pass  # a running server: no wait at all
+spec = SplitSpec(path=sys.argv[1], text_column="sentence", label_column="label")
+print(len(load_split(spec)))
+"""
+
+
+def test_data_read_right_after_a_transformers_preload_is_read(tmp_path):
+    """A fresh process (transformers not imported yet): `datasets` reads a file right after
+    the preload. Without the wait it failed: 'module transformers has no attribute
+    PreTrainedTokenizerBase' (datasets' hashing, transformers half imported by the thread)."""
+    from tests.tiny import sentiment_rows, write_tsv
+
+    data = write_tsv(tmp_path / "train.tsv", "sentence", sentiment_rows(8, seed=1))
+    env = {"HF_DATASETS_CACHE": str(tmp_path / "datasets"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", RACE, str(data)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.split()[-1] == "8", done.stderr[-2000:]

@@ -4,6 +4,13 @@ A step is ``"module"`` (imported) or ``"module:function"`` (imported, then the f
 with no arguments), so a caller names what to load without importing it itself. Used by the
 CLI while it waits for Prefect's server, by the pipeline process while the training
 processes compute, and by the training agent before it forks its ranks.
+
+A background preload must be finished before other code of the process imports the same
+packages: two threads importing one package can hand one of them a half-imported module.
+Seen: ``datasets``' hashing read ``transformers.PreTrainedTokenizerBase`` while a preload
+thread was importing transformers, and the data stage failed with an AttributeError. Hence
+``preloading`` (finished when its block ends) and ``settle`` (for a stage that runs beside
+one).
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
+from collections.abc import Iterator
+
+_STARTED: list[threading.Thread] = []
 
 
 def load(step: str) -> None:
@@ -32,4 +42,23 @@ def in_background(name: str, *steps: str) -> threading.Thread:
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
+    _STARTED[:] = [t for t in _STARTED if t.is_alive()] + [thread]
     return thread
+
+
+@contextlib.contextmanager
+def preloading(name: str, *steps: str) -> Iterator[threading.Thread]:
+    """``in_background`` for the length of a wait: when the block ends the imports are done
+    (if the block raises, the daemon thread is left behind, not waited for)."""
+    thread = in_background(name, *steps)
+    yield thread
+    thread.join()
+
+
+def settle() -> None:
+    """Wait for every background preload of this process (other than the calling thread):
+    before a stage that runs beside one imports what it may be importing."""
+    current = threading.current_thread()
+    for thread in list(_STARTED):
+        if thread is not current:
+            thread.join()
