@@ -57,8 +57,9 @@ def run(
     run_pipeline(config, force)
 
 
-# MLflow's SQL store (the reconciler's first call, then every stage's) and the tokenizer's
-# code (transformers and torch, ~1.7 s) the validate stage counts tokens with.
+# Imported while Prefect's server starts, before the training agent is forked from this
+# process (so it has them too): MLflow's SQL store (the reconciler's first call, then every
+# stage's) and the tokenizer's code (transformers and torch) the validate stage counts with.
 FIRST_STAGES = ("tasks.core.tracking:load_sql_store", "transformers.models.auto.tokenization_auto")
 
 
@@ -75,19 +76,19 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
     if setup is not None:
         setup()
     loaded = load(config, home)
-    from flows.cli.reconcile import reconcile
-    from flows.finetune import finetune
-    from tasks.core.ops.preload import preloading
-    from tasks.core.ops.processes import peak_rss_mb
+    from tasks.core.ops.preload import load as preload
     from tasks.core.training.child import discard_prestarted
 
+    for step in FIRST_STAGES:  # before the fork: the training agent needs them too
+        preload(step)
     prestart_training(loaded.config.train)
     try:
-        # While this process waits for the server, what comes next is imported; done before
-        # anything else runs (with a running server, at once), never beside its own imports.
-        with preloading("preload-first-stages", *FIRST_STAGES):
-            if temporary is not None:
-                temporary.wait()
+        from flows.cli.reconcile import reconcile
+        from flows.finetune import finetune
+        from tasks.core.ops.processes import peak_rss_mb
+
+        if temporary is not None:
+            temporary.wait()
         tame_prefect_console()
         for line in reconcile(home):  # a run killed earlier is not shown running any more
             console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
@@ -115,13 +116,13 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
 
 
 def prestart_training(train) -> None:
-    """Start the CPU training agent now: its imports (seconds) take the core this process
-    leaves while it waits for Prefect's server, then overlap the checks before training. Not
+    """Start the CPU training agent now, forked from this process (its imports are ours):
+    what it still imports overlaps the server's start and the checks before training. Not
     when a work pool or the in-process launcher trains."""
     if train.launcher == "subprocess" and train.work_pool is None:
         from tasks.core.training.child import prestart
 
-        prestart(train.model_dump(mode="json"))
+        prestart(train.model_dump(mode="json"), fork=True)
 
 
 def result_or_pointer(state, home: Home):

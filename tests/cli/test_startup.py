@@ -127,12 +127,13 @@ class Stopped(Exception):
 
 
 @pytest.mark.usefixtures("mirrored")
-def test_nothing_runs_beside_the_preload_of_the_first_stages(
+def test_nothing_runs_beside_the_imports_of_the_first_stages(
     home, tmp_path, monkeypatch, prefect_like_server
 ):
-    """With a running server there is no wait, yet the reconciler and the flow start only when
-    the CLI's preload thread is done: two threads importing one package can hand one a half
-    imported module (seen: the data stage's `datasets` read transformers half imported)."""
+    """The first stages' imports are done before anything else of the pipeline runs, also
+    with a running server (no wait to overlap them with): two threads importing one package
+    can hand one a half imported module (seen: the data stage's `datasets` read transformers
+    half imported from a preload thread, and the run failed)."""
     from flows.cli import pipeline, reconcile
     from tasks.core.training import child
 

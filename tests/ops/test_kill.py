@@ -114,6 +114,15 @@ def test_kill_9_of_promote_mid_canary_returns_traffic_to_the_champion(home, mirr
     assert "reconciled" not in again.stdout  # nothing left to fix
 
 
+def is_trainer(process) -> bool:
+    """The training agent (forked from `run`, or started fresh) or one of its ranks."""
+    try:
+        name, cmdline = process.name(), " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return name.startswith("loraflow-") or "tasks.core.training.agent" in cmdline
+
+
 @pytest.mark.usefixtures("mirrored")
 def test_kill_9_of_run_mid_training_leaves_no_zombie(home, tmp_path):
     config = write_config(
@@ -142,12 +151,15 @@ def test_kill_9_of_run_mid_training_leaves_no_zombie(home, tmp_path):
 
         (trained,) = wait_for(training, 240, "training to log its first steps")
         children = psutil.Process(run.pid).children(recursive=True)
+        names = [p.name() for p in children if is_trainer(p)]
     finally:
         os.kill(run.pid, signal.SIGKILL)
         run.wait(30)
-    trainers = [p for p in children if "tasks.core.training.agent" in " ".join(p.cmdline())]
+    trainers = [p for p in children if is_trainer(p)]
     others = [p for p in children if p not in trainers]  # Prefect's ephemeral server
     assert len(trainers) == 2, trainers  # the agent and its one rank
+    # forked from `run` (its imports are the command's), not started fresh
+    assert sorted(names) == ["loraflow-agent", "loraflow-rank0"], names
     # The rank notices its task is gone, checkpoints and stops; its agent then exits.
     gone, alive = psutil.wait_procs(trainers, timeout=60)
     for leftover in others + alive:

@@ -26,6 +26,8 @@ def main(argv: list[str]) -> None:
         "pid": os.getpid(),
         "ppid": os.getppid(),
         "name": Path("/proc/self/comm").read_text().strip(),
+        "parent_name": Path(f"/proc/{os.getppid()}/comm").read_text().strip(),
+        "mark": os.environ.get("LORAFLOW_TEST_MARK"),
         "env": {k: os.environ.get(k) for k in KEYS},
     }
     (job.parent / f"rank-{rank}.json").write_text(json.dumps(seen))

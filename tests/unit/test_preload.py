@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tasks.core.ops.preload import in_background, load, preloading, settle
+from tasks.core.ops.preload import in_background, load, settle
 from tests.conftest import REPO
 
 CALLS: list[str] = []
@@ -41,13 +41,6 @@ def test_in_the_background_a_failing_step_is_skipped():
     assert CALLS == ["bump"]
 
 
-def test_a_preload_for_a_wait_is_done_when_the_wait_ends():
-    CALLS.clear()
-    with preloading("preload-test", "tests.unit.test_preload:slow_bump") as thread:
-        assert CALLS == []  # the wait itself is not held up
-    assert not thread.is_alive() and CALLS == ["slow"]
-
-
 def test_settle_waits_for_every_preload_but_the_callers_own():
     CALLS.clear()
     first = in_background("preload-test-1", "tests.unit.test_preload:slow_bump")
@@ -63,18 +56,18 @@ RACE = """
 import sys
 from tasks.core.config.data import SplitSpec
 from tasks.core.data.loading import load_split
-from tasks.core.ops.preload import preloading
+from tasks.core.ops.preload import in_background, settle
 
-with preloading("preload-first-stages", "transformers.models.auto.tokenization_auto"):
-    pass  # a running server: no wait at all
+in_background("preload-evaluation", "transformers.models.auto.tokenization_auto")
+settle()  # what a stage beside a preload does before it imports
 spec = SplitSpec(path=sys.argv[1], text_column="sentence", label_column="label")
 print(len(load_split(spec)))
 """
 
 
-def test_data_read_right_after_a_transformers_preload_is_read(tmp_path):
+def test_data_read_right_after_a_settled_transformers_preload_is_read(tmp_path):
     """A fresh process (transformers not imported yet): `datasets` reads a file right after
-    the preload. Without the wait it failed: 'module transformers has no attribute
+    a preload started. Without ``settle`` it failed: 'module transformers has no attribute
     PreTrainedTokenizerBase' (datasets' hashing, transformers half imported by the thread)."""
     from tests.tiny import sentiment_rows, write_tsv
 

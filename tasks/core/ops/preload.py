@@ -9,8 +9,7 @@ A background preload must be finished before other code of the process imports t
 packages: two threads importing one package can hand one of them a half-imported module.
 Seen: ``datasets``' hashing read ``transformers.PreTrainedTokenizerBase`` while a preload
 thread was importing transformers, and the data stage failed with an AttributeError. Hence
-``preloading`` (finished when its block ends) and ``settle`` (for a stage that runs beside
-one).
+``settle``, for a stage that runs beside a preload (or after it, before it could be done).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
-from collections.abc import Iterator
 
 _STARTED: list[threading.Thread] = []
 
@@ -44,15 +42,6 @@ def in_background(name: str, *steps: str) -> threading.Thread:
     thread.start()
     _STARTED[:] = [t for t in _STARTED if t.is_alive()] + [thread]
     return thread
-
-
-@contextlib.contextmanager
-def preloading(name: str, *steps: str) -> Iterator[threading.Thread]:
-    """``in_background`` for the length of a wait: when the block ends the imports are done
-    (if the block raises, the daemon thread is left behind, not waited for)."""
-    thread = in_background(name, *steps)
-    yield thread
-    thread.join()
 
 
 def settle() -> None:

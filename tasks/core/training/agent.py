@@ -71,6 +71,7 @@ def _run_rank(entry, job_file: str, env: dict[str, str], agent: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     _tie_to_agent(agent, env.get("RANK", "0"))
     os.environ.update(env)
+    _torch_threads()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the agent's stdin (the job handoff) is not the rank's
     os.close(devnull)
@@ -93,6 +94,15 @@ def _run_rank(entry, job_file: str, env: dict[str, str], agent: int) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+
+
+def _torch_threads() -> None:
+    """``OMP_NUM_THREADS`` as this rank's torch threads. OpenMP reads it when torch loads; in
+    an agent forked from the pipeline's command (``forked``) that was before the variable
+    was set, so it is applied here, before any torch operation."""
+    threads, torch = os.environ.get("OMP_NUM_THREADS"), sys.modules.get("torch")
+    if threads and threads.isdigit() and torch is not None:
+        torch.set_num_threads(int(threads))
 
 
 def _tie_to_agent(agent: int, rank: str) -> None:

@@ -10,9 +10,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import PIPE
 
 from tasks.core.home import REPO_ROOT
 from tasks.core.ops.processes import PARENT_ENV, parent_marker
+from tasks.core.training.forked import fork_agent
 
 
 def gpu_devices_present() -> bool:
@@ -63,16 +65,18 @@ def command(job_file: Path | None, gpus: int, cpu_procs: int = 1) -> list[str]:
 _waiting: dict[int, subprocess.Popen] = {}  # CPU processes -> an agent started before its job
 
 
-def prestart(train: dict) -> bool:
+def prestart(train: dict, fork: bool = False) -> bool:
     """Start the CPU training agent of a job of ``train`` now, before the job exists, so its
     imports overlap what runs before training (``agent``); ``launch`` hands it the job.
-    Nothing on a GPU machine. Whether an agent now waits."""
+    ``fork``: as a fork of this process where that is safe (``forked``: its imports are
+    this process's), else fresh. Nothing on a GPU machine. Whether an agent now waits."""
     gpus, procs = layout(train)
     if gpus or procs in _waiting:
         return procs in _waiting
-    proc = subprocess.Popen(
-        command(None, 0, procs), cwd=REPO_ROOT, env=child_env(procs), stdin=subprocess.PIPE
-    )
+    argv, env = command(None, 0, procs), child_env(procs)
+    proc = fork_agent(argv[3:], env) if fork else None  # argv: python -m AGENT ARGS...
+    if proc is None:
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=PIPE)
     _waiting[procs] = proc
     atexit.register(_discard, proc)
     return True
