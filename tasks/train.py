@@ -97,17 +97,23 @@ class TrainingInputs:
         )
 
 
+# What the stages after training import, loaded while the training processes compute and
+# this process waits (``preload_evaluation``): PEFT and the scoring code (seconds), the serving
+# form's export (onnx, ~0.5 s), the confusion matrix's plot (~0.4 s), and MLflow's map of
+# installed packages, which the registration's model logging builds once (~0.6 s: it reads
+# every installed distribution's file list).
+EVALUATION_STEPS = (
+    "tasks.core.evaluation.scoring",
+    "onnx",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.figure",
+    "mlflow.utils.requirements_utils:_init_packages_to_modules_map",
+)
+
+
 def preload_evaluation() -> None:
-    """Import what the evaluation stage needs (PEFT and the scoring code: seconds of this
-    process's time) in a thread while the training processes compute and this one waits;
-    also the serving form's export (onnx, ~0.5 s) and the confusion matrix's plot (~0.4 s)."""
-    in_background(
-        "preload-evaluation",
-        "tasks.core.evaluation.scoring",
-        "onnx",
-        "matplotlib.backends.backend_agg",
-        "matplotlib.figure",
-    )
+    """``EVALUATION_STEPS`` in a thread, while the training processes run."""
+    in_background("preload-evaluation", *EVALUATION_STEPS)
 
 
 def _cache_key(context, params) -> str:

@@ -78,3 +78,24 @@ def test_data_read_right_after_a_settled_transformers_preload_is_read(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout.split()[-1] == "8", done.stderr[-2000:]
+
+
+def declared_steps() -> list[str]:
+    from flows.cli.pipeline import FIRST_STAGES
+    from tasks.core.training.agent import PRELOAD, PRELOAD_WHILE_IDLE
+    from tasks.train import EVALUATION_STEPS
+
+    return [*FIRST_STAGES, *PRELOAD, *PRELOAD_WHILE_IDLE, *EVALUATION_STEPS]
+
+
+@pytest.mark.parametrize("step", declared_steps())
+def test_every_declared_step_names_what_is_installed(step):
+    """A step that names nothing is skipped in silence in the background: a renamed module
+    or function (a private one of MLflow's, say) must fail here instead."""
+    import importlib
+    import importlib.util
+
+    module, _, function = step.partition(":")
+    assert importlib.util.find_spec(module) is not None, step
+    if function:
+        assert callable(getattr(importlib.import_module(module), function, None)), step
