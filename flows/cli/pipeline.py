@@ -76,17 +76,16 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
     if setup is not None:
         setup()
     loaded = load(config, home)
+    from flows.cli.reconcile import reconcile
+    from flows.finetune import finetune
     from tasks.core.ops.preload import load as preload
+    from tasks.core.ops.processes import peak_rss_mb
     from tasks.core.training.child import discard_prestarted
 
-    for step in FIRST_STAGES:  # before the fork: the training agent needs them too
+    for step in FIRST_STAGES:
         preload(step)
-    prestart_training(loaded.config.train)
+    prestart_training(loaded.config.train)  # forked now: what this process imported, it has
     try:
-        from flows.cli.reconcile import reconcile
-        from flows.finetune import finetune
-        from tasks.core.ops.processes import peak_rss_mb
-
         if temporary is not None:
             temporary.wait()
         tame_prefect_console()
