@@ -59,8 +59,9 @@ def run(
 
 # Imported while Prefect's server starts, before the training agent is forked from this
 # process (so it has them too): MLflow's SQL store (the reconciler's first call, then every
-# stage's) and the tokenizer's code (transformers and torch) the validate stage counts with.
-FIRST_STAGES = ("tasks.core.tracking:load_sql_store", "transformers.models.auto.tokenization_auto")
+# stage's) and transformers' tokenizer base the validate stage counts tokens with (the
+# tokenizer class itself is imported by the stage; torch only where it needs AutoTokenizer).
+FIRST_STAGES = ("tasks.core.tracking:load_sql_store", "transformers.tokenization_utils_tokenizers")
 
 
 def run_pipeline(config: Path, force: bool, setup=None) -> None:
