@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -77,11 +76,9 @@ def test_no_fork_beside_another_thread():
 
 
 def test_a_forked_child_is_waited_for_polled_and_signalled_as_with_popen():
-    pid = os.fork()
-    if pid == 0:  # a child that waits to be told to stop
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        time.sleep(60)
-        os._exit(0)
+    # A child of this process by posix_spawn: forking pytest itself would leave a copy of the
+    # test session running in the child (its fixtures' teardown, its worker channel).
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "60"], dict(os.environ))
     child = ForkedAgent(pid, None)
     assert child.poll() is None
     with pytest.raises(subprocess.TimeoutExpired):
