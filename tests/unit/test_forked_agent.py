@@ -35,12 +35,17 @@ print(f"\\nagent {agent.pid} exited {agent.wait(60)}")
 """
 
 
-def test_a_forked_agent_runs_its_job_from_the_pipe_and_leaves_the_command_its_own(tmp_path):
-    job = job_file(tmp_path, {"0": "exit:0", "1": "exit:0"})
-    done = subprocess.run(
+def fork_from_a_command(tmp_path, actions: dict[str, str]) -> subprocess.CompletedProcess:
+    """FORKS run in a fresh process with a job of ``actions`` for the test ranks."""
+    job = job_file(tmp_path, actions)
+    return subprocess.run(
         [sys.executable, "-c", FORKS, str(tmp_path), json.dumps(LIGHT), str(job)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+
+
+def test_a_forked_agent_runs_its_job_from_the_pipe_and_leaves_the_command_its_own(tmp_path):
+    done = fork_from_a_command(tmp_path, {"0": "exit:0", "1": "exit:0"})
     assert done.returncode == 0, done.stderr[-2000:]
     agent = int(done.stdout.split("agent ")[1].split()[0])
     assert done.stdout.endswith(f"agent {agent} exited 0\n")
@@ -56,11 +61,7 @@ def test_a_forked_agent_runs_its_job_from_the_pipe_and_leaves_the_command_its_ow
 
 
 def test_a_failed_rank_fails_the_forked_agent(tmp_path):
-    job = job_file(tmp_path, {"0": "exit:0", "1": "exit:3"})
-    done = subprocess.run(
-        [sys.executable, "-c", FORKS, str(tmp_path), json.dumps(LIGHT), str(job)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = fork_from_a_command(tmp_path, {"0": "exit:0", "1": "exit:3"})
     assert "exited 3" in done.stdout, done.stderr[-2000:]
 
 

@@ -1,10 +1,11 @@
 """The CPU training agent forked from the command that runs the pipeline, not started fresh.
 
-``loraflow run`` imports torch, transformers, MLflow's SQL store and ``datasets`` for its own
-stages anyway. A fresh agent imports them again before PEFT and the training code: about 6 s
-of CPU, against about 1.7 s for what is left in a fork of the command (measured here), on a
-path where both cores are busy until the first training step. So the command forks the agent
-once its own imports are done, before it starts anything of its own that runs beside it.
+``loraflow run`` imports MLflow and its SQL store, transformers' tokenizer code, ``datasets``
+and Prefect for its own stages anyway. A fresh agent imports them again before torch, PEFT
+and the training code, on a path where both cores are busy until the first training step. So
+the command forks the agent once its own imports are done, before it starts anything of its
+own that runs beside it; the agent then imports only what the command does not use before
+training (torch, PEFT, the training loop).
 
 A fork is only taken where it is safe: on Linux, from a process whose only Python thread is
 the calling one (native pools of OpenBLAS and jemalloc re-initialise after a fork; tqdm's
