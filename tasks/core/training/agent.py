@@ -105,19 +105,28 @@ def _torch_threads() -> None:
         torch.set_num_threads(int(threads))
 
 
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
+
+
+def prctl(option: int, arg) -> bool:
+    """Linux's ``prctl(option, arg)`` for this process; False where there is none."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def _tie_to_agent(agent: int, rank: str) -> None:
     """Name this process ``loraflow-rankN`` (what ps, top and tests see: its environment
     in /proc is the agent's), and SIGTERM it (checkpoint, then stop) if the agent dies before
     it: a killed agent must not leave ranks training for a job nobody waits for (Linux;
     elsewhere a no-op)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, f"loraflow-rank{rank}".encode(), 0, 0, 0)  # PR_SET_NAME
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    if not prctl(PR_SET_NAME, f"loraflow-rank{rank}".encode()):
         return
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != agent:  # the agent died before the call: nobody would tell this rank
         os.kill(os.getpid(), signal.SIGTERM)
 

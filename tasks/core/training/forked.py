@@ -112,9 +112,9 @@ def _become_agent(job_pipe: int, args: list[str], env: dict[str, str]) -> None:
         os.environ.clear()
         os.environ.update(env)
         os.chdir(REPO_ROOT)
-        _set_name(AGENT_NAME)
         from tasks.core.training import agent
 
+        agent.prctl(agent.PR_SET_NAME, AGENT_NAME.encode())  # what ps and top show
         code = agent.main(args)
     except BaseException:
         import traceback
@@ -136,13 +136,3 @@ def _stop_tqdm_monitor() -> None:
         if isinstance(thread, tqdm_std.TMonitor):
             with contextlib.suppress(Exception):
                 thread.exit()
-
-
-def _set_name(name: str) -> None:
-    """What ps and top show for this process (Linux; elsewhere a no-op)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass

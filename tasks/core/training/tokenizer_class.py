@@ -19,6 +19,7 @@ another installed version always uses ``AutoTokenizer``):
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import json
 from pathlib import Path
@@ -56,10 +57,16 @@ def from_transformers() -> dict:
 
 
 def _tables() -> dict | None:
-    if not SNAPSHOT.is_file():
+    """The snapshot's tables when they are the installed transformers' (read once)."""
+    return _read(SNAPSHOT, installed_version())
+
+
+@functools.cache
+def _read(path: Path, version: str) -> dict | None:
+    if not path.is_file():
         return None
-    snapshot = json.loads(SNAPSHOT.read_text())
-    return snapshot if snapshot.get("transformers") == installed_version() else None
+    snapshot = json.loads(path.read_text())
+    return snapshot if snapshot.get("transformers") == version else None
 
 
 def direct_class_name(repo_id: str, config: dict, tokenizer_config: dict) -> str | None:
