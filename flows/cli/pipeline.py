@@ -171,10 +171,14 @@ def use_running_server(home) -> str | None:
 
 
 def start_temporary_server(home: Home):
-    """Prefect's temporary server for this command, started now (``temp_server``)."""
+    """Prefect's temporary server for this command, started now (``temp_server``); it does
+    not register Prefect's block types where the home's database has them already."""
     from flows.cli.temp_server import TemporaryServer
+    from tasks.core.ops.templates import blocks_registered
 
-    return TemporaryServer(home.prefect_home / "temporary-server.log").start()
+    registered = blocks_registered(home.own_databases()[0])
+    log = home.prefect_home / "temporary-server.log"
+    return TemporaryServer(log, register_blocks=not registered).start()
 
 
 def time_line(wall: float, compute: dict[str, float]) -> str:

@@ -29,9 +29,11 @@ READY_TIMEOUT_S = 60.0
 class TemporaryServer:
     """``start()`` returns at once; ``wait()`` blocks until ``/api/health`` answers."""
 
-    def __init__(self, log_path: Path, port: int | None = None):
+    def __init__(self, log_path: Path, port: int | None = None, register_blocks: bool = True):
         self.log_path = log_path  # its stderr: the console stays the pipeline's
         self.port = port or free_port()
+        # False where the database already holds them (``templates.blocks_registered``).
+        self.register_blocks = register_blocks
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.process: subprocess.Popen | None = None
 
@@ -57,6 +59,8 @@ class TemporaryServer:
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
         }
+        if not self.register_blocks:
+            env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
         env.pop("PREFECT_API_URL", None)
         env.pop(TEMPORARY_ENV, None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

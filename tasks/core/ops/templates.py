@@ -8,6 +8,13 @@ version, so ``make`` builds it once (``python -m tasks.core.ops.templates``, ~25
 environment, and a new home gets a copy. A template is keyed by the package's version, so an
 upgraded Prefect or MLflow migrates as before until templates are built again. A home whose
 database exists, or whose MLflow or Prefect database lives elsewhere, is never touched.
+
+Prefect's template also holds its block types: every server start registers them again
+(~1.7 s of the temporary server's ~10 s to ready on this 2-core machine), and Prefect's own
+memo of that is per database path, so never found in a new home. The template records what
+it registered (``blocks_fingerprint``: Prefect's version and its installed collections) in a
+file beside it; a home seeded from it gets that file beside its database, and its temporary
+server skips the registration while the fingerprint still holds (``blocks_registered``).
 """
 
 from __future__ import annotations
@@ -38,6 +45,39 @@ def template_path(package: str) -> Path | None:
         return None
 
 
+BLOCKS_SUFFIX = ".blocks"  # beside a database: the ``blocks_fingerprint`` its blocks are of
+
+
+def blocks_fingerprint() -> str:
+    """What decides Prefect's block types: its version and the collections (plugins) that
+    add their own, as installed now."""
+    from importlib.metadata import entry_points
+
+    collections = sorted(
+        f"{ep.name}={ep.value}" for ep in entry_points(group="prefect.collections")
+    )
+    return f"prefect {version('prefect')}; collections: {', '.join(collections) or 'none'}"
+
+
+def blocks_marker(database: Path) -> Path:
+    return database.with_name(database.name + BLOCKS_SUFFIX)
+
+
+def blocks_registered(prefect_db: Path | None) -> bool:
+    """Whether this home's Prefect database holds the block types the installed Prefect would
+    register at its server's start: seeded from a template that registered them, with the
+    same fingerprint, and not emptied since. False when unsure: the server registers them."""
+    if prefect_db is None:
+        return False
+    try:
+        recorded = blocks_marker(prefect_db).read_text()
+        with sqlite3.connect(f"file:{prefect_db}?mode=ro", uri=True) as db:
+            types = db.execute("SELECT count(*) FROM block_type").fetchone()[0]
+    except (OSError, sqlite3.Error):
+        return False
+    return types > 0 and recorded == blocks_fingerprint()
+
+
 def seed_databases(
     prefect_db: Path | None, mlflow_db: Path | None, mlflow_artifacts: Path
 ) -> list[str]:
@@ -46,6 +86,7 @@ def seed_databases(
     was built for the installed versions). ``mlflow_artifacts``: the home's artifact root."""
     seeded = []
     if prefect_db is not None and _copy_new("prefect", prefect_db):
+        _copy_blocks_marker(prefect_db)
         seeded.append("prefect")
     if mlflow_db is not None and _copy_new("mlflow", mlflow_db):
         _own_default_experiment(mlflow_db, mlflow_artifacts)
@@ -78,6 +119,16 @@ def _copy_new(package: str, target: Path) -> bool:
     return True
 
 
+def _copy_blocks_marker(prefect_db: Path) -> None:
+    """The template's record of its block types, beside the home's new copy (none: the
+    template was built without them, and the server registers them as before)."""
+    template, marker = template_path("prefect"), blocks_marker(prefect_db)
+    try:
+        shutil.copyfile(blocks_marker(template), marker)
+    except (OSError, TypeError):  # TypeError: no template path (Prefect not installed)
+        marker.unlink(missing_ok=True)
+
+
 def _own_default_experiment(mlflow_db: Path, mlflow_artifacts: Path) -> None:
     """MLflow's 'Default' experiment points at the home's artifacts, created now (the
     template's migration recorded its own folder and time)."""
@@ -102,25 +153,44 @@ def build_templates(force: bool = False) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             database = Path(tmp) / "template.db"
-            migrate(database)
+            recorded = migrate(database)
             os.replace(database, target)
+        if recorded:  # after the database: a record never describes another file
+            blocks_marker(target).write_text(recorded)
         made.append(target)
     return made
 
 
-def _migrate_prefect(database: Path) -> None:
+# Prefect's server registers its block types at start with this same call (its lifespan's
+# ``add_block_types``), each in a transaction of its own.
+REGISTER_BLOCKS = """
+import asyncio
+from prefect.server.database import provide_database_interface
+from prefect.server.models.block_registration import run_block_auto_registration
+
+async def main():
+    session = await provide_database_interface().session()
+    async with session:
+        await run_block_auto_registration(session=session)
+
+asyncio.run(main())
+"""
+
+
+def _migrate_prefect(database: Path) -> str:
+    """Migrate, then register the block types; their fingerprint."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(database.parent), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    subprocess.run(
-        [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    for command in (
+        ["-m", "prefect", "server", "database", "upgrade", "-y"],
+        ["-c", REGISTER_BLOCKS],
+    ):
+        subprocess.run([sys.executable, *command], env=env, check=True, capture_output=True)
     (database.parent / "prefect.db").rename(database)
+    return blocks_fingerprint()
 
 
-def _migrate_mlflow(database: Path) -> None:
+def _migrate_mlflow(database: Path) -> str:
     migrate = (
         "import sys; from mlflow.tracking import MlflowClient; "
         "MlflowClient(tracking_uri=sys.argv[1]).search_experiments()"
@@ -133,6 +203,7 @@ def _migrate_mlflow(database: Path) -> None:
         check=True,
         capture_output=True,
     )
+    return ""  # MLflow has nothing like Prefect's block types
 
 
 if __name__ == "__main__":
