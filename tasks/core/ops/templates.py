@@ -10,7 +10,7 @@ upgraded Prefect or MLflow migrates as before until templates are built again. A
 database exists, or whose MLflow or Prefect database lives elsewhere, is never touched.
 
 Prefect's template also holds its block types: every server start registers them again
-(~1.7 s of the temporary server's ~10 s to ready on this 2-core machine), and Prefect's own
+(~1.3 s of the temporary server's ~9 s to ready on a 2-core machine), and Prefect's own
 memo of that is per database path, so never found in a new home. The template records what
 it registered (``blocks_fingerprint``: Prefect's version and its installed collections) in a
 file beside it; a home seeded from it gets that file beside its database, and its temporary
