@@ -3,9 +3,9 @@ registering Prefect's block types (the template holds them: tasks/core/ops/templ
 
     .venv/bin/python tests/benchmarks/bench_server_start.py [--runs N]
 
-Each run copies this environment's Prefect template (and its block record) into a fresh
-home, starts `run`'s temporary server on it (``flows/cli/temp_server.py``) and times it to
-``/api/health``; the server's own CPU is read from /proc before it stops. The two ways are
+Each run seeds a fresh home from this environment's Prefect template (and its block
+record), starts `run`'s temporary server on it (``flows/cli/temp_server.py``) and times it to
+``/api/health``; the server's own CPU is read before it stops. The two ways are
 interleaved, so both see the same load of a shared machine; it prints each run, the medians
 and the ratios (not registering / registering).
 """
@@ -21,29 +21,26 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from flows.cli.temp_server import TemporaryServer  # noqa: E402
-from tasks.core.ops.templates import blocks_marker, template_path  # noqa: E402
+from tasks.core.ops.templates import seed_databases  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def start_once(register_blocks: bool) -> tuple[float, float]:
     """(seconds to ready, CPU seconds of the server) on a freshly seeded home."""
-    template = template_path("prefect")
-    if template is None or not template.is_file():
-        raise SystemExit("no Prefect template: run `make` (python -m tasks.core.ops.templates)")
     home = Path(tempfile.mkdtemp(prefix="bench-server-"))
     database = home / "prefect" / "prefect.db"
-    database.parent.mkdir(parents=True)
-    shutil.copyfile(template, database)
-    if blocks_marker(template).is_file():
-        shutil.copyfile(blocks_marker(template), blocks_marker(database))
+    if seed_databases(database, None, home / "artifacts") != ["prefect"]:
+        raise SystemExit("no Prefect template: run `make` (python -m tasks.core.ops.templates)")
     saved = dict(os.environ)
     for name in [k for k in os.environ if k.startswith("PREFECT_")]:
         del os.environ[name]

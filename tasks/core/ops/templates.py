@@ -122,10 +122,10 @@ def _copy_new(package: str, target: Path) -> bool:
 def _copy_blocks_marker(prefect_db: Path) -> None:
     """The template's record of its block types, beside the home's new copy (none: the
     template was built without them, and the server registers them as before)."""
-    template, marker = template_path("prefect"), blocks_marker(prefect_db)
-    try:
-        shutil.copyfile(blocks_marker(template), marker)
-    except (OSError, TypeError):  # TypeError: no template path (Prefect not installed)
+    marker = blocks_marker(prefect_db)
+    try:  # the template exists: the database was just copied from it
+        shutil.copyfile(blocks_marker(template_path("prefect")), marker)
+    except OSError:
         marker.unlink(missing_ok=True)
 
 
