@@ -95,6 +95,8 @@ SHARED_FIXTURE_GROUPS = {
     "tests/flows/test_gates_flow.py": "gates-flow",  # module fixture: trains several versions
     "tests/flows/test_canary_flow.py": "canary-flow",
     "tests/ops/test_registry_auth.py": "registry-auth",
+    "tests/ops/test_db_templates.py": "db-templates",  # module fixture: builds both templates
+    "tests/test_architecture.py": "architecture",  # module fixture: imports every module
 }
 # Then the longest single tests first (measured with --durations), so that no worker is left
 # with a minute-long test while the other idles at the end.
@@ -128,9 +130,18 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
+    """The long tests first; each group's tests together, at its first test's place, so that
+    a group's fixture can stop after its last test (``tests/ops/conftest.py``), with or
+    without xdist."""
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        group = SHARED_FIXTURE_GROUPS.get(item.nodeid.split("::")[0])
+        first.setdefault(group or item.nodeid, index)
+
     def rank(indexed):
         index, item = indexed
         module = item.nodeid.split("::")[0]
-        return (LONG_FIRST.index(module) if module in LONG_FIRST else len(LONG_FIRST), index)
+        place = first[SHARED_FIXTURE_GROUPS.get(module) or item.nodeid]
+        return (LONG_FIRST.index(module) if module in LONG_FIRST else len(LONG_FIRST), place, index)
 
     items[:] = [item for _, item in sorted(enumerate(items), key=rank)]

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tests.test_imports import CORE as CORE_MODULES
 from tests.test_imports import MODULES
 
 CORE = REPO / "tasks/core"
@@ -76,8 +77,10 @@ def test_no_import_loop_between_modules():
 
 
 # One interpreter imports the heavy third-party libraries once, then forks a child per stage
-# package: each child starts with no loraflow module loaded, as a fresh interpreter would, and
-# the suite pays torch's import once instead of twelve times (~45 s of a worker's time).
+# package (and one for all of tasks.core): each child starts with no loraflow module and no
+# Prefect loaded, as a fresh interpreter would, and the suite pays torch's import once instead
+# of thirteen times (~45 s of a worker's time). Each child reports its traceback ("" if none)
+# and the Prefect modules its imports pulled in.
 _FORK_EACH = """
 import importlib, json, os, sys, traceback
 for lib in ("torch", "transformers", "datasets", "peft", "mlflow", "pydantic", "numpy"):
@@ -86,6 +89,7 @@ for lib in ("torch", "transformers", "datasets", "peft", "mlflow", "pydantic", "
     except ImportError:
         pass
 assert not [m for m in sys.modules if m == "tasks" or m.startswith(("tasks.", "flows"))]
+assert not [m for m in sys.modules if m == "prefect" or m.startswith("prefect.")]
 results = {}
 for package, modules in json.loads(sys.argv[1]).items():
     read, write = os.pipe()
@@ -98,23 +102,27 @@ for package, modules in json.loads(sys.argv[1]).items():
             message = ""
         except BaseException:
             message = traceback.format_exc()[-2000:]
-        os.write(write, message.encode())
+        leaked = sorted(m for m in sys.modules if m == "prefect" or m.startswith("prefect."))
+        os.write(write, json.dumps({"error": message, "prefect": leaked}).encode())
         os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
-        results[package] = pipe.read().decode()
+        results[package] = json.loads(pipe.read().decode())
     os.waitpid(pid, 0)
 print(json.dumps(results))
 """
+WHOLE_CORE = "tasks.core"
 
 
 @pytest.fixture(scope="module")
-def import_errors() -> dict[str, str]:
-    """Per stage package, the traceback of importing its modules in file order ("" if none)."""
+def imported() -> dict[str, dict]:
+    """Per stage package (and for the whole of tasks.core), what importing its modules in file
+    order in a fresh interpreter gave: ``error`` (a traceback, "" if none) and ``prefect``."""
     wanted = {
         package: sorted(m for m in MODULES if m.startswith(f"tasks.core.{package}."))
         for package in sorted(STAGE_PACKAGES)
     }
+    wanted[WHOLE_CORE] = CORE_MODULES
     done = subprocess.run(
         [sys.executable, "-c", _FORK_EACH, json.dumps(wanted)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -124,9 +132,16 @@ def import_errors() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("package", sorted(STAGE_PACKAGES))
-def test_each_stage_package_imports_alone(package, import_errors):
+def test_each_stage_package_imports_alone(package, imported):
     """A fresh interpreter imports the package and its modules in file order: no hidden order."""
-    assert import_errors[package] == ""
+    assert imported[package]["error"] == ""
+
+
+def test_core_modules_do_not_import_prefect(imported):
+    """The pure-logic layer never pulls in Prefect, whichever part of it is imported."""
+    assert imported[WHOLE_CORE]["error"] == ""
+    leaks = {package: got["prefect"] for package, got in imported.items() if got["prefect"]}
+    assert leaks == {}, f"tasks.core imports prefect, e.g.: { {k: v[:3] for k, v in leaks.items()} }"
 
 
 def test_every_error_class_derives_from_the_one_base():

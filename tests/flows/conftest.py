@@ -11,8 +11,16 @@ from tests.tiny import sentiment_rows, write_tsv
 TINY_REPO = "loraflow-test/tiny-bert"
 
 
-def write_config(folder: Path, filename: str = "experiment.yaml", **overrides) -> Path:
-    """A complete experiment config over tiny data; ``overrides`` replace top-level sections."""
+def write_config(
+    folder: Path, filename: str = "experiment.yaml", in_process: bool = False, **overrides
+) -> Path:
+    """A complete experiment config over tiny data; ``overrides`` replace top-level sections.
+
+    ``in_process``: train in the test's process (``train.launcher: in-process``), for tests
+    about what comes after training. A subprocess agent's fresh imports (torch, transformers,
+    PEFT) cost ~8 s of CPU per training on the 2-core CI machine; the subprocess launcher
+    keeps its own end-to-end tests (test_finetune_flow, test_training_resume, the CLI, ops).
+    """
     train = write_tsv(folder / "train.tsv", "sentence", sentiment_rows(48, seed=1))
     dev = write_tsv(folder / "dev.tsv", "content", sentiment_rows(16, seed=2))
     config = {
@@ -40,6 +48,8 @@ def write_config(folder: Path, filename: str = "experiment.yaml", **overrides) -
         "registry": {"model_name": "tiny-lora", "experiment": "tests"},
     }
     config.update(overrides)
+    if in_process:
+        config["train"] = {**config["train"], "launcher": "in-process"}
     path = folder / filename
     path.write_text(yaml.safe_dump(config))
     return path

@@ -101,7 +101,7 @@ def test_discovery_skips_a_denied_candidate_and_trains_the_next(home, tmp_path):
     _remote_code(custom)
     denied = import_folder(custom, "a-org/custom-code", home.hf_hub_cache).revision
     chosen = import_folder(clean, "b-org/clean", home.hf_hub_cache).revision
-    config = write_config(tmp_path, discovery={"max_candidates": 5})
+    config = write_config(tmp_path, in_process=True, discovery={"max_candidates": 5})
 
     state = finetune(config_path=str(config), return_state=True)
 

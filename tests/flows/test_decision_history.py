@@ -54,7 +54,9 @@ def cli(home, *args: str) -> str:
 
 def test_a_stricter_gate_adds_a_refusal_and_leaves_the_champion_as_it_was(home, mirrored, tmp_path):
     mlc = client(home.tracking_uri)
-    passing = write_config(tmp_path, "a.yaml", gates={"absolute": {"accuracy": 0.0}})
+    passing = write_config(
+        tmp_path, "a.yaml", in_process=True, gates={"absolute": {"accuracy": 0.0}}
+    )
     first = finetune(config_path=str(passing))
     version = mlc.get_model_version(MODEL, "1")
     evaluation = first["evaluation_record"]
@@ -68,7 +70,9 @@ def test_a_stricter_gate_adds_a_refusal_and_leaves_the_champion_as_it_was(home, 
     assert before["version_tags"]["loraflow.evaluation_run_id"] == evaluation
 
     # Config B: the same model (training cached), a gate it cannot pass.
-    stricter = write_config(tmp_path, "b.yaml", gates={"absolute": {"accuracy": 1.0}})
+    stricter = write_config(
+        tmp_path, "b.yaml", in_process=True, gates={"absolute": {"accuracy": 1.0}}
+    )
     with pytest.raises(GateFailed):
         finetune(config_path=str(stricter))
 

@@ -121,8 +121,12 @@ def state(tmp_path_factory, mlflow_template_db):
         import_folder(build_learner(folder / "learner"), TINY_REPO, home.hf_hub_cache)
         (folder / "golden.jsonl").write_text("\n".join(json.dumps(g) for g in GOLDEN) + "\n")
 
-        first = finetune(config_path=str(write_config(folder, train=TRAIN, gates=gates())))
-        worse = write_config(folder, "worse.yaml", train=TRAIN | {"max_steps": 1}, gates=gates())
+        first = finetune(
+            config_path=str(write_config(folder, in_process=True, train=TRAIN, gates=gates()))
+        )
+        worse = write_config(
+            folder, "worse.yaml", in_process=True, train=TRAIN | {"max_steps": 1}, gates=gates()
+        )
         with pytest.raises(GateFailed) as refused:
             finetune(config_path=str(worse))
         mlc = client(uri)
@@ -131,6 +135,7 @@ def state(tmp_path_factory, mlflow_template_db):
         third_config = write_config(
             folder,
             "third.yaml",
+            in_process=True,
             train=TRAIN | {"max_steps": 2, "seed": 7},
             gates=gates(non_inferiority={"metrics": ["accuracy"], "margin": 0.5}),
         )

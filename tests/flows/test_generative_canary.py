@@ -50,7 +50,11 @@ def train(folder: Path, seed: int, answer=None, epochs: int = 8) -> str:
     champion."""
     folder.mkdir()
     config = yaml.safe_load(write_chat_config(folder).read_text())
-    config["train"] |= {"seed": seed, "epochs": epochs}
+    config["train"] |= {
+        "seed": seed,
+        "epochs": epochs,
+        "launcher": "in-process",
+    }  # see write_config
     if answer is not None:
         train_path = Path(config["data"]["train"]["path"])
         rows = [json.loads(line) for line in train_path.read_text().splitlines()]

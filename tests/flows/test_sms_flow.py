@@ -24,6 +24,7 @@ def sms_config(folder):
     data = write_sms(folder / "SMSSpamCollection", count=240, duplicates=14)
     return write_config(
         folder,
+        in_process=True,
         name="sms-test",
         data={
             "name": "sms",

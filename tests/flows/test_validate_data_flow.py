@@ -70,7 +70,7 @@ def test_failing_check_stops_before_training_and_registers_nothing(home, mirrore
     mlc = client(home.tracking_uri)
     (tmp_path / "good").mkdir()
     (tmp_path / "bad").mkdir()
-    good = write_config(tmp_path / "good")
+    good = write_config(tmp_path / "good", in_process=True)
     state = finetune(config_path=str(good), return_state=True)
     assert state.is_completed(), state.message
     run_id = state.result()["run_id"]
