@@ -34,9 +34,10 @@ lock:
 quickstart: $(TEMPLATES)
 	$(VENV)/bin/loraflow quickstart
 
+# The 20 slowest tests are listed at the end: where the 10-minute budget goes (docs/operations.md).
 test: $(TEMPLATES)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -m slow $(PYTEST_ARGS)

@@ -141,7 +141,9 @@ def test_core_modules_do_not_import_prefect(imported):
     """The pure-logic layer never pulls in Prefect, whichever part of it is imported."""
     assert imported[WHOLE_CORE]["error"] == ""
     leaks = {package: got["prefect"] for package, got in imported.items() if got["prefect"]}
-    assert leaks == {}, f"tasks.core imports prefect, e.g.: { {k: v[:3] for k, v in leaks.items()} }"
+    assert leaks == {}, (
+        f"tasks.core imports prefect, e.g.: { {k: v[:3] for k, v in leaks.items()} }"
+    )
 
 
 def test_every_error_class_derives_from_the_one_base():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated
@@ -78,6 +79,7 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
         setup()
     loaded = load(config, home)
     from flows.cli.reconcile import reconcile
+    from flows.cli.temp_server import without_heartbeats
     from flows.finetune import finetune
     from tasks.core.ops.preload import load as preload
     from tasks.core.ops.processes import peak_rss_mb
@@ -92,7 +94,8 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
         tame_prefect_console()
         for line in reconcile(home):  # a run killed earlier is not shown running any more
             console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
-        state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
+        with without_heartbeats() if temporary is not None else contextlib.nullcontext():
+            state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
     finally:
         discard_prestarted()  # an agent no job came for
     flow_run_id = str(state.state_details.flow_run_id)

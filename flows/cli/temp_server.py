@@ -99,3 +99,14 @@ class TemporaryServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def without_heartbeats():
+    """Settings for the flow runs of a command on its temporary server: no flow-run heartbeats.
+    A heartbeat tells a server that the run still lives; this server stops with the command,
+    and loraflow's reconcile (the next command's) marks a killed run crashed. Prefect's
+    heartbeat thread sleeps in 1 s ticks and is joined when the flow ends: up to 1 s at the end
+    of every run, waiting."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})

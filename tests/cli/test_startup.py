@@ -117,6 +117,34 @@ def test_the_temporary_server_serves_the_flows_and_stops_with_the_command(home, 
     assert not Path(f"/proc/{pid}").exists(), "the temporary server outlived the command"
 
 
+def heartbeat_threads() -> list[threading.Thread]:
+    """Prefect's flow-run heartbeat threads (their loop is named ``heartbeat_loop``)."""
+    return [
+        t
+        for t in threading.enumerate()
+        if any(getattr(a, "__name__", "") == "heartbeat_loop" for a in getattr(t, "_args", ()))
+    ]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_flow_runs_on_the_temporary_server_send_no_heartbeats():
+    """`run` on its temporary server runs its flow without Prefect's heartbeat thread, whose
+    1 s sleep was joined at the end of every run (tests/benchmarks/bench_flow_exit.py);
+    Prefect's default, kept against a running server, starts one."""
+    from prefect import flow
+
+    from flows.cli.temp_server import without_heartbeats
+
+    @flow
+    def probe() -> int:
+        return len(heartbeat_threads())
+
+    assert probe() == 1  # the check sees the thread where there is one
+    with without_heartbeats():
+        assert probe() == 0
+    assert probe() == 1
+
+
 def slow_step() -> None:
     """A preload step that is still running when the server is already there."""
     time.sleep(1.5)
