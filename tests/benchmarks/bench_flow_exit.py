@@ -31,10 +31,8 @@ def main() -> None:
     os.environ["LORAFLOW_HOME"] = tempfile.mkdtemp(prefix="bench-flow-exit-")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     from tasks.core.home import apply_env
-    from tasks.core.ops.templates import seed_databases
 
-    home = apply_env()
-    seed_databases(*home.own_databases(), home.mlflow_artifacts)
+    home = apply_env()  # a new home, seeded from the database templates
     from flows.cli.temp_server import TemporaryServer, without_heartbeats
 
     server = TemporaryServer(home.prefect_home / "temporary-server.log").start()

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +125,7 @@ class Stack:
 
 # Teardowns of session fixtures to run as soon as the last test using them has run (see
 # pytest_runtest_teardown), keyed by fixture name.
-EARLY_TEARDOWN: dict[str, object] = {}
+EARLY_TEARDOWN: dict[str, Callable[[], None]] = {}
 
 
 def pytest_runtest_teardown(item, nextitem):
@@ -147,8 +148,7 @@ def stack(tmp_path_factory, mlflow_template_db, tiny_bert_dir):
     urls = plan.urls(plan.DEFAULT_HOST, *ports)
     up = [str(BIN / "loraflow"), "up", "--detach", "--prefect-port", str(ports[0])]
     up += ["--mlflow-port", str(ports[1])]
-    down = _once(lambda: _stack_down(home, env))
-    EARLY_TEARDOWN["stack"] = down
+    EARLY_TEARDOWN["stack"] = lambda: _stack_down(home, env)
     try:
         up_output = run(up, env)
         deploy_output = run([str(BIN / "loraflow"), "deploy", str(config)], env)
@@ -162,20 +162,9 @@ def stack(tmp_path_factory, mlflow_template_db, tiny_bert_dir):
         flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
         yield Stack(home, config, env, urls, up_output, deploy_output, flow_run_id)
     finally:
-        EARLY_TEARDOWN.pop("stack", None)
-        down()
-
-
-def _once(action):
-    """``action``, run by the first call only."""
-    done = []
-
-    def call():
-        if not done:
-            done.append(True)
-            action()
-
-    return call
+        down = EARLY_TEARDOWN.pop("stack", None)  # None: stopped after its last test
+        if down is not None:
+            down()
 
 
 def _stack_down(home: Home, env: dict[str, str]) -> None:
