@@ -51,18 +51,21 @@ def status(
     Runs whose process died are marked Crashed / KILLED first (``reconcile``).
     """
     home = apply_env()
-    from flows.cli.reconcile import reconcile
-    from flows.cli.stack import use_stack_credentials
+    from flows.cli.prefect_api import connect
 
-    use_stack_credentials(home)  # the auth string of an authenticated stack on this home
-    for line in reconcile(home):
-        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
+    api = connect(home)  # the running server, else a temporary one, starting now
+    # Imported while a temporary server starts (seconds), not after.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 
+    import tasks.core.ops.reconcile  # noqa: F401 (the reconciler's MLflow side)
+    from flows.cli.reconcile import reconcile
     from tasks.core.tracking import client
 
+    api.ready()
+    for line in reconcile(home):
+        console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
     with get_client(sync_client=True) as prefect:
         for run in prefect.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=limit):
             tasks = prefect.read_task_runs(
@@ -91,6 +94,7 @@ def status(
             line = canary_line(model)
             if line:
                 console.print(f"  {line}", highlight=False, soft_wrap=True)
+    console.print(f"prefect: {api.describe()}", highlight=False, soft_wrap=True)
 
 
 def canary_line(model) -> str:

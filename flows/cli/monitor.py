@@ -32,20 +32,27 @@ def monitor_command(
     from tasks.core.config.loader import load_monitoring_policy
 
     load_monitoring_policy(policy)  # fail fast, before Prefect starts
+    from flows.cli.prefect_api import connect
+
+    # The running stack's server when there is one: its automation is what turns a breach
+    # event into a retraining run (a server of this command's own would drop it).
+    api = connect(home)
     from flows.cli.output import tame_prefect_console
     from flows.cli.pipeline import result_or_pointer
     from flows.monitor import monitor_flow
     from tasks.core.registry.history import actor_cli
 
+    api.ready()
     tame_prefect_console()
-    state = monitor_flow(
-        model_name=name,
-        service_url=service_url,
-        version=version,
-        policy_path=str(policy.resolve()),
-        actor=actor_cli(),
-        return_state=True,
-    )
+    with api.flow_settings():
+        state = monitor_flow(
+            model_name=name,
+            service_url=service_url,
+            version=version,
+            policy_path=str(policy.resolve()),
+            actor=actor_cli(),
+            return_state=True,
+        )
     result = result_or_pointer(state, home)
     for line in result["findings"]:
         console.print(f"  {line}", highlight=False, soft_wrap=True)

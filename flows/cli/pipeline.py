@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ from rich.text import Text
 
 from flows.cli.inspect import print_ui_help
 from flows.cli.output import console, error_line, tame_prefect_console
+from flows.cli.prefect_api import connect, use_running_server
 from tasks.core.errors import BadInput, DataValidationFailed
 from tasks.core.home import GENERATIVE_CONFIG, QUICKSTART_CONFIG, Home, apply_env
 
@@ -73,13 +73,11 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
     # overlaps this process's own: the seeding, the config's checks, the pipeline's imports.
     # A config that fails its checks exits 2 with nothing run or recorded; the server stops
     # with the command.
-    server = use_running_server(home)
-    temporary = None if server else start_temporary_server(home)
+    api = connect(home)
     if setup is not None:
         setup()
     loaded = load(config, home)
     from flows.cli.reconcile import reconcile
-    from flows.cli.temp_server import without_heartbeats
     from flows.finetune import finetune
     from tasks.core.ops.preload import load as preload
     from tasks.core.ops.processes import peak_rss_mb
@@ -89,12 +87,11 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
         preload(step)
     prestart_training(loaded.config.train)  # forked now: what this process imported, it has
     try:
-        if temporary is not None:
-            temporary.wait()
+        api.ready()
         tame_prefect_console()
         for line in reconcile(home):  # a run killed earlier is not shown running any more
             console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
-        with without_heartbeats() if temporary is not None else contextlib.nullcontext():
+        with api.flow_settings():
             state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
     finally:
         discard_prestarted()  # an agent no job came for
@@ -108,7 +105,7 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
         "(all its processes together; 0 when cached)"
     )
     summary["time"] = time_line(wall, summary.pop("compute_s", {}))
-    summary["prefect"] = server or "temporary server (none running: `loraflow up` keeps one)"
+    summary["prefect"] = api.describe()
     gates = summary.pop("gates", [])
     for key, value in summary.items():
         console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
@@ -155,33 +152,6 @@ def run_pointer(flow_run_id: str, home: Home) -> str:
     page = ui_links(home).flow_run(flow_run_id)
     where = page or f"{flow_run_id} (`loraflow ui` shows how to open it)"
     return f"Prefect flow run {name}{where}; stage logs and artifacts there"
-
-
-def use_running_server(home) -> str | None:
-    """Point Prefect at the stack's server when one answers (no temporary server to start);
-    its API URL, or None. ``PREFECT_API_URL`` set by the user wins."""
-    import os
-
-    from tasks.core.ops.stack import api_url, server_answers
-
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    api = api_url(home)
-    if api and server_answers(api):
-        os.environ["PREFECT_API_URL"] = api
-        return api
-    return None
-
-
-def start_temporary_server(home: Home):
-    """Prefect's temporary server for this command, started now (``temp_server``); it does
-    not register Prefect's block types where the home's database has them already."""
-    from flows.cli.temp_server import TemporaryServer
-    from tasks.core.ops.templates import blocks_registered
-
-    registered = blocks_registered(home.own_databases()[0])
-    log = home.prefect_home / "temporary-server.log"
-    return TemporaryServer(log, register_blocks=not registered).start()
 
 
 def time_line(wall: float, compute: dict[str, float]) -> str:

@@ -102,25 +102,30 @@ def promote_command(
     """Run the promotion flow: canary the challenger against the champion; exit 3 on rollback."""
     home = apply_env()
     _policy(policy)  # fail fast, before Prefect starts
+    from flows.cli.prefect_api import connect
+
+    api = connect(home)  # the running server, else a temporary one, starting now
     from flows.cli.output import tame_prefect_console
     from flows.cli.pipeline import result_or_pointer
     from flows.cli.reconcile import reconcile
     from flows.promote import promotion
     from tasks.core.registry.history import actor_cli
 
+    api.ready()
     tame_prefect_console()
     for line in reconcile(home):  # an earlier canary killed mid-step ends here, recorded
         console.print(f"reconciled: {line}", highlight=False, soft_wrap=True)
-    state = promotion(
-        model_name=name,
-        version=version,
-        policy_path=str(policy.resolve()),
-        replay_path=str(data.resolve()) if data else None,
-        service_url=service_url,
-        actor=actor_cli(),
-        prometheus_url=prometheus_url,
-        return_state=True,
-    )
+    with api.flow_settings():
+        state = promotion(
+            model_name=name,
+            version=version,
+            policy_path=str(policy.resolve()),
+            replay_path=str(data.resolve()) if data else None,
+            service_url=service_url,
+            actor=actor_cli(),
+            prometheus_url=prometheus_url,
+            return_state=True,
+        )
     decision = result_or_pointer(state, home)  # a rollback: one line, exit 3, no traceback
     console.print(f"{decision.action}: {decision.reason}", highlight=False, soft_wrap=True)
 

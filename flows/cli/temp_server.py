@@ -25,6 +25,24 @@ from tasks.core.ops.stack import free_port
 
 READY_TIMEOUT_S = 60.0
 
+# ``python -m uvicorn ARGS``, tied to the command that starts it first: Linux sends it SIGTERM
+# when that process (its starting thread) dies, even by ``kill -9``, which runs no exit handler;
+# without it the server outlived a killed command, holding its port and ~200 MB. Elsewhere it
+# is not tied. Plain code, not a loraflow module: the server imports none of loraflow.
+TIED_UVICORN = """
+import os, runpy, signal, sys
+parent = int(sys.argv.pop(1))
+try:
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:  # the command died before the call: nobody would stop this server
+    sys.exit(0)
+sys.argv[0] = "uvicorn"
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
+
 
 class TemporaryServer:
     """``start()`` returns at once; ``wait()`` blocks until ``/api/health`` answers."""
@@ -42,7 +60,7 @@ class TemporaryServer:
 
         prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent  # not imported
         return [
-            sys.executable, "-m", "uvicorn",
+            sys.executable, "-c", TIED_UVICORN, str(os.getpid()),
             "--app-dir", str(prefect_dir.parent),
             "--factory", "prefect.server.api.server:create_app",
             "--host", "127.0.0.1", "--port", str(self.port),

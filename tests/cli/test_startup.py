@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli.pipeline import time_line, use_running_server
+from flows.cli.pipeline import time_line
+from flows.cli.prefect_api import TEMPORARY, connect, use_running_server
 from tasks.core.ops import stack
 from tests.flows.conftest import mirrored, write_config  # noqa: F401 (fixture)
 
@@ -48,6 +49,9 @@ def test_run_uses_the_running_stack_server_instead_of_a_temporary_one(
     import os
 
     assert os.environ["PREFECT_API_URL"] == api
+    chosen = connect(home)  # what run, promote, monitor and status use
+    assert (chosen.running, chosen.temporary, chosen.describe()) == (api, None, api)
+    chosen.ready()  # nothing to wait for
 
 
 def test_a_recorded_but_dead_server_is_not_used(home, monkeypatch):
@@ -115,6 +119,27 @@ def test_the_temporary_server_serves_the_flows_and_stops_with_the_command(home, 
     assert "Starting temporary server" not in done.stdout + done.stderr
     pid = int(done.stdout.split()[-1])
     assert not Path(f"/proc/{pid}").exists(), "the temporary server outlived the command"
+
+
+def test_status_without_a_server_starts_loraflows_temporary_one_not_prefects(home, monkeypatch):
+    """`status` on a home with no server: loraflow's temporary server (seeded, started before
+    the imports), not Prefect's ephemeral one, which imported the server application into the
+    command and registered every block type again (19 s of CPU for an empty status)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli.app", "status"],
+        cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"prefect: {TEMPORARY}" in done.stdout, done.stdout
+    assert (home.prefect_home / "temporary-server.log").is_file()
+    assert "Starting temporary server" not in done.stdout + done.stderr
 
 
 def heartbeat_threads() -> list[threading.Thread]:

@@ -109,10 +109,12 @@ def replay(url: str, texts: list[str], feedback) -> None:
 
 
 def monitor(stack, url: str, policy) -> str:
-    env = {**stack.env, "PREFECT_API_URL": stack.api}
+    """`loraflow monitor` as a user runs it on the stack's home: with no PREFECT_API_URL, it
+    finds the stack's server itself (a server of its own would drop the breach event)."""
+    assert "PREFECT_API_URL" not in stack.env
     return run(
         [str(BIN / "loraflow"), "monitor", MODEL, "--service-url", url, "--policy", str(policy)],
-        env,
+        stack.env,
         timeout=300,
     )
 

@@ -89,8 +89,11 @@ def test_kill_9_of_promote_mid_canary_returns_traffic_to_the_champion(home, mirr
         finally:
             os.kill(promote.pid, signal.SIGKILL)
             promote.wait(30)
-        for child in children:  # Prefect's ephemeral server of the killed command
-            child.kill()
+        # The killed command's temporary Prefect server stops by itself (tied to it).
+        gone, alive = psutil.wait_procs(children, timeout=30)
+        for leftover in alive:
+            leftover.kill()
+        assert children and not alive, [p.cmdline() for p in alive]
         killed_at = time.monotonic()
         state = server.wait_ready(LEASE_S + 10, until=lambda s: s["challenger_percent"] == 0)
         assert time.monotonic() - killed_at <= LEASE_S + 5
@@ -156,15 +159,16 @@ def test_kill_9_of_run_mid_training_leaves_no_zombie(home, tmp_path):
         os.kill(run.pid, signal.SIGKILL)
         run.wait(30)
     trainers = [p for p in children if is_trainer(p)]
-    others = [p for p in children if p not in trainers]  # Prefect's ephemeral server
+    others = [p for p in children if p not in trainers]  # the command's temporary server
     assert len(trainers) == 2, trainers  # the agent and its one rank
     # forked from `run` (its imports are the command's), not started fresh
     assert sorted(names) == ["loraflow-agent", "loraflow-rank0"], names
-    # The rank notices its task is gone, checkpoints and stops; its agent then exits.
-    gone, alive = psutil.wait_procs(trainers, timeout=60)
-    for leftover in others + alive:
+    # The rank notices its task is gone, checkpoints and stops; its agent then exits. The
+    # temporary Prefect server stops too: nothing of the killed command keeps running.
+    gone, alive = psutil.wait_procs(trainers + others, timeout=60)
+    for leftover in alive:
         leftover.kill()
-    assert not alive, [p.cmdline() for p in alive]
+    assert others and not alive, [p.cmdline() for p in alive]
 
     status = loraflow(home, "status")
     assert status.returncode == 0, status.stderr

@@ -153,8 +153,9 @@ def test_status_reports_the_scheduler_of_the_running_stack(stack):
         return len([r for r in runs if _by_scheduler(r, schedule.id)]) == 3
 
     _wait_for_scheduler(stack, three_ahead, 10 * SCHEDULER_LOOP_SECONDS, "the cron's 3 runs")
-    env = {**stack.env, "PREFECT_API_URL": stack.api}
-    out = run([str(BIN / "loraflow"), "status"], env, timeout=120)
+    assert "PREFECT_API_URL" not in stack.env  # as a user runs it on the stack's home
+    out = run([str(BIN / "loraflow"), "status"], stack.env, timeout=120)
+    assert f"prefect: {stack.api}" in out, out  # the stack's server, not one of its own
     log = stack.home.root / "logs" / "prefect-server.log"
     assert f"no scheduler errors in {log} since the server started" in out, out
     [line] = [line for line in out.splitlines() if line.startswith("scheduler ")]
