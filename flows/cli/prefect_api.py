@@ -1,6 +1,6 @@
 """Which Prefect server a command talks to: the one already running, else its own temporary one.
 
-``run``, ``promote`` and ``status`` need a Prefect API. Without one, Prefect's client starts
+``run``, ``promote``, ``monitor`` and ``status`` need a Prefect API. Without one, Prefect's client starts
 its own ephemeral server (``SubprocessASGIServer``): it imports the whole server application
 into the command's process first, registers every block type again and is never the stack's
 server, even while `loraflow up` runs one on this home (a second server on the same
@@ -56,21 +56,19 @@ def connect(home: Home) -> PrefectApi:
 
 
 def use_running_server(home: Home) -> str | None:
-    """Point Prefect at the stack's server when one answers (no temporary server to start),
-    with that stack's auth string; its API URL, or None. ``PREFECT_API_URL`` set by the user
-    wins."""
+    """Point Prefect at the stack's server when one answers (no temporary server to start);
+    its API URL, or None. ``PREFECT_API_URL`` set by the user wins. The stack's auth string
+    goes only to the stack's own server (``up`` prints its URL to export)."""
+    from flows.cli.stack import use_stack_credentials
     from tasks.core.ops.stack import api_url, server_answers
 
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    api = api_url(home)
-    if api and server_answers(api):
-        from flows.cli.stack import use_stack_credentials
-
-        os.environ["PREFECT_API_URL"] = api
+    stack_api = api_url(home, environ={})
+    chosen = os.environ.get("PREFECT_API_URL")
+    if not chosen and stack_api and server_answers(stack_api):
+        chosen = os.environ["PREFECT_API_URL"] = stack_api
+    if chosen and stack_api and chosen.rstrip("/") == stack_api.rstrip("/"):
         use_stack_credentials(home)  # an authenticated stack's; none: nothing set
-        return api
-    return None
+    return chosen
 
 
 def start_temporary_server(home: Home):

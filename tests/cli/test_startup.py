@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +53,34 @@ def test_run_uses_the_running_stack_server_instead_of_a_temporary_one(
     chosen = connect(home)  # what run, promote, monitor and status use
     assert (chosen.running, chosen.temporary, chosen.describe()) == (api, None, api)
     chosen.ready()  # nothing to wait for
+
+
+def test_the_stacks_auth_string_goes_only_to_the_stacks_server(
+    home, tmp_path, monkeypatch, prefect_like_server
+):
+    """An authenticated stack's Prefect auth string is given to a command that talks to that
+    stack's server (found, or exported as `up` prints it), never to another server."""
+    import os
+
+    secrets = tmp_path / "stack.env"
+    secrets.write_text("PREFECT_AUTH_STRING=admin:s3cret\n")
+    state = stack.StackState(prefect_like_server, None, home.tracking_uri, ("cpu",))
+    stack.write_state(home, dataclasses.replace(state, secrets=str(secrets)))
+    api = f"{prefect_like_server}/api"
+    for key in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING"):
+        monkeypatch.delenv(key, raising=False)
+    assert use_running_server(home) == api  # found from stack.json
+    assert os.environ["PREFECT_API_AUTH_STRING"] == "admin:s3cret"
+
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING")
+    monkeypatch.setenv("PREFECT_API_URL", f"{api}/")  # exported by hand, as `up` prints it
+    assert use_running_server(home) == f"{api}/"
+    assert os.environ["PREFECT_API_AUTH_STRING"] == "admin:s3cret"
+
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")  # another server
+    assert use_running_server(home) == "http://127.0.0.1:1/api"
+    assert "PREFECT_API_AUTH_STRING" not in os.environ
 
 
 def test_a_recorded_but_dead_server_is_not_used(home, monkeypatch):
