@@ -1,7 +1,7 @@
 """Which Prefect server a command talks to: the one already running, else its own temporary one.
 
-``run``, ``promote``, ``monitor`` and ``status`` need a Prefect API. Without one, Prefect's client starts
-its own ephemeral server (``SubprocessASGIServer``): it imports the whole server application
+``run``, ``promote``, ``monitor`` and ``status`` need a Prefect API. Without one, Prefect's
+client starts its own ephemeral server (``SubprocessASGIServer``): it imports the whole server application
 into the command's process first, registers every block type again and is never the stack's
 server, even while `loraflow up` runs one on this home (a second server on the same
 database). Measured before this module: ``loraflow status`` on a fresh home took 19 s of wall
@@ -16,8 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tasks.core.home import Home
+
+if TYPE_CHECKING:  # temp_server imports httpx: only where a server is started
+    from flows.cli.temp_server import TemporaryServer
 
 TEMPORARY = "temporary server (none running: `loraflow up` keeps one)"
 
@@ -27,7 +31,7 @@ class PrefectApi:
     """The API a command uses: ``running`` (a server that was up) or ``temporary`` (started)."""
 
     running: str | None
-    temporary: object | None = None  # flows.cli.temp_server.TemporaryServer
+    temporary: TemporaryServer | None = None
 
     def ready(self) -> None:
         """Block until the temporary server answers (a running one already does)."""

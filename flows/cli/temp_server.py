@@ -28,7 +28,8 @@ READY_TIMEOUT_S = 60.0
 # ``python -m uvicorn ARGS``, tied to the command that starts it first: Linux sends it SIGTERM
 # when that process (its starting thread) dies, even by ``kill -9``, which runs no exit handler;
 # without it the server outlived a killed command, holding its port and ~200 MB. Elsewhere it
-# is not tied. Plain code, not a loraflow module: the server imports none of loraflow.
+# is not tied. The same tie as a training rank's to its agent (``agent._tie_to_agent``), written
+# out here because the server imports none of loraflow: only the standard library, then uvicorn.
 TIED_UVICORN = """
 import os, runpy, signal, sys
 parent = int(sys.argv.pop(1))

@@ -30,19 +30,19 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def status_run(tree: Path, args: tuple[str, ...] = ("status",)) -> dict[str, float]:
-    """One command on a fresh home: its wall and CPU seconds, the servers it stopped included."""
+def status_run(tree: Path) -> dict[str, float]:
+    """``loraflow status`` on a fresh home: its wall and CPU seconds, its server's included."""
     home = Path(tempfile.mkdtemp(prefix="bench-commands-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
     env["LORAFLOW_HOME"] = str(home)
     cpu, started = children_cpu(), time.monotonic()
     done = subprocess.run(
-        [str(tree / ".venv" / "bin" / "loraflow"), *args],
+        [str(tree / ".venv" / "bin" / "loraflow"), "status"],
         cwd=tree, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     wall, cpu = time.monotonic() - started, children_cpu() - cpu
     if done.returncode != 0:
-        raise SystemExit(f"{tree}: loraflow {' '.join(args)} exited {done.returncode}:\n"
+        raise SystemExit(f"{tree}: loraflow status exited {done.returncode}:\n"
                          f"{done.stderr[-2000:]}")  # fmt: skip
     return {"wall": wall, "cpu": cpu}
 
