@@ -63,9 +63,9 @@ def train_stage(inputs: TrainingInputs, home: Home, force: bool = False) -> Trai
     try:
         result = _train(inputs, home, force, waiting)
     except BaseException:
-        waiting.now(failed=True)
+        waiting.end(failed=True)
         raise
-    waiting.now()
+    waiting.end()
     return result
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -61,12 +62,15 @@ def score_base_during_training(
     train: TrainSpec,
     home: Home,
 ) -> BaseScoring:
-    log = get_run_logger()
     rule = (gates.base_model.score, train.task, train.launcher, parameters)
     skipped = early_scoring_skipped(*rule)
     if skipped is not None:
         return _skipped(skipped)
     waiting = training_wait(str(flow_run.get_id() or ""))
+    return _beside_training(waiting, rule, ModelRef(repo_id, revision), data, spec, train, home)
+
+
+def _beside_training(waiting, rule, ref: ModelRef, data, spec, train, home) -> BaseScoring:
     waiting.wait()  # until the training processes run and this process only waits for them
     if waiting.failed:
         return _skipped("training failed: the evaluation will not run")
@@ -76,15 +80,16 @@ def score_base_during_training(
     settle()  # the evaluation's preload, started with the training: its imports are ours too
     started = time.perf_counter()
     try:
-        computed = at_low_priority(
-            _score, ModelRef(repo_id, revision), data, spec, train, home, name="score-base"
-        )
+        computed = at_low_priority(_score, ref, data, spec, train, home, waiting, name="score-base")
     except Exception as exc:  # the evaluation scores the base itself
-        log.warning("scoring the base during training failed", exc_info=True)
+        get_run_logger().warning("scoring the base during training failed", exc_info=True)
         return BaseScoring(0.0, time.time(), f"failed: {type(exc).__name__}: {exc}"[:300])
     seconds = time.perf_counter() - started if computed else 0.0
     if computed:
-        log.info("base %s@%s scored in %.1f s while training ran", repo_id, revision[:12], seconds)
+        get_run_logger().info(
+            "base %s@%s scored in %.1f s while training ran", ref.repo_id, ref.revision[:12],
+            seconds,
+        )  # fmt: skip
     return BaseScoring(seconds, time.time())
 
 
@@ -93,7 +98,9 @@ def _skipped(why: str) -> BaseScoring:
     return BaseScoring(0.0, time.time(), why)
 
 
-def _score(ref: ModelRef, data: DataReport, spec: EvalSpec, train: TrainSpec, home: Home) -> bool:
+def _score(
+    ref: ModelRef, data: DataReport, spec: EvalSpec, train: TrainSpec, home: Home, waiting
+) -> bool:
     """Fill the cache the evaluation reads; False when it already held these scores (then
     without importing the scoring code: a cached re-run waits for this task)."""
     import torch
@@ -112,8 +119,19 @@ def _score(ref: ModelRef, data: DataReport, spec: EvalSpec, train: TrainSpec, ho
     texts = list(load_prepared(data.prepared_path)["eval"]["text"])
     before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
+    scorer.on_progress = partial(_every_core_once_over, waiting, before)
     try:
         scorer.predict(texts, spec.batch_size, train.max_length)
     finally:
         torch.set_num_threads(before)
     return not scorer.hit
+
+
+def _every_core_once_over(waiting, threads: int, *progress) -> None:
+    """After a batch: once the training stage is over, the rest of the split on ``threads``
+    (the process's own count) instead of one. The training's end left the other cores idle
+    while the evaluation waited for this tail (~2 s of one core on the quickstart)."""
+    import torch
+
+    if waiting.over and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)  # this thread's OpenMP team: its next batch

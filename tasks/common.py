@@ -69,10 +69,15 @@ class TrainingWait:
     ``tasks/base_scores.py``) starts then, not before: started with the stage, its thread held
     the GIL while the stage made its MLflow calls and delayed the training's launch from ~2 s
     to ~6 s (measured on the quickstart). ``failed``: training failed, do not start at all.
+
+    ``over``: the stage returned or failed. Work beside it then has every core: the rest of
+    the base's scoring takes them (the evaluation waits for it, and the training processes
+    have stopped).
     """
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._over = threading.Event()
         self.failed = False
 
     def now(self, failed: bool = False) -> None:
@@ -81,6 +86,15 @@ class TrainingWait:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)
+
+    def end(self, failed: bool = False) -> None:
+        """The training stage returned (or failed): ``now``, and ``over`` from here on."""
+        self.now(failed)
+        self._over.set()
+
+    @property
+    def over(self) -> bool:
+        return self._over.is_set()
 
 
 _WAITS: dict[str, TrainingWait] = {}

@@ -77,16 +77,19 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
     if setup is not None:
         setup()
     loaded = load(config, home)
-    from flows.cli.reconcile import reconcile
-    from flows.finetune import finetune
     from tasks.core.ops.preload import load as preload
-    from tasks.core.ops.processes import peak_rss_mb
     from tasks.core.training.child import discard_prestarted
 
     for step in FIRST_STAGES:
         preload(step)
-    prestart_training(loaded.config.train)  # forked now: what this process imported, it has
+    # Forked now: it has what this process imported. Before the flow's imports (Prefect, the
+    # stages: ~3 s the agent never needs), so its own imports, on the critical path to the
+    # first training step, start that much earlier (~0.8 s earlier first step, quickstart).
+    prestart_training(loaded.config.train)
     try:
+        from flows.cli.reconcile import reconcile
+        from flows.finetune import finetune
+
         api.ready()
         tame_prefect_console()
         for line in reconcile(home):  # a run killed earlier is not shown running any more
@@ -95,6 +98,8 @@ def run_pipeline(config: Path, force: bool, setup=None) -> None:
             state = finetune(config_path=str(config.resolve()), force=force, return_state=True)
     finally:
         discard_prestarted()  # an agent no job came for
+    from tasks.core.ops.processes import peak_rss_mb
+
     flow_run_id = str(state.state_details.flow_run_id)
     summary = result_or_pointer(state, home)
     wall = time.monotonic() - started

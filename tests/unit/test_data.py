@@ -178,6 +178,36 @@ def test_subset_draws_the_rows_train_test_split_draws(selected):
     assert subset(lonely, 2, 0)["text"] == lonely.shuffle(seed=0).select(range(2))["text"]
 
 
+@pytest.mark.parametrize("labels", [[0] * 50 + [1] * 30 + [2] * 20, [0, 1, 1, 2, 2, 2]])
+def test_the_rows_checked_for_length_are_the_rows_the_subset_draws(tmp_path, labels):
+    """``drawn`` (the rows the token-length check counts) picks exactly the rows, in order, of
+    ``subset`` over the mapped table (stratified, and the shuffle fallback of a lone class),
+    so the check counts what is trained, and the prepared data is the same as before."""
+    import pandas as pd
+
+    from tasks.core.data.prepare import drawn
+    from tasks.core.data.sampling import subset
+
+    names, columns = ["a", "b", "c"], {"text_column": "text", "label_column": "label"}
+    for name in ("t.csv", "e.csv"):
+        (tmp_path / name).write_text("text,label\n")
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(len(labels))], "label_id": labels})
+    frame["row"] = range(1, len(frame) + 1)
+    table = Dataset.from_dict(
+        {"text": frame["text"].tolist(), "label": labels},
+        features=Features({"text": Value("string"), "label": ClassLabel(names=names)}),
+    )
+    for seed, limit in ((0, 4), (3, 5), (7, len(labels) - 1)):
+        spec = DataSpec(
+            name="d", license="mit", labels=names, seed=seed,
+            train=SplitSpec(path=tmp_path / "t.csv", max_samples=limit, **columns),
+            eval=SplitSpec(path=tmp_path / "e.csv", **columns),
+        )  # fmt: skip
+        assert drawn(spec, "train", frame)["text"].tolist() == subset(table, limit, seed)["text"]
+    spec = spec.model_copy(update={"train": SplitSpec(path=tmp_path / "t.csv", **columns)})
+    assert drawn(spec, "train", frame)["text"].tolist() == frame["text"].tolist()
+
+
 # --------------------------------------------------------------------------------------------
 # Loading: formats, header-less files, Hub ids from the local cache.
 # --------------------------------------------------------------------------------------------
@@ -382,13 +412,13 @@ def test_sst2_mapped_passes_and_reports_overlap_and_truncation(
     assert leakage.detail == "0 of 872 eval rows (0.00%) appear verbatim in train"
     assert near.verdict == "warn" and near.examples == (80, 831)
     assert near.detail.startswith("2 of 872 eval rows (0.23%) match a train text")
-    # Truncation with the MiniLM tokenizer, over the whole 67,349-row train file.
+    # Truncation with the MiniLM tokenizer, over the 2,000 train rows drawn (of 67,349): the
+    # whole file's 4 rows over 64 tokens are not among them.
     lengths = results["token_lengths", "train"]
-    assert lengths.verdict == "pass" and lengths.stats["count"] == 67_349
-    assert lengths.stats["truncated_share"]["64"] == pytest.approx(4 / 67_349)
-    assert lengths.stats["truncated_share"]["128"] == 0.0
-    assert (lengths.stats["p50"], lengths.stats["p99"], lengths.stats["max"]) == (10, 44, 66)
-    assert "truncated at 64: 0.01%, 128: 0.00%" in lengths.detail
+    assert lengths.verdict == "pass" and lengths.stats["count"] == 2_000
+    assert lengths.stats["truncated_share"]["64"] == 0.0
+    assert (lengths.stats["p50"], lengths.stats["p99"], lengths.stats["max"]) == (11, 43, 58)
+    assert lengths.detail.startswith("0 of 2,000 texts (0.00%) exceed 128 tokens")
     # SST-2's known quirks are warnings, not failures: repeated and conflicting phrases.
     assert fired(report) == {
         ("duplicates", "train"): "warn",

@@ -42,11 +42,47 @@ def test_a_failed_training_stage_lets_the_waiting_work_go_and_says_it_failed(
     with pytest.raises(RuntimeError):
         train_deployment.train_stage(None, None)
     waiting = training_wait(flow_run_id)
-    assert waiting.wait(0) and waiting.failed
+    assert waiting.wait(0) and waiting.failed and waiting.over
 
 
 def test_a_returning_training_stage_lets_the_waiting_work_go(flow_run_id, monkeypatch):
     monkeypatch.setattr(train_deployment, "_train", lambda *args: "result")
     assert train_deployment.train_stage(None, None) == "result"
     waiting = training_wait(flow_run_id)
-    assert waiting.wait(0) and not waiting.failed
+    assert waiting.wait(0) and not waiting.failed and waiting.over
+
+
+def test_processes_started_is_not_over():
+    """``now`` (the training processes run) lets the base's scoring start on one thread;
+    only ``end`` (the stage returned) says the training is over."""
+    waiting = training_wait(str(uuid.uuid4()))
+    waiting.now()
+    assert waiting.wait(0) and not waiting.over
+    waiting.end()
+    assert waiting.over and not waiting.failed
+
+
+def test_the_base_scoring_takes_every_core_once_the_training_is_over():
+    """After each batch the base's scoring (one thread beside the training) checks whether
+    the training stage is over; from then on its batches run on the process's threads (the
+    evaluation waits for this tail, and the other cores were idle: ~2 s on the quickstart).
+    The thread count is the scoring thread's own: the caller's stays as it was."""
+    import torch
+
+    from tasks.base_scores import _every_core_once_over
+
+    waiting, seen = training_wait(str(uuid.uuid4())), []
+
+    def scoring_thread() -> None:
+        torch.set_num_threads(1)
+        _every_core_once_over(waiting, 3, "base", 128, 872)
+        seen.append(torch.get_num_threads())
+        waiting.end()
+        _every_core_once_over(waiting, 3, "base", 256, 872)
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    thread = threading.Thread(target=scoring_thread)
+    thread.start()
+    thread.join(30)
+    assert seen == [1, 3] and torch.get_num_threads() == before

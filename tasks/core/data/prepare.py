@@ -4,7 +4,9 @@ Every split is mapped to one schema (``text``: string, ``label``: ClassLabel wit
 names), checked (see ``data_checks``, ``pii``, ``token_lengths``), fingerprinted and saved once
 under a content-addressed folder: later stages receive that path, never the data. Checks run
 over the whole files, so their row numbers are the files' data rows; a ``max_samples`` subset
-is drawn afterwards from the rows that passed.
+is drawn afterwards from the rows that passed. Token lengths alone are counted over the rows
+that are trained and evaluated (``drawn``): truncation happens only there, and on the
+quickstart (8,000 of SST-2's 67,349 train rows) counting the rest took ~2 s of its start.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from tasks.core.data.report import (
     CheckResult,
     DataReport,
 )
-from tasks.core.data.sampling import dedupe, split_result, split_rows, subset
+from tasks.core.data.sampling import dedupe, sample_positions, split_result, split_rows
 from tasks.core.data.token_lengths import check_token_lengths
 
 SPLITS = ("train", "eval")
@@ -106,6 +108,16 @@ def mapped_splits(spec: DataSpec, checks: list[CheckResult]) -> dict[str, pd.Dat
     return {"train": train, "eval": eval}
 
 
+def drawn(spec: DataSpec, split: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a mapped split that are trained or evaluated: those with a class, or the
+    ``max_samples`` subset of them (the rows ``sampling.subset`` draws, in its order)."""
+    kept = frame[frame["label_id"].notna()]
+    limit = spec.splits[split].max_samples if spec.eval or split == "train" else None
+    if not limit or limit >= len(kept):
+        return kept
+    return kept.iloc[sample_positions(kept["label_id"].to_numpy(dtype=np.int64), limit, spec.seed)]
+
+
 def usable_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows with a text and a class: what duplicate, balance and leakage checks compare."""
     return frame[frame["label_id"].notna() & (frame["text"] != "")]
@@ -129,8 +141,8 @@ def run_checks(
         if cfg.class_balance != "off":
             checks.append(check_balance(split, usable["label_id"], names, cfg))
         if tokenizer is not None and cfg.token_lengths != "off":
-            texts = frame["text"].tolist()
-            rows = frame["row"].tolist()
+            used = drawn(spec, split, frame)
+            texts, rows = used["text"].tolist(), used["row"].tolist()
             checks.append(check_token_lengths(split, texts, tokenizer, max_length, cfg, rows))
     if len(frames) == len(SPLITS):
         train, eval = usable_rows(frames["train"]), usable_rows(frames["eval"])
@@ -185,15 +197,11 @@ def prepare(
     features = Features({"text": Value("string"), "label": ClassLabel(names=list(spec.labels))})
     mapped: dict[str, Dataset] = {}
     for split, frame in frames.items():
-        kept = frame[frame["label_id"].notna()]
-        table = Dataset.from_dict(
+        kept = drawn(spec, split, frame)
+        mapped[split] = Dataset.from_dict(
             {"text": kept["text"].tolist(), "label": kept["label_id"].astype(int).tolist()},
             features=features,
         )
-        limit = spec.splits[split].max_samples if spec.eval or split == "train" else None
-        if limit and limit < len(table):
-            table = subset(table, limit, spec.seed)
-        mapped[split] = table
     rows = {s: len(d) for s, d in mapped.items()}
     meta = {
         "tokenizer": tokenizer_name,

@@ -6,7 +6,8 @@ normalised) form a group that goes to one side as a whole; otherwise the same te
 trained on and evaluated, and the eval figures would flatter the model. No library splits by
 group *and* stratum to a given fraction (scikit-learn's ``StratifiedGroupKFold`` gives 1/k
 folds only), so ``split_rows`` assigns whole groups greedily per class. Subsets
-(``max_samples``) use ``datasets``' own stratified index generator (``subset``).
+(``max_samples``) use ``datasets``' own stratified index generator (``subset``); the
+token-length check counts the rows it will draw (``sample_positions``).
 """
 
 from __future__ import annotations
@@ -85,21 +86,30 @@ def subset(table: Dataset, limit: int, seed: int) -> Dataset:
     a class with a single row, or fewer rows asked for than there are classes).
 
     The same rows as ``table.train_test_split(train_size=limit, stratify_by_column="label",
-    seed=seed)["train"]``: its own index generator with the same seeded generator, fed the
-    label column straight from Arrow (the method reads it row by row: 2 s on SST-2).
+    seed=seed)["train"]`` (``sample_positions`` over the label column straight from Arrow: the
+    method reads it row by row, 2 s on SST-2).
     """
     if limit >= len(table):
         return table
-    from datasets.utils.stratify import stratified_shuffle_split_generate_indices
-
     labels = table.data.column("label").to_numpy()
     if table._indices is not None:  # a selection of the table: its rows, in its order
         labels = labels[table._indices.column("indices").to_numpy()]
+    return table.select(sample_positions(labels, limit, seed))
+
+
+def sample_positions(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Positions of the ``limit`` rows ``subset`` draws from rows of these class ids, in its
+    order: ``datasets``' own stratified index generator with the same seeded generator, or
+    ``Dataset.shuffle(seed)``'s permutation where it cannot stratify."""
+    if limit >= len(labels):
+        return np.arange(len(labels))
+    from datasets.utils.stratify import stratified_shuffle_split_generate_indices
+
     rng = np.random.default_rng(seed)
     try:
         train, _ = next(
-            stratified_shuffle_split_generate_indices(labels, limit, len(table) - limit, rng=rng)
+            stratified_shuffle_split_generate_indices(labels, limit, len(labels) - limit, rng=rng)
         )
     except ValueError:
-        return table.shuffle(seed=seed).select(range(limit))
-    return table.select(train)
+        return np.random.default_rng(seed).permutation(len(labels))[:limit]
+    return train
