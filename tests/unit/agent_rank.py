@@ -9,6 +9,7 @@ first writes ``rank-RANK.json``: its pid, its parent's pid, its process name and
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -17,6 +18,17 @@ import time
 from pathlib import Path
 
 KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+BEFORE: dict = {}  # what ``before_fork`` made in the agent; a rank sees it only by inheriting it
+
+
+def before_fork(job_file: str) -> None:
+    """The agent's hook: counts its calls in a file; the job's ``"before"`` says to fail."""
+    job = Path(job_file)
+    calls = job.parent / "before-fork-calls"
+    calls.write_text(calls.read_text() + "x" if calls.exists() else "x")
+    if json.loads(job.read_text()).get("before") == "fail":
+        raise RuntimeError("before_fork failed on purpose")
+    BEFORE["pid"] = os.getpid()
 
 
 def main(argv: list[str]) -> None:
@@ -29,6 +41,8 @@ def main(argv: list[str]) -> None:
         "parent_name": Path(f"/proc/{os.getppid()}/comm").read_text().strip(),
         "mark": os.environ.get("LORAFLOW_TEST_MARK"),
         "env": {k: os.environ.get(k) for k in KEYS},
+        "before_fork_pid": BEFORE.get("pid"),
+        "gc_frozen": gc.get_freeze_count(),
     }
     (job.parent / f"rank-{rank}.json").write_text(json.dumps(seen))
     kind, _, arg = json.loads(job.read_text()).get(rank, "exit:0").partition(":")

@@ -19,7 +19,7 @@ from tests.unit.test_training_agent import LIGHT, job_file, seen
 
 # A fresh, single-threaded process (pytest's has threads): what `loraflow run` is when it forks.
 FORKS = """
-import atexit, json, os, sys
+import atexit, gc, json, os, sys
 from pathlib import Path
 from tasks.core.training.forked import fork_agent
 
@@ -29,6 +29,7 @@ print("written before the fork", end="")  # still in this process's buffer
 env = {**os.environ, "LORAFLOW_TEST_MARK": "agent environment"}
 agent = fork_agent(["--procs", "2", *json.loads(sys.argv[2])], env)
 assert agent is not None, "no fork"
+assert gc.get_freeze_count() == 0, "the command's heap left frozen: never collected"
 agent.stdin.write(f"{sys.argv[3]}\\n".encode())
 agent.stdin.close()
 print(f"\\nagent {agent.pid} exited {agent.wait(60)}")

@@ -10,10 +10,11 @@ from safetensors.torch import load_file
 from tasks.core.catalog.mirror import import_folder
 from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.tracking import client, ensure_experiment
+from tasks.core.training import run as training_run
 from tasks.core.training.checkpoints import list_checkpoints
 from tasks.core.training.modeling import ModelRef
 from tasks.core.training.precision import cpu_bf16_unit, cpu_flags
-from tasks.core.training.run import fine_tune
+from tasks.core.training.run import fine_tune, tokenize_early
 from tasks.core.training.runs import ADAPTER_ARTIFACT, TrainJob, job_dir
 from tests.tiny import build_tiny_llama, sentiment_rows, sft_rows
 
@@ -111,6 +112,27 @@ def test_classifier_trains_records_every_step_and_uploads_the_adapter(home, bert
     assert {a.path for a in mlc.list_artifacts(run_id, "plots")} == {"plots/loss_curve.png"}
     assert mlc.list_artifacts(run_id, "checkpoints") == []  # removed once the adapter is logged
     assert not (job_dir(home.work_dir, "id-cls") / "checkpoints").exists()
+
+
+def test_splits_tokenized_in_the_agent_train_exactly_as_a_rank_s_own(home, bert, sentiment):
+    """The CPU agent tokenizes once before it forks (``tokenize_early``); a rank that finds
+    them trains step for step as one that tokenized its splits itself."""
+    spec = TrainSpec(
+        epochs=1, batch_size=8, learning_rate=0.01, logging_steps=1, max_length=16, eval_steps=3
+    )
+    curves = []
+    for early in (False, True):
+        mlc, run_id = new_run(home)
+        lora = LoraSpec(r=4, alpha=8)
+        one = job(bert, sentiment, LABELS, lora, spec, run_id, home, f"id-early-{early}")
+        if early:
+            tokenize_early(one)
+            assert len(training_run._EARLY) == 1
+        fine_tune(one)
+        assert not training_run._EARLY  # taken by the rank that trained, not kept
+        curves.append((history(mlc, run_id), history(mlc, run_id, "val_loss")))
+    assert len(curves[0][0]) == 6 and len(curves[0][1]) == 2
+    assert curves[0] == curves[1]
 
 
 def test_resume_after_a_crash_continues_exactly_where_training_stopped(home, bert, sentiment):

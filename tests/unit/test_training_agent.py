@@ -68,6 +68,24 @@ def test_every_rank_is_forked_by_the_agent_with_its_own_rank(tmp_path):
     assert ranks[0]["env"]["MASTER_PORT"] == ranks[1]["env"]["MASTER_PORT"] is not None
 
 
+def test_what_every_rank_needs_is_made_once_in_the_agent_and_inherited(tmp_path):
+    proc = agent(job_file(tmp_path, {}))
+    assert proc.wait(timeout=60) == 0
+    ranks = [seen(tmp_path, rank) for rank in (0, 1)]
+    assert (tmp_path / "before-fork-calls").read_text() == "x"  # once, not once per rank
+    assert [r["before_fork_pid"] for r in ranks] == [proc.pid, proc.pid]
+    # The agent's heap is frozen for the ranks' collector: no copy-on-write walk of it.
+    assert all(r["gc_frozen"] > 1000 for r in ranks)
+
+
+def test_a_failed_before_fork_leaves_the_work_to_the_ranks(tmp_path):
+    proc = agent(job_file(tmp_path, {"before": "fail"}), stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0  # the ranks ran, and their outcome is the job's
+    assert "before_fork failed on purpose" in err
+    assert [seen(tmp_path, rank)["before_fork_pid"] for rank in (0, 1)] == [None, None]
+
+
 def test_one_failed_rank_fails_the_job_and_stops_the_others(tmp_path):
     proc = agent(job_file(tmp_path, {"0": "trap", "1": "exit-when-trapped:3"}))
     assert proc.wait(timeout=30) == 3  # not after rank 0's 60 s

@@ -18,6 +18,7 @@ job from a pipe as a fresh one reads stdin, and names itself ``loraflow-agent``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -91,10 +92,12 @@ def fork_agent(args: list[str], env: dict[str, str]) -> ForkedAgent | None:
     read, write = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()  # nothing buffered before the fork is written twice
+    gc.freeze()  # the agent's collections skip what it inherits (no copy-on-write walk of it)
     pid = os.fork()
     if pid == 0:
         os.close(write)
         _become_agent(read, args, env)
+    gc.unfreeze()
     os.close(read)
     return ForkedAgent(pid, os.fdopen(write, "wb"))
 

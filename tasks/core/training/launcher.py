@@ -220,6 +220,14 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def before_fork(job_file: str) -> None:
+    """In the CPU agent, once the job came and before it forks the ranks (``agent``): what
+    every rank would otherwise do alike, done once (the tokenized splits)."""
+    from tasks.core.training.run import tokenize_early
+
+    tokenize_early(TrainJob(**json.loads(Path(job_file).read_text())))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if os.environ.get("LORAFLOW_QUIET"):  # started by the CLI without --verbose

@@ -47,19 +47,45 @@ class _Prepared:
     eval: Split | None
 
 
-def _prepare(job: TrainJob) -> _Prepared:
-    train, ref = job.train_spec, job.ref
-    cache = Path(job.cache_dir) if job.cache_dir else None
-    set_seed(train.seed)
-    accelerator = make_accelerator(train)
-    tokenizer = load_tokenizer(ref, cache)
-    model, targets = load_model(ref, list(job.labels), job.lora_spec, train, cache)
-    fast_dropout = use_cpu_dropout(model) if accelerator.device.type == "cpu" else 0
+# What the CPU agent tokenized before it forked this rank (``tokenize_early``), by job.
+_EARLY: dict[tuple, tuple[object, Split, Split | None]] = {}
+
+
+def _early_key(job: TrainJob) -> tuple:
+    train = job.train_spec
+    return (job.prepared_path, job.repo_id, job.revision, job.cache_dir, train.task,
+            train.max_length, bool(train.eval_steps))  # fmt: skip
+
+
+def tokenize_early(job: TrainJob) -> None:
+    """The tokenizer and the tokenized splits, made once in the CPU agent before it forks the
+    ranks, which inherit them: each rank tokenized the whole split itself, all at once on
+    the same cores (quickstart: 0.65-1.3 s of every rank's start, on the path to the first
+    step). Tokenizing draws no random numbers, so the ranks' seeded start is unchanged."""
+    tokenizer = load_tokenizer(job.ref, Path(job.cache_dir) if job.cache_dir else None)
+    _EARLY[_early_key(job)] = (tokenizer, *_tokenized_splits(job, tokenizer))
+
+
+def _tokenized_splits(job: TrainJob, tokenizer) -> tuple[Split, Split | None]:
+    train = job.train_spec
     prepared = load_prepared(job.prepared_path)
     split = Split(*tokenized(train.task, prepared["train"], tokenizer, train.max_length))
     eval_split = None
     if train.eval_steps and "eval" in prepared:
         eval_split = Split(*tokenized(train.task, prepared["eval"], tokenizer, train.max_length))
+    return split, eval_split
+
+
+def _prepare(job: TrainJob) -> _Prepared:
+    train, ref = job.train_spec, job.ref
+    cache = Path(job.cache_dir) if job.cache_dir else None
+    set_seed(train.seed)
+    accelerator = make_accelerator(train)
+    early = _EARLY.pop(_early_key(job), None)
+    tokenizer = early[0] if early else load_tokenizer(ref, cache)
+    model, targets = load_model(ref, list(job.labels), job.lora_spec, train, cache)
+    fast_dropout = use_cpu_dropout(model) if accelerator.device.type == "cpu" else 0
+    split, eval_split = early[1:] if early else _tokenized_splits(job, tokenizer)
     return _Prepared(accelerator, model, tokenizer, targets, fast_dropout, split, eval_split)
 
 
