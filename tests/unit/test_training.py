@@ -103,6 +103,7 @@ def test_classifier_trains_records_every_step_and_uploads_the_adapter(home, bert
     assert [e.step for e in events if e.kind == "step"] == list(range(1, 13))
     run = mlc.get_run(run_id)
     assert run.data.params["lora.resolved_target_modules"] == "['query', 'value']"
+    assert run.data.params["train.last_layer_first_token_only"] == "True"
     unit = cpu_bf16_unit(cpu_flags())  # precision auto: bf16 autocast where the CPU has it
     assert run.data.params["train.resolved_precision"] == ("bf16" if unit else "no")
     assert run.data.params["train.precision_reason"].startswith("auto: CPU ")

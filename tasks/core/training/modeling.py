@@ -27,6 +27,7 @@ from transformers import (
 
 from tasks.core.config.train import LoraSpec
 from tasks.core.errors import TrainingInputError
+from tasks.core.training.first_token import cut_last_layer
 from tasks.core.training.passes import length_passes
 from tasks.core.training.refs import (  # noqa: F401 - light references, also importable here
     BASE_REF_FILE,
@@ -162,6 +163,7 @@ def load_classifier(adapter_dir: Path, cache_dir: Path | None = None, merge: boo
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     if merge:
         model = model.merge_and_unload()
+    cut_last_layer(model)  # the head reads one position of the last layer: compute just it
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     return model, tokenizer, labels

@@ -25,6 +25,7 @@ from tasks.core.ops.processes import peak_rss_mb
 from tasks.core.training import checkpoints
 from tasks.core.training.batches import make_collator
 from tasks.core.training.cpu_dropout import use_cpu_dropout
+from tasks.core.training.first_token import cut_last_layer
 from tasks.core.training.loop import LoopHooks, LoopResult, Split, train_loop
 from tasks.core.training.modeling import load_tokenizer, save_adapter
 from tasks.core.training.progress import MetricLog, ProgressCallback, StepEvent, plot_loss_curve
@@ -43,6 +44,7 @@ class _Prepared:
     tokenizer: object
     targets: list[str]
     fast_dropout: int
+    first_token: bool
     train: Split
     eval: Split | None
 
@@ -85,8 +87,11 @@ def _prepare(job: TrainJob) -> _Prepared:
     tokenizer = early[0] if early else load_tokenizer(ref, cache)
     model, targets = load_model(ref, list(job.labels), job.lora_spec, train, cache)
     fast_dropout = use_cpu_dropout(model) if accelerator.device.type == "cpu" else 0
+    first_token = cut_last_layer(model)
     split, eval_split = early[1:] if early else _tokenized_splits(job, tokenizer)
-    return _Prepared(accelerator, model, tokenizer, targets, fast_dropout, split, eval_split)
+    return _Prepared(
+        accelerator, model, tokenizer, targets, fast_dropout, first_token, split, eval_split
+    )
 
 
 def _resume_point(job: TrainJob, mlc: MlflowClient, accelerator) -> Path | None:
@@ -111,6 +116,7 @@ def _record_start(mlc, job: TrainJob, ready: _Prepared, log: MetricLog, resume) 
         "lora.resolved_target_modules": ready.targets,
         **precision_choice(job.train_spec).params("train"),
         "train.cpu_dropout_modules": ready.fast_dropout,
+        "train.last_layer_first_token_only": ready.first_token,
     }
     mlc.log_batch(job.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
