@@ -12,10 +12,11 @@ quickstart's ``sst2-minilm-lora``); without it, all-MiniLM-L6-v2 + a LoRA adapte
 registered pyfunc and run on 127.0.0.1, each in a child process of its own:
 
 - baseline: FastAPI + uvicorn, one ``pipeline("text-classification")`` call per request on
-  the pyfunc's PEFT model and tokenizer, in FastAPI's thread pool (each worker thread with 1
+  the pyfunc's PEFT model (as transformers runs it: without loraflow's last-layer cut,
+  ``first_token.py``) and tokenizer, in FastAPI's thread pool (each worker thread with 1
   torch thread, so concurrent requests use the cores without oversubscribing them);
-- onnxruntime: the same model (LoRA merged, exported to ONNX fp32 with torch.onnx, as
-  optimum would; optimum-onnx itself needs transformers < 4.58) in ONNX Runtime behind
+- onnxruntime: the same model (LoRA merged, the whole last layer, exported to ONNX fp32
+  with torch.onnx, as optimum would; optimum-onnx itself needs transformers < 4.58) in ONNX Runtime behind
   FastAPI with a plain dynamic batcher (the first text waits up to 5 ms for others, batches up
   to 32, ``--workers`` session threads with 1 intra-op thread each): what an informed user
   would write to serve it;
@@ -190,9 +191,11 @@ def baseline_server(name: str, port: int) -> None:
     from transformers import pipeline
 
     from tasks.core.home import apply_env
+    from tasks.core.training.first_token import uncut_last_layer
 
     apply_env()
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
+    uncut_last_layer(model.model)  # the model as transformers ships it, not loraflow's cut
     classify = pipeline(
         "text-classification", model=model.model, tokenizer=model.tokenizer, device=-1
     )
@@ -239,9 +242,11 @@ def ort_server(name: str, port: int, workers: int) -> None:
 
     from tasks.core.home import apply_env
     from tasks.core.registry.serving_form import export_merged
+    from tasks.core.training.first_token import uncut_last_layer
 
     apply_env()
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
+    uncut_last_layer(model.model)  # exported as an informed user would: the whole last layer
     folder = Path(temp.mkdtemp(prefix="bench-ort-"))
     export_merged(model.model, model.tokenizer, list(model.labels), 128, folder)
     options = ort.SessionOptions()

@@ -11,7 +11,12 @@ import torch
 import transformers
 
 from tasks.core.config.train import LoraSpec
-from tasks.core.training.first_token import FIRST_TOKEN_HEADS, cut_block, cut_last_layer
+from tasks.core.training.first_token import (
+    FIRST_TOKEN_HEADS,
+    cut_block,
+    cut_last_layer,
+    uncut_last_layer,
+)
 from tasks.core.training.modeling import add_lora
 
 SIZES = dict(
@@ -170,3 +175,24 @@ def test_heads_that_read_other_positions_are_left_alone(head):
     hooks = sum(len(m._forward_pre_hooks) for m in model.modules())
     assert not cut_last_layer(model)
     assert sum(len(m._forward_pre_hooks) for m in model.modules()) == hooks
+
+
+def test_uncut_restores_the_model_as_transformers_ships_it():
+    model = add_lora(tiny("BertForSequenceClassification"), LoraSpec(r=4, alpha=8, dropout=0.0))
+    before = {
+        m: (dict(m._forward_pre_hooks), dict(m._forward_pre_hooks_with_kwargs))
+        for m in model.modules()
+    }
+    assert not uncut_last_layer(model)
+    cut_last_layer(model)
+    assert uncut_last_layer(model) and not uncut_last_layer(model)
+    after = {
+        m: (dict(m._forward_pre_hooks), dict(m._forward_pre_hooks_with_kwargs))
+        for m in model.modules()
+    }
+    assert after == before
+    rows = last_layer_rows(model)
+    with torch.inference_mode():
+        model.eval()(**batch())
+    assert rows == [9]
+    assert cut_last_layer(model)  # and can be cut again

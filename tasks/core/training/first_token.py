@@ -75,7 +75,25 @@ def cut_last_layer(model) -> bool:
         hidden, residual = args
         return hidden[:, :1], residual[:, :1]
 
+    for hook in (decide, first_token):
+        setattr(hook, _MARK, True)
     base.register_forward_pre_hook(decide, with_kwargs=True)
     block.register_forward_pre_hook(first_token)
     setattr(block, _MARK, True)
+    return True
+
+
+def uncut_last_layer(model) -> bool:
+    """Undo ``cut_last_layer`` (the model computes every position again); True if it had the
+    cut. For benchmarks whose contenders must run the model as transformers ships it."""
+    block = cut_block(model)
+    if block is None or getattr(block, _MARK, None) is None:
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for module in (base, block):
+        hooks = module._forward_pre_hooks
+        for key in [k for k, hook in hooks.items() if getattr(hook, _MARK, False)]:
+            del hooks[key]
+            module._forward_pre_hooks_with_kwargs.pop(key, None)
+    delattr(block, _MARK)
     return True
