@@ -16,10 +16,10 @@ registered pyfunc and run on 127.0.0.1, each in a child process of its own:
   ``first_token.py``) and tokenizer, in FastAPI's thread pool (each worker thread with 1
   torch thread, so concurrent requests use the cores without oversubscribing them);
 - onnxruntime: the same model (LoRA merged, the whole last layer, exported to ONNX fp32
-  with torch.onnx, as optimum would; optimum-onnx itself needs transformers < 4.58) in ONNX Runtime behind
-  FastAPI with a plain dynamic batcher (the first text waits up to 5 ms for others, batches up
-  to 32, ``--workers`` session threads with 1 intra-op thread each): what an informed user
-  would write to serve it;
+  with torch.onnx, as optimum would; optimum-onnx itself needs transformers < 4.58) in ONNX
+  Runtime behind FastAPI with a plain dynamic batcher (the first text waits up to 5 ms for
+  others, batches up to 32, ``--workers`` session threads with 1 intra-op thread each): what
+  an informed user would write to serve it;
 - loraflow: ``loraflow serve NAME`` (continuous batching: a free predict thread takes every
   queued text, up to 32, scored in length-sorted passes cut where padding costs more than a
   pass; ``--workers`` predict threads, default one per core, 1 thread each, below the event

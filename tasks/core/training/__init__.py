@@ -17,7 +17,7 @@ the references themselves, readable without torch; ``tokenizer`` a base's tokeni
 PEFT (data validation counts tokens with it), built by its class where ``tokenizer_class``
 reads AutoTokenizer's choice from the model's files (no torch);
 ``cpu_dropout`` a cheaper dropout for CPU; ``first_token`` a BERT-family classifier's last
-layer computed past its attention for the one position its head reads; ``grad_sync`` one gradient exchange per step for
-CPU process groups; ``generation`` batched, left-padded answers from a decoder + adapter (evaluation, the
+layer computed past its attention for the one position its head reads; ``grad_sync`` one
+gradient exchange per step for CPU process groups; ``generation`` batched, left-padded answers from a decoder + adapter (evaluation, the
 registered generator, serving); ``progress`` step events, batched MLflow metrics, the terminal bar, the plot.
 """

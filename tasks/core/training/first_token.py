@@ -35,10 +35,20 @@ FIRST_TOKEN_HEADS = frozenset(
 _MARK = "_loraflow_first_token"
 
 
+def _unwrap(model) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _marked(module: nn.Module) -> list[int]:
+    """Ids of this module's forward pre-hooks that ``cut_last_layer`` registered."""
+    return [k for k, hook in module._forward_pre_hooks.items() if getattr(hook, _MARK, False)]
+
+
 def cut_block(model) -> nn.Module | None:
     """The last layer's post-attention block the cut goes in front of, or None (not a known
     head, or not the layout expected). ``model``: the transformers model or a PEFT wrapper."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _unwrap(model)
     if type(base).__name__ not in FIRST_TOKEN_HEADS:
         return None
     encoder = getattr(getattr(base, base.base_model_prefix, None), "encoder", None)
@@ -57,9 +67,9 @@ def cut_last_layer(model) -> bool:
     block = cut_block(model)
     if block is None:
         return False
-    if getattr(block, _MARK, None) is not None:
+    if _marked(block):
         return True
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _unwrap(model)
     # Per thread: a service may score on one thread while another asks for hidden states.
     state = threading.local()
 
@@ -79,7 +89,6 @@ def cut_last_layer(model) -> bool:
         setattr(hook, _MARK, True)
     base.register_forward_pre_hook(decide, with_kwargs=True)
     block.register_forward_pre_hook(first_token)
-    setattr(block, _MARK, True)
     return True
 
 
@@ -87,13 +96,10 @@ def uncut_last_layer(model) -> bool:
     """Undo ``cut_last_layer`` (the model computes every position again); True if it had the
     cut. For benchmarks whose contenders must run the model as transformers ships it."""
     block = cut_block(model)
-    if block is None or getattr(block, _MARK, None) is None:
+    if block is None or not _marked(block):
         return False
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for module in (base, block):
-        hooks = module._forward_pre_hooks
-        for key in [k for k, hook in hooks.items() if getattr(hook, _MARK, False)]:
-            del hooks[key]
+    for module in (_unwrap(model), block):
+        for key in _marked(module):
+            del module._forward_pre_hooks[key]
             module._forward_pre_hooks_with_kwargs.pop(key, None)
-    delattr(block, _MARK)
     return True
