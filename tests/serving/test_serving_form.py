@@ -83,16 +83,17 @@ def test_the_merged_onnx_forms_agree_with_the_exact_model_and_are_recorded(home,
     exact = predict_proba(model, tokenizer, texts, batch_size=16).argmax(1).tolist()
     split = forms.EvalSplit(texts, labels, exact)
     measured, folders = [], {}
-    for form in ("onnx-int8", "onnx-fp32"):
+    for form in ("onnx-int8", "onnx-int8-token", "onnx-fp32"):
         one = ServingFormSpec(candidates=(form,))
         got, built = forms.measure_forms(
             model, tokenizer, names, split, one, tmp_path / form, max_length=16
         )
         measured, folders = measured + got, folders | built
-    assert [f.form for f in measured] == ["onnx-int8", "onnx-fp32"]
+    assert [f.form for f in measured] == ["onnx-int8", "onnx-int8-token", "onnx-fp32"]
     by_form = {f.form: f for f in measured}
     assert by_form["onnx-fp32"].agreement == 1.0  # the LoRA merged: the same function
     assert by_form["onnx-int8"].agreement >= 0.95
+    assert by_form["onnx-int8-token"].agreement >= 0.95
     fp32 = OnnxClassifier(folders["onnx-fp32"])
     assert fp32.labels == LABELS and len(fp32.predict(texts[:3])) == 3
     # The speed a form must beat: the exact model as served (merged), on the same split.

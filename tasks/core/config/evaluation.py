@@ -51,7 +51,7 @@ HUB_METRIC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9.
 
 
 # Optimised serving forms (tasks/core/registry/serving_form.py), fastest first.
-SERVING_FORMS = ("onnx-int8", "onnx-fp32")
+SERVING_FORMS = ("onnx-int8", "onnx-int8-token", "onnx-fp32")
 
 
 class EvalSpec(Spec):
@@ -201,10 +201,11 @@ class ServingFormSpec(Spec):
         "serve` uses it when it passed. Sequence classification only.",
     )
     candidates: tuple[Literal[SERVING_FORMS], ...] = Field(  # type: ignore[valid-type]
-        ("onnx-fp32",),
+        ("onnx-int8-token", "onnx-fp32"),
         description="Forms tried in this order; the first that passes and is faster than the exact "
-        "model is served. 'onnx-int8': "
-        "int8 weights (ONNX Runtime dynamic quantization, per channel; fastest, least exact); "
+        "model is served. 'onnx-int8-token': int8 weights per channel and an int8 range per "
+        "token (a text's answer does not depend on its batch); 'onnx-int8': int8 weights (ONNX "
+        "Runtime dynamic quantization, per channel, one range per batch; fastest, least exact); "
         "'onnx-fp32': the merged model in fp32. [] builds none.",
     )
     min_agreement: float = Field(

@@ -5,7 +5,8 @@ the base as repo@revision); ``versions`` registry I/O: register once per run, re
 aliases; ``lineage`` the full chain behind a version, read back from MLflow alone;
 ``model_card`` the version's card, generated from what the run recorded; ``serving_form`` the
 version's optimised serving form (LoRA merged, ONNX Runtime, int8 or fp32), gated on
-agreement with the exact model and recorded with its figures; ``history`` the append-only
+agreement with the exact model and recorded with its figures; ``token_int8`` that form's
+int8 variant with a quantisation range per token (an ONNX graph rewrite); ``history`` the append-only
 decision history (each decision an MLflow run of its own).
 """
 

@@ -2,8 +2,9 @@
 
 The exact model is the base + LoRA adapter as evaluated. Its serving form merges the LoRA
 into the base (no adapter matmuls at inference), exports the merged classifier to ONNX and
-runs it in ONNX Runtime, either in fp32 (``onnx-fp32``) or with int8 weights from ONNX
-Runtime's dynamic quantization, per output channel (``onnx-int8``). Against an fp32 PyTorch
+runs it in ONNX Runtime, either in fp32 (``onnx-fp32``), with int8 weights and an int8 range
+per token (``onnx-int8-token``, ``token_int8``) or with int8 weights from ONNX Runtime's
+dynamic quantization, per output channel (``onnx-int8``, one range per batch). Against an fp32 PyTorch
 model both run 2-6x faster (docs/benchmarks.md), and int8 gives up some agreement; on a CPU
 with a native bf16 unit the exact model runs in bf16 (``precision: auto``) and the fp32 form
 was measured 2x *slower* than it, so a form must also beat the exact model's speed.
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.config.evaluation import ServingFormSpec
+from tasks.core.registry.token_int8 import quantize_per_token
 from tasks.core.serving.runtime import (
     ARTIFACT_ROOT,
     EXACT,
@@ -217,6 +219,8 @@ def build_form(form: str, fp32: Path, work: Path) -> Path:
         return fp32
     if form == "onnx-int8":
         return quantize_int8(fp32, work / form)
+    if form == "onnx-int8-token":
+        return quantize_per_token(fp32, work / form)
     raise ValueError(f"unknown serving form {form!r}")
 
 

@@ -96,7 +96,7 @@ class ServedModel:
     version: str
     batcher: MicroBatcher
     inflight: int = 0
-    form: str = "exact"  # exact, onnx-int8, onnx-fp32 (runtime.served_form)
+    form: str = "exact"  # exact, onnx-int8, onnx-int8-token, onnx-fp32 (runtime.served_form)
     generator: bool = False  # a causal LM: answers /generate, not /predict
     max_new_tokens: int | None = None  # a generator's pinned token budget
 

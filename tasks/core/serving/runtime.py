@@ -209,7 +209,7 @@ def registered_vocabulary(name: str, version: str) -> frozenset[str]:
 
 def load_version(name: str, version: str, threads: int = 1):
     """A predict function for ``models:/NAME/VERSION`` in its served form; its ``form``
-    attribute names the form (``exact``, ``onnx-int8``, ``onnx-fp32``), ``labels`` the
+    attribute names the form (``exact``, ``onnx-int8``, ``onnx-int8-token``, ``onnx-fp32``), ``labels`` the
     classes it predicts (feedback is checked against them)."""
     import mlflow
 

@@ -112,7 +112,7 @@ class ServiceMetrics:
         )
         self.loaded = Gauge(
             "loraflow_model_loaded",
-            "1 for each loaded version, by role and served form (exact, onnx-int8, onnx-fp32).",
+            "1 for each loaded version, by role and served form (exact, onnx-int8, onnx-int8-token, onnx-fp32).",
             ["version", "role", "form"],
             registry=r,
         )
