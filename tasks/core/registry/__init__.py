@@ -6,8 +6,8 @@ aliases; ``lineage`` the full chain behind a version, read back from MLflow alon
 ``model_card`` the version's card, generated from what the run recorded; ``serving_form`` the
 version's optimised serving form (LoRA merged, ONNX Runtime, int8 or fp32), gated on
 agreement with the exact model and recorded with its figures; ``token_int8`` that form's
-int8 variant with a quantisation range per token (an ONNX graph rewrite); ``history`` the append-only
-decision history (each decision an MLflow run of its own).
+int8 variant with a quantisation range per token (an ONNX graph rewrite); ``history`` the
+append-only decision history (each decision an MLflow run of its own).
 """
 
 # Models registered before the code was regrouped into packages were pickled (cloudpickle,

@@ -4,10 +4,11 @@ The exact model is the base + LoRA adapter as evaluated. Its serving form merges
 into the base (no adapter matmuls at inference), exports the merged classifier to ONNX and
 runs it in ONNX Runtime, either in fp32 (``onnx-fp32``), with int8 weights and an int8 range
 per token (``onnx-int8-token``, ``token_int8``) or with int8 weights from ONNX Runtime's
-dynamic quantization, per output channel (``onnx-int8``, one range per batch). Against an fp32 PyTorch
-model both run 2-6x faster (docs/benchmarks.md), and int8 gives up some agreement; on a CPU
-with a native bf16 unit the exact model runs in bf16 (``precision: auto``) and the fp32 form
-was measured 2x *slower* than it, so a form must also beat the exact model's speed.
+dynamic quantization, per output channel (``onnx-int8``, one range per batch). Against an
+fp32 PyTorch model they run 2-6x faster (docs/benchmarks.md), and int8 gives up some
+agreement; on a CPU with a native bf16 unit the exact model runs in bf16 (``precision:
+auto``) and the fp32 form was measured 2x *slower* than it, so a form must also beat the
+exact model's speed.
 
 A form is served only when it passes its gate (``gates.serving_form`` of the gate policy):
 on the *whole* eval split it predicts the exact model's label on at least ``min_agreement``

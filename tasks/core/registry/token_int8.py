@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_FILE = "model.onnx"
+from tasks.core.serving.runtime import MODEL_FILE
+
 WEIGHT_BITS = 7  # see the module docstring: no int16 saturation without VNNI
 MS_DOMAIN = "com.microsoft"  # MatMulIntegerToFloat is an ONNX Runtime contrib operator
 
@@ -47,10 +48,8 @@ class _Rewrite:
     (query, key and value read the same hidden states: quantised once)."""
 
     def __init__(self, graph):
-        from onnx import numpy_helper
-
         self.graph = graph
-        self.weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        self.weights = {i.name: i for i in graph.initializer}  # read as arrays only if quantised
         self.nodes, self.constants, self.rows = [], [], {}
         self.const("pt_zero", np.array(0.0, np.float32))
         self.const("pt_one", np.array(1.0, np.float32))
@@ -74,8 +73,10 @@ class _Rewrite:
         return output
 
     def is_weight_matmul(self, node) -> bool:
+        from onnx import TensorProto
+
         found = self.weights.get(node.input[1]) if node.op_type == "MatMul" else None
-        return found is not None and found.ndim == 2 and found.dtype == np.float32
+        return found is not None and len(found.dims) == 2 and found.data_type == TensorProto.FLOAT
 
     def quantize_rows(self, x: str, k: int, p: str):
         """(uint8 rows, row scales [M, 1], row zero points [M, 1], leading dims) of ``x``
@@ -105,7 +106,9 @@ class _Rewrite:
 
     def matmul(self, node, p: str) -> None:
         """``node`` (X @ W) as per-row uint8 X times per-column int8 W, back to fp32."""
-        weight = self.weights[node.input[1]].astype(np.float32)
+        from onnx import numpy_helper
+
+        weight = numpy_helper.to_array(self.weights[node.input[1]]).astype(np.float32)
         k, cols = weight.shape
         quantized, scale, column_sums = quantize_weight(weight)
         q, row_scale, row_zero, lead = self.quantize_rows(node.input[0], k, p)
@@ -144,11 +147,11 @@ def quantize_per_token(fp32: Path, folder: Path) -> Path:
     import onnx
     from onnx import helper
 
-    shutil.copytree(fp32, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MODEL_FILE))
     model = onnx.load(str(Path(fp32) / MODEL_FILE))
-    if not _Rewrite(model.graph).run():
+    if not _Rewrite(model.graph).run():  # refused before anything is written
         raise ValueError(f"{fp32 / MODEL_FILE}: no MatMul with a weight to quantise")
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    shutil.copytree(fp32, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MODEL_FILE))
     onnx.save(model, str(Path(folder) / MODEL_FILE))
     return folder
