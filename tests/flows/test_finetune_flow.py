@@ -105,7 +105,9 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     assert (form["chosen"] == "exact") == (not any(f["passed"] for f in form["forms"]))
     # How the evaluation was computed: on its record (the training run is not written to).
     eval_tags = evaluation.data.tags
-    assert eval_tags["eval.resolved_precision"] == run.data.params["train.resolved_precision"]
+    # The same rule for both, but int8 is for training only (evaluation scores fp32 there).
+    trained = run.data.params["train.resolved_precision"]
+    assert eval_tags["eval.resolved_precision"] == ("no" if trained == "int8" else trained)
     # The base was scored while the training processes ran; the evaluation read its scores.
     assert eval_tags["eval.base_scores_cached"] == "True"
     assert eval_tags["eval.champion_scores_cached"] == "False"  # no champion yet

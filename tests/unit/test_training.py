@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from tasks.core.catalog.mirror import import_folder
 from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.tracking import client, ensure_experiment
+from tasks.core.training import int8_base
 from tasks.core.training import run as training_run
 from tasks.core.training.checkpoints import list_checkpoints
 from tasks.core.training.modeling import ModelRef
@@ -104,8 +105,11 @@ def test_classifier_trains_records_every_step_and_uploads_the_adapter(home, bert
     run = mlc.get_run(run_id)
     assert run.data.params["lora.resolved_target_modules"] == "['query', 'value']"
     assert run.data.params["train.last_layer_first_token_only"] == "True"
-    unit = cpu_bf16_unit(cpu_flags())  # precision auto: bf16 autocast where the CPU has it
-    assert run.data.params["train.resolved_precision"] == ("bf16" if unit else "no")
+    unit = cpu_bf16_unit(cpu_flags())  # precision auto: bf16 autocast where the CPU has it,
+    int8 = int8_base.available()  # else int8 matmuls through the frozen base where it can
+    assert run.data.params["train.resolved_precision"] == (
+        "bf16" if unit else "int8" if int8 else "no"
+    )
     assert run.data.params["train.precision_reason"].startswith("auto: CPU ")
     assert run.data.metrics["train_steps"] == 12 and run.data.metrics["train_peak_rss_mb"] > 0
     adapter = {a.path for a in mlc.list_artifacts(run_id, ADAPTER_ARTIFACT)}

@@ -10,11 +10,11 @@ import torch
 
 from tasks.core.config.train import LoraSpec, TrainSpec
 from tasks.core.errors import TrainingInputError
-from tasks.core.training import checkpoints
+from tasks.core.training import checkpoints, int8_base
 from tasks.core.training.batches import epoch_batches, make_collator
 from tasks.core.training.loop import CAUSAL_FORWARD, plan_steps
-from tasks.core.training.precision import choose, cpu_bf16_unit, cpu_flags
-from tasks.core.training.setup import mixed_precision
+from tasks.core.training.precision import choose, cpu_bf16_unit, cpu_flags, resolve
+from tasks.core.training.setup import mixed_precision, precision_choice
 from tasks.core.training.sft import IGNORE, encode_pair, tokenize_sft
 from tests.tiny import build_tiny_llama
 
@@ -51,34 +51,57 @@ def test_identity_ignores_only_where_and_how_often(change, same_identity):
 def test_precision_on_cpu():
     if torch.cuda.is_available():
         pytest.skip("CPU-only expectations")
-    expected = "bf16" if cpu_bf16_unit(cpu_flags()) else "no"  # auto follows this CPU's flags
+    # auto follows this CPU: bf16 autocast where it has the unit; int8 matmuls through the
+    # frozen base are not autocast, so accelerate runs fp32 ("no") for them
+    expected = "bf16" if cpu_bf16_unit(cpu_flags()) else "no"
     assert mixed_precision(TrainSpec()) == expected
     assert mixed_precision(TrainSpec(precision="fp32")) == "no"
     assert mixed_precision(TrainSpec(precision="bf16")) == "bf16"
     with pytest.raises(TrainingInputError, match="train.precision: fp16 needs a CUDA GPU"):
         mixed_precision(TrainSpec(precision="fp16"))
+    if int8_base.available():
+        assert precision_choice(TrainSpec(precision="int8")).mode == "int8"
+        assert mixed_precision(TrainSpec(precision="int8")) == "no"
+
+
+AMX = {"avx2", "amx_bf16", "avx512_bf16"}
+NO_BF16 = "without a native bf16 unit"
 
 
 @pytest.mark.parametrize(
-    ("requested", "cuda", "cuda_bf16", "flags", "mode", "reason"),
+    ("requested", "cuda", "cuda_bf16", "flags", "int8", "mode", "reason"),
     [
-        ("auto", False, False, {"avx2", "amx_bf16", "avx512_bf16"}, "bf16", "(amx_bf16)"),
-        ("auto", False, False, {"avx2", "avx512_bf16"}, "bf16", "(avx512_bf16)"),
-        ("auto", False, False, {"avx2", "avx512f"}, "no", "without a native bf16 unit"),
-        ("auto", False, False, set(), "no", "without a native bf16 unit"),
-        ("auto", True, True, set(), "bf16", "CUDA GPU with bf16"),
-        ("auto", True, False, {"amx_bf16"}, "fp16", "CUDA GPU without bf16"),
-        ("fp32", False, False, {"amx_bf16"}, "no", "configured: fp32"),
-        ("bf16", False, False, set(), "bf16", "configured: bf16"),
+        ("auto", False, False, AMX, True, "bf16", "(amx_bf16)"),
+        ("auto", False, False, {"avx2", "avx512_bf16"}, True, "bf16", "(avx512_bf16)"),
+        ("auto", False, False, {"avx2", "avx512f"}, True, "int8", "base matmuls in int8"),
+        ("auto", False, False, {"avx2", "avx512f"}, False, "no", NO_BF16),
+        ("auto", False, False, set(), False, "no", NO_BF16),
+        ("auto", True, True, set(), False, "bf16", "CUDA GPU with bf16"),
+        ("auto", True, False, {"amx_bf16"}, False, "fp16", "CUDA GPU without bf16"),
+        ("fp32", False, False, {"amx_bf16"}, True, "no", "configured: fp32"),
+        ("bf16", False, False, set(), True, "bf16", "configured: bf16"),
+        ("int8", False, False, AMX, True, "int8", "configured: int8"),
     ],
 )
-def test_auto_precision_follows_the_hardware(requested, cuda, cuda_bf16, flags, mode, reason):
-    choice = choose(requested, cuda, cuda_bf16, frozenset(flags))
+def test_auto_precision_follows_the_hardware(requested, cuda, cuda_bf16, flags, int8, mode, reason):
+    choice = choose(requested, cuda, cuda_bf16, frozenset(flags), int8)
     assert choice.mode == mode and reason in choice.reason
+    assert choice.accelerate == ("no" if mode == "int8" else mode)
     assert choice.params("train") == {
         "train.resolved_precision": mode,
         "train.precision_reason": choice.reason,
     }
+
+
+@pytest.mark.parametrize(("cuda", "int8"), [(True, False), (False, False)])
+def test_int8_is_refused_without_the_x86_engine_or_on_a_gpu(cuda, int8):
+    with pytest.raises(TrainingInputError, match="int8 needs a CPU with PyTorch's x86 quantized"):
+        choose("int8", cuda, cuda, frozenset({"avx2"}), int8)
+
+
+def test_evaluation_never_resolves_to_int8():
+    """int8 is a training choice: evaluation scores the stored model at fp32 or bf16."""
+    assert resolve("auto").mode in ("no", "bf16", "fp16")
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):

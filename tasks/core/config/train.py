@@ -80,10 +80,13 @@ class TrainSpec(Spec):
         "position ids restarting per example (the attention keeps examples apart).",
     )
     seed: int = Field(42, description="Seed of initialisation, dropout and batch order.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         "auto",
         description="Compute precision. 'auto': bf16 autocast with TF32 matmuls on a CUDA GPU "
-        "that supports it (else fp16), fp32 on CPU.",
+        "that supports it (else fp16); on a CPU, bf16 autocast where it has a native bf16 unit "
+        "(AMX-BF16, AVX512-BF16), else 'int8' where PyTorch has its x86 quantized engine, else "
+        "fp32. 'int8' (CPU only): the frozen base's matmuls (forward and input gradients) in "
+        "int8 with a range per token; LoRA weights, head and optimizer stay fp32.",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~30% slower."

@@ -1,9 +1,10 @@
 """What a training process sets up before its loop: precision, accelerator, model, data.
 
-The precision (``precision.resolve``: bf16 autocast on a GPU or a CPU with a native bf16 unit)
-decides how the base loads (bf16 weights for a frozen base on a bf16 GPU; fp32 on a CPU, whose
-autocast casts per matmul) and how the loop runs (autocast), so both are decided here, from
-the same ``TrainSpec``.
+The precision (``precision.resolve``: bf16 autocast on a GPU or a CPU with a native bf16 unit,
+int8 matmuls through the frozen base on other x86 CPUs) decides how the base loads (bf16
+weights for a frozen base on a bf16 GPU; fp32 on a CPU, with bf16 or int8 copies of its frozen
+Linears) and how the loop runs (autocast), so both are decided here, from the same
+``TrainSpec``.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from tasks.core.training.sft import tokenize_sft
 def precision_choice(spec: TrainSpec) -> PrecisionChoice:
     """The configured precision on this machine, with the reason (``precision.choose``)."""
     try:
-        return resolve(spec.precision)
+        return resolve(spec.precision, training=True)
     except TrainingInputError as exc:
         raise TrainingInputError(f"train.{exc}") from None
 
 
 def mixed_precision(spec: TrainSpec) -> str:
     """Accelerate's mixed-precision mode for the configured precision on this machine."""
-    return precision_choice(spec).mode
+    return precision_choice(spec).accelerate
 
 
 def make_accelerator(spec: TrainSpec) -> Accelerator:
@@ -106,8 +107,14 @@ def load_model(ref: ModelRef, labels: list[str], lora: LoraSpec, train: TrainSpe
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
-    if mixed_precision(train) == "bf16" and not torch.cuda.is_available() and quantized is None:
-        frozen_linears_to_bf16(model)
+    if quantized is None and not torch.cuda.is_available():
+        mode = precision_choice(train).mode
+        if mode == "bf16":
+            frozen_linears_to_bf16(model)
+        elif mode == "int8":
+            from tasks.core.training.int8_base import frozen_linears_to_int8
+
+            frozen_linears_to_int8(model)
     return model, targets
 
 
