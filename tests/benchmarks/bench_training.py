@@ -19,7 +19,10 @@ training sentences; dev accuracy on the full dev split with the same scoring cod
 - (c32) loraflow's engine with ``train.precision: fp32``: the parity reference for (c);
 - (c) loraflow's engine (``tasks.core.training.fine_tune``: MLflow logging, checkpoints every
   50 steps and the adapter upload included in its time) with ``precision: auto``: bf16
-  autocast on such a CPU, fp32 elsewhere.
+  autocast on such a CPU, fp32 elsewhere;
+- (c8) the engine with ``precision: int8`` (the frozen base's matmuls in int8, LoRA and
+  optimizer fp32; ``tasks/core/training/int8_base.py``), on an x86 CPU only: what a user of a
+  CPU without bf16 units can opt into; reported beside (c), with its parity to (c32).
 
 Each trainer runs in its own child process (so peak RSS is its own), in rounds a, b, c, a, b,
 c, ... so load from other processes hits all three alike; the median time of the rounds
@@ -59,6 +62,7 @@ TRAINERS = {
     "b2": "Trainer, as (b) + bf16=True",
     "c32": "loraflow engine, precision fp32",
     "c": "loraflow engine, precision auto",
+    "c8": "loraflow engine, precision int8 (opt-in, CPU)",
 }
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -234,9 +238,9 @@ def child(which: str, revision: str, prepared: str, work: str, seed: str) -> Non
     import transformers
 
     transformers.logging.set_verbosity_error()
-    if which in ("c", "c32"):
+    if which in ("c", "c32", "c8"):
         folder = Path(work).mkdir(parents=True) or Path(work)
-        precision = "fp32" if which == "c32" else "auto"
+        precision = {"c32": "fp32", "c8": "int8"}.get(which, "auto")
         out = run_engine(revision, prepared, folder, int(seed), precision)
     else:
         out = run_trainer(which, revision, prepared, Path(work), int(seed))
@@ -263,9 +267,9 @@ def classification(args) -> tuple[str, dict]:
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         work = Path(tmp)
         revision, prepared = prepare(work, args.data, args.samples)
-        runs: dict[str, list[dict]] = {k: [] for k in TRAINERS}
+        runs: dict[str, list[dict]] = {k: [] for k in active_trainers()}
         for round_ in range(args.rounds):
-            for which in TRAINERS:
+            for which in runs:
                 if which == "a" and round_ >= args.a_rounds:
                     continue  # the slowest baseline by far: its first rounds suffice
                 seed = SEED + round_
@@ -298,6 +302,16 @@ def classification(args) -> tuple[str, dict]:
     return table(summary, args), summary
 
 
+def active_trainers() -> list[str]:
+    """Every contender, (c8) only where int8 training runs (an x86 CPU, no GPU)."""
+    import torch
+
+    from tasks.core.training import int8_base
+
+    int8 = not torch.cuda.is_available() and int8_base.available()
+    return [k for k in TRAINERS if k != "c8" or int8]
+
+
 def ratio(summary: dict, fast: str, slow: str) -> tuple[float, list[float]]:
     """(ratio of median times, round-by-round ratios) of ``fast`` against ``slow``, over the
     rounds both ran."""
@@ -313,6 +327,8 @@ def table(summary: dict, args) -> str:
         "|---|---:|---:|---:|---|---:|",
     ]
     for which, label in TRAINERS.items():
+        if which not in summary:
+            continue
         s = summary[which]
         rows.append(
             f"| ({which}) {label} | {s['train_s']:.1f} | {s['samples_per_s']:.1f} | "
@@ -326,7 +342,20 @@ def table(summary: dict, args) -> str:
             f"- c/{slow} = **{overall:.2f}x** (median times); round by round "
             f"{', '.join(f'{r:.2f}' for r in rounds)}, median {statistics.median(rounds):.2f}x"
         )
+    if "c8" in summary:
+        for slow in ("b", "b2", "c32"):
+            overall, rounds = ratio(summary, "c8", slow)
+            lines.append(
+                f"- c8/{slow} = **{overall:.2f}x** (median times, opt-in int8); round by round "
+                f"{', '.join(f'{r:.2f}' for r in rounds)}, median {statistics.median(rounds):.2f}x"
+            )
     c = summary["c"]["accuracy"]
+    c8_note = ""
+    if "c8" in summary:
+        c8_note = (
+            f"; c8 (int8) - c32 (fp32) = "
+            f"{100 * (summary['c8']['accuracy'] - summary['c32']['accuracy']):+.2f} points"
+        )
     rows += [
         "",
         *lines,
@@ -334,8 +363,8 @@ def table(summary: dict, args) -> str:
         f"Accuracy: c - best Trainer = {100 * (c - best):+.2f} points; c (auto: "
         f"{summary['c'].get('precision', '?')}) - c32 (fp32) = "
         f"{100 * (c - summary['c32']['accuracy']):+.2f} points; b2 - b = "
-        f"{100 * (summary['b2']['accuracy'] - summary['b']['accuracy']):+.2f} points "
-        f"({args.samples} SST-2 sentences, 1 epoch, batch {BATCH}; train s: median of "
+        f"{100 * (summary['b2']['accuracy'] - summary['b']['accuracy']):+.2f} points"
+        f"{c8_note} ({args.samples} SST-2 sentences, 1 epoch, batch {BATCH}; train s: median of "
         f"{args.rounds} round(s), (a) {args.a_rounds}; accuracy: mean over seeds "
         f"{SEED}-{SEED + args.rounds - 1} ((a): {SEED}-{SEED + args.a_rounds - 1}); "
         f"device {device_name()}; bf16 unit: {bf16_unit() or 'none'}).",

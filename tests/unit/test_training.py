@@ -105,11 +105,8 @@ def test_classifier_trains_records_every_step_and_uploads_the_adapter(home, bert
     run = mlc.get_run(run_id)
     assert run.data.params["lora.resolved_target_modules"] == "['query', 'value']"
     assert run.data.params["train.last_layer_first_token_only"] == "True"
-    unit = cpu_bf16_unit(cpu_flags())  # precision auto: bf16 autocast where the CPU has it,
-    int8 = int8_base.available()  # else int8 matmuls through the frozen base where it can
-    assert run.data.params["train.resolved_precision"] == (
-        "bf16" if unit else "int8" if int8 else "no"
-    )
+    unit = cpu_bf16_unit(cpu_flags())  # precision auto: bf16 autocast where the CPU has it
+    assert run.data.params["train.resolved_precision"] == ("bf16" if unit else "no")
     assert run.data.params["train.precision_reason"].startswith("auto: CPU ")
     assert run.data.metrics["train_steps"] == 12 and run.data.metrics["train_peak_rss_mb"] > 0
     adapter = {a.path for a in mlc.list_artifacts(run_id, ADAPTER_ARTIFACT)}
@@ -117,6 +114,27 @@ def test_classifier_trains_records_every_step_and_uploads_the_adapter(home, bert
     assert {a.path for a in mlc.list_artifacts(run_id, "plots")} == {"plots/loss_curve.png"}
     assert mlc.list_artifacts(run_id, "checkpoints") == []  # removed once the adapter is logged
     assert not (job_dir(home.work_dir, "id-cls") / "checkpoints").exists()
+
+
+@pytest.mark.skipif(not int8_base.available(), reason="no x86 quantized engine")
+def test_int8_training_records_its_precision_and_tracks_fp32(home, bert, sentiment):
+    """``precision: int8`` (opt-in): the run says so, and its losses stay near fp32's."""
+    curves = {}
+    for precision in ("fp32", "int8"):
+        mlc, run_id = new_run(home)
+        spec = TrainSpec(
+            epochs=1, batch_size=8, learning_rate=0.01, logging_steps=1, max_length=16,
+            precision=precision, seed=7,
+        )  # fmt: skip
+        one = job(bert, sentiment, LABELS, LoraSpec(r=4, alpha=8), spec, run_id, home, precision)
+        fine_tune(one)
+        params = mlc.get_run(run_id).data.params
+        assert params["train.resolved_precision"] == ("no" if precision == "fp32" else "int8")
+        assert params["train.precision_reason"] == f"configured: {precision}"
+        curves[precision] = [loss for _, loss in history(mlc, run_id)]
+    assert len(curves["int8"]) == len(curves["fp32"]) == 6
+    assert curves["int8"] != curves["fp32"]  # the int8 matmuls did run
+    assert max(abs(a - b) for a, b in zip(curves["int8"], curves["fp32"], strict=True)) < 0.05
 
 
 def test_splits_tokenized_in_the_agent_train_exactly_as_a_rank_s_own(home, bert, sentiment):

@@ -51,8 +51,8 @@ def test_identity_ignores_only_where_and_how_often(change, same_identity):
 def test_precision_on_cpu():
     if torch.cuda.is_available():
         pytest.skip("CPU-only expectations")
-    # auto follows this CPU: bf16 autocast where it has the unit; int8 matmuls through the
-    # frozen base are not autocast, so accelerate runs fp32 ("no") for them
+    # auto follows this CPU: bf16 autocast where it has the unit, else fp32; int8 (opt-in) is
+    # not autocast, so accelerate runs fp32 ("no") for it
     expected = "bf16" if cpu_bf16_unit(cpu_flags()) else "no"
     assert mixed_precision(TrainSpec()) == expected
     assert mixed_precision(TrainSpec(precision="fp32")) == "no"
@@ -73,7 +73,7 @@ NO_BF16 = "without a native bf16 unit"
     [
         ("auto", False, False, AMX, True, "bf16", "(amx_bf16)"),
         ("auto", False, False, {"avx2", "avx512_bf16"}, True, "bf16", "(avx512_bf16)"),
-        ("auto", False, False, {"avx2", "avx512f"}, True, "int8", "base matmuls in int8"),
+        ("auto", False, False, {"avx2", "avx512f"}, True, "no", NO_BF16),  # int8: opt-in
         ("auto", False, False, {"avx2", "avx512f"}, False, "no", NO_BF16),
         ("auto", False, False, set(), False, "no", NO_BF16),
         ("auto", True, True, set(), False, "bf16", "CUDA GPU with bf16"),

@@ -4,10 +4,11 @@
 GPU that supports bf16 (else fp16 with a grad scaler), or a CPU whose flags name a bf16 unit
 (AMX-BF16: Intel Sapphire Rapids and later; AVX512-BF16: Intel Cooper Lake, AMD Zen 4 and
 later). Only the forward and backward matmuls run in bf16 (``torch.autocast``); LoRA weights,
-gradients and the optimizer stay fp32. Elsewhere emulated bf16 is slower than fp32, so a
-training process on an x86 CPU without a bf16 unit runs its frozen base's matmuls in int8
-instead (``int8_base``: the same split, ~1.2x a step; evaluation and serving stay fp32 there),
-and fp32 where PyTorch has no x86 quantized engine.
+gradients and the optimizer stay fp32. Elsewhere fp32, since emulated bf16 is slower than
+fp32. ``precision: int8`` (training only, opt-in, an x86 CPU with PyTorch's quantized engine)
+runs the frozen base's matmuls in int8 instead (``int8_base``): ~1.28x a step on a CPU
+without bf16 units at equal accuracy. ``auto`` keeps fp32 there, as its contract says (bf16
+where native, fp32 elsewhere); docs/training.md says what int8 changes downstream.
 The choice and its reason are recorded as run parameters (``train.resolved_precision``,
 ``train.precision_reason``) and with every evaluation.
 
@@ -86,7 +87,8 @@ def choose(
     int8_engine: bool = False,
 ) -> PrecisionChoice:
     """The precision for ``requested`` (auto, fp32, bf16, fp16, int8) on a machine with these
-    facts; ``int8_engine``: a training process with PyTorch's x86 quantized engine."""
+    facts; ``int8_engine``: a training process with PyTorch's x86 quantized engine (which
+    ``int8`` needs; ``auto`` never picks it)."""
     if requested == "auto":
         if cuda:
             if cuda_bf16:
@@ -95,10 +97,9 @@ def choose(
         unit = cpu_bf16_unit(flags)
         if unit is not None:
             return PrecisionChoice("bf16", f"auto: CPU has a native bf16 unit ({unit})")
-        without = f"auto: CPU without a native bf16 unit (none of {', '.join(CPU_BF16_FLAGS)})"
-        if int8_engine:
-            return PrecisionChoice("int8", f"{without}; frozen base matmuls in int8 (fbgemm)")
-        return PrecisionChoice("no", without)
+        return PrecisionChoice(
+            "no", f"auto: CPU without a native bf16 unit (none of {', '.join(CPU_BF16_FLAGS)})"
+        )
     if requested == "fp16" and not cuda:
         raise TrainingInputError("precision: fp16 needs a CUDA GPU; use bf16 or fp32")
     if requested == "int8" and (cuda or not int8_engine):
@@ -113,7 +114,7 @@ def resolve(requested: str, training: bool = False) -> PrecisionChoice:
     """``choose`` with this machine's facts (int8 only for a training process)."""
     cuda = torch.cuda.is_available()
     int8 = False
-    if training and not cuda:
+    if training and not cuda and requested == "int8":
         from tasks.core.training import int8_base
 
         int8 = int8_base.available()
