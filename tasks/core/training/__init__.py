@@ -5,7 +5,7 @@ training run is outside its process (the job, the result, finding the MLflow run
 ``setup`` what a process sets up first (precision, accelerator, model, tokenized splits);
 ``precision`` the compute precision and its reason (bf16 autocast on a GPU or a CPU with a
 native bf16 unit), shared by training, evaluation and serving; ``int8_base`` the frozen base's
-matmuls in int8 for training on other x86 CPUs;
+matmuls in int8 for training on x86 CPUs (``precision: int8``, opt-in);
 ``loop`` the training loop itself, step by step; ``launcher`` runs it in a child process (the training ``agent``, which
 forks one rank per CPU process; ``accelerate launch`` across GPUs) and relays its progress;
 ``child`` that child's argv, environment and process layout, and the agent started early

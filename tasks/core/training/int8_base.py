@@ -15,8 +15,9 @@ The LoRA weights, the head, LayerNorms, attention, the optimizer and every gradi
 updates a weight stay fp32; the stored model and its evaluation are untouched (the int8
 copies live beside the fp32 weights, which stay the reference). fbgemm quantizes one range
 per tensor; scaling each row into [-1, 1] first (and back after) gives it one per row.
-On this repository's training benchmark the dev accuracy over five seeds moved -0.2 points
-against fp32 (docs/benchmarks.md). Memory: two int8 copies of each frozen weight (half the
+A prototype of the same arithmetic moved the dev accuracy -0.2 points against fp32 over five
+seeds; the training benchmark's (c8) checks it over three (docs/benchmarks.md). Opt-in:
+``precision: auto`` keeps fp32 on such CPUs (docs/training.md says why). Memory: two int8 copies of each frozen weight (half the
 fp32 size). The layer's class stays ``nn.Linear`` (PEFT checks it): only its ``forward`` is
 replaced, on the instance.
 """

@@ -1,7 +1,7 @@
 """What a training process sets up before its loop: precision, accelerator, model, data.
 
 The precision (``precision.resolve``: bf16 autocast on a GPU or a CPU with a native bf16 unit,
-int8 matmuls through the frozen base on other x86 CPUs) decides how the base loads (bf16
+int8 matmuls through the frozen base on request) decides how the base loads (bf16
 weights for a frozen base on a bf16 GPU; fp32 on a CPU, with bf16 or int8 copies of its frozen
 Linears) and how the loop runs (autocast), so both are decided here, from the same
 ``TrainSpec``.
