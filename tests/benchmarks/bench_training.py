@@ -336,19 +336,15 @@ def table(summary: dict, args) -> str:
             f"{s['peak_rss_mb']:.0f} |"
         )
     lines = []
-    for slow in ("a", "b", "b2", "c32"):
-        overall, rounds = ratio(summary, "c", slow)
+    pairs = [("c", slow) for slow in ("a", "b", "b2", "c32")]
+    pairs += [("c8", slow) for slow in ("b", "b2", "c32") if "c8" in summary]
+    for fast, slow in pairs:
+        overall, rounds = ratio(summary, fast, slow)
         lines.append(
-            f"- c/{slow} = **{overall:.2f}x** (median times); round by round "
+            f"- {fast}/{slow} = **{overall:.2f}x** (median times"
+            f"{', opt-in int8' if fast == 'c8' else ''}); round by round "
             f"{', '.join(f'{r:.2f}' for r in rounds)}, median {statistics.median(rounds):.2f}x"
         )
-    if "c8" in summary:
-        for slow in ("b", "b2", "c32"):
-            overall, rounds = ratio(summary, "c8", slow)
-            lines.append(
-                f"- c8/{slow} = **{overall:.2f}x** (median times, opt-in int8); round by round "
-                f"{', '.join(f'{r:.2f}' for r in rounds)}, median {statistics.median(rounds):.2f}x"
-            )
     c = summary["c"]["accuracy"]
     c8_note = ""
     if "c8" in summary:

@@ -17,9 +17,9 @@ copies live beside the fp32 weights, which stay the reference). fbgemm quantizes
 per tensor; scaling each row into [-1, 1] first (and back after) gives it one per row.
 A prototype of the same arithmetic moved the dev accuracy -0.2 points against fp32 over five
 seeds; the training benchmark's (c8) checks it over three (docs/benchmarks.md). Opt-in:
-``precision: auto`` keeps fp32 on such CPUs (docs/training.md says why). Memory: two int8 copies of each frozen weight (half the
-fp32 size). The layer's class stays ``nn.Linear`` (PEFT checks it): only its ``forward`` is
-replaced, on the instance.
+``precision: auto`` keeps fp32 on such CPUs (docs/training.md says why). Memory: two int8
+copies of each frozen weight (half the fp32 size). The layer's class stays ``nn.Linear``
+(PEFT checks it): only its ``forward`` is replaced, on the instance.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class _Int8Linear(torch.autograd.Function):
     matrix costs about as much as the int8 GEMM saves per thousand features."""
 
     @staticmethod
-    def forward(ctx, x, weight, packed: _Packed):
+    def forward(ctx, x, packed: _Packed):
         ctx.packed = packed
         rows = x.reshape(-1, x.shape[-1])
         low, high = _rows_range(rows)
@@ -86,16 +86,16 @@ class _Int8Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         if not ctx.needs_input_grad[0]:
-            return None, None, None
+            return None, None
         rows = grad.reshape(-1, grad.shape[-1])
         low, high = _rows_range(rows)
         scale = torch.maximum(high, low.neg_()).clamp_min_(TINY)
         dx = _matmul(rows * scale.reciprocal(), ctx.packed.backward).mul_(scale)
-        return dx.reshape(*grad.shape[:-1], dx.shape[-1]), None, None
+        return dx.reshape(*grad.shape[:-1], dx.shape[-1]), None
 
 
 def _int8_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return _Int8Linear.apply(x.float(), self.weight, self._loraflow_int8)
+    return _Int8Linear.apply(x.float(), self._loraflow_int8)
 
 
 def convert(linear: nn.Linear) -> None:
