@@ -88,3 +88,39 @@ def test_the_lean_load_client_speaks_http_over_keep_alive():
         asyncio.run(dead())
     with pytest.raises(HttpError, match="Content-Length"):
         parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+DOC = """# Benchmarks
+
+## Training
+
+old lead
+
+### On another machine
+
+history
+
+## Serving
+
+serving lead
+"""
+
+
+@pytest.mark.parametrize(
+    ("head", "kept", "gone"),
+    [
+        ("## Training", ["### On another machine\n\nhistory", "serving lead"], ["old lead"]),
+        ("## Serving", ["old lead", "history"], ["serving lead"]),
+    ],
+)
+def test_write_docs_replaces_a_sections_lead_and_keeps_its_history(head, kept, gone):
+    """A benchmark's --write-docs rewrites the lead of its section only: the hand-written
+    ### subsections (runs on other machines) and the other sections stay."""
+    sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+    from docsection import replace_lead
+
+    doc = replace_lead(DOC, head, "new figures\n")
+    assert "new figures" in doc and doc.count(head) == 1
+    assert all(k in doc for k in kept) and not any(g in doc for g in gone)
+    assert doc.index(head) < doc.index("new figures")
+    assert replace_lead("# B\n", "## Quickstart", "x") == "# B\n\n## Quickstart\n\nx\n"

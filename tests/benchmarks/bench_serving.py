@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from docsection import write_lead  # noqa: E402 - beside this script
 from loadgen import Connection, HttpError  # noqa: E402 - beside this script
 
 DATA = REPO.parent / "shared" / "data" / "sst2"
@@ -421,16 +422,9 @@ def mean_batch(url: str, reset: bool = False) -> float:
 
 
 def write_docs(text: str) -> None:
-    """Replace the '## Serving' section of docs/benchmarks.md (other sections stay)."""
-    head = "## Serving"
-    doc = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start = doc.find(head)
-    if start < 0:
-        doc = doc.rstrip("\n") + f"\n\n{head}\n\n{text}\n"
-    else:
-        end = doc.find("\n## ", start + len(head))
-        doc = doc[:start] + f"{head}\n\n{text}\n" + (doc[end:] if end >= 0 else "")
-    DOCS.write_text(doc)
+    """Replace the lead of the '## Serving' section of docs/benchmarks.md (its ### subsections,
+    runs on other machines, and the other sections stay)."""
+    write_lead(DOCS, "## Serving", text)
 
 
 def main() -> None:

@@ -52,6 +52,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docsection import write_lead  # noqa: E402 - beside this script
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "sst2"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 LABELS = ["negative", "positive"]
@@ -453,16 +456,9 @@ def causal_lm(args) -> str:
 
 
 def write_docs(text: str) -> None:
-    """Replace the '## Training' section of docs/benchmarks.md (other sections stay)."""
-    head = "## Training"
-    doc = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start = doc.find(head)
-    if start < 0:
-        doc = doc.rstrip("\n") + f"\n\n{head}\n\n{text}\n"
-    else:
-        end = doc.find("\n## ", start + len(head))
-        doc = doc[:start] + f"{head}\n\n{text}\n" + (doc[end:] if end >= 0 else "")
-    DOCS.write_text(doc)
+    """Replace the lead of the '## Training' section of docs/benchmarks.md (its ### subsections,
+    runs on other machines, and the other sections stay)."""
+    write_lead(DOCS, "## Training", text)
 
 
 def main() -> None:
