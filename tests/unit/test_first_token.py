@@ -78,6 +78,19 @@ def test_same_logits_with_the_last_layer_cut_to_the_first_token(head):
     assert rows == [1]  # the cut is in effect: one position through the feed-forward block
 
 
+def test_the_cut_block_gets_contiguous_rows():
+    """The first token's rows go on as their own [batch, 1, hidden] tensors: a strided slice
+    made the block's Linears broadcast their weight per example (aten::bmm over a [batch,
+    hidden, hidden] copy), which cost a bf16 CPU LoRA step 1.2x (docs/benchmarks.md)."""
+    model = tiny("BertForSequenceClassification")
+    assert cut_last_layer(model)
+    seen = []
+    cut_block(model).register_forward_pre_hook(lambda m, args: seen.extend(args))
+    model(**batch())
+    assert [tuple(a.shape) for a in seen] == [(3, 1, 32)] * 2
+    assert all(a.is_contiguous() for a in seen)
+
+
 @pytest.mark.parametrize(
     "head", ["BertForSequenceClassification", "RobertaForSequenceClassification"]
 )

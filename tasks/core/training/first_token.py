@@ -83,7 +83,8 @@ def cut_last_layer(model) -> bool:
         if not getattr(state, "cut", False) or len(args) != 2:
             return None
         hidden, residual = args
-        return hidden[:, :1], residual[:, :1]
+        # Contiguous: on a strided slice each Linear broadcast its weight per example (bmm)
+        return hidden[:, :1].contiguous(), residual[:, :1].contiguous()
 
     for hook in (decide, first_token):
         setattr(hook, _MARK, True)
