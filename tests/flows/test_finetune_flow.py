@@ -94,6 +94,8 @@ def test_pipeline_runs_caches_and_gates(home, mirrored, tmp_path):
     tried = [f["form"] for f in form["forms"]]  # the policy's order, up to the first pass
     assert tried in (["onnx-int8-token"], ["onnx-int8-token", "onnx-fp32"])
     figures = mlc.get_run(record.run_id).data.metrics
+    assert figures["exact.ms_per_example"] == form["exact_ms_per_example"] > 0  # to beat
+    assert record.config_sha256 == tags["config_sha256"] != ""  # as the version's others
     first = form["forms"][0]
     if first["examples"]:  # faster than the exact model here: judged on the split
         assert first["examples"] == evaluation.data.metrics["eval_examples"]

@@ -367,6 +367,8 @@ def record_serving_form(
     from tasks.core.registry.history import Decision, actor_pipeline, append
 
     figures = {"min_agreement": decision.min_agreement}
+    if decision.exact_ms_per_example is not None:  # the speed a form had to beat
+        figures["exact.ms_per_example"] = decision.exact_ms_per_example
     for f in decision.forms:
         figures[f"{f.form}.ms_per_example"] = f.ms_per_example
         if f.examples:  # scored on the split (a form not faster than the exact one is not)
@@ -380,6 +382,10 @@ def record_serving_form(
         f"{100 * chosen.accuracy_delta:+.2f} points on {chosen.examples} eval texts"
         if chosen is not None
         else "exact model"
+    )
+    # Named like the version's other records (the config it was trained from).
+    config_sha256 = config_sha256 or mlc.get_model_version(name, version).tags.get(
+        "config_sha256", ""
     )
     record = Decision(
         kind="serving-form", model=name, outcome=decision.chosen, reason=reason,
