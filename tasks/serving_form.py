@@ -197,7 +197,7 @@ def _measure(adapter, outcome, data, spec, rule, max_length, home, work, timings
 def _record(registration: Registration, decision, folder, home: Home, record_key: str) -> None:
     mlc = client(home.tracking_uri)
     forms.record_serving_form(
-        mlc, registration.run_id, registration.name, registration.version, decision, folder,
+        mlc, registration.name, registration.version, decision, folder,
         record_key=record_key,
     )  # fmt: skip
     create_markdown_artifact(

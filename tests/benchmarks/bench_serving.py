@@ -149,7 +149,7 @@ def build_serving_form(mlc, run_id: str, version: str, adapter: Path, work: Path
         model, tokenizer, labels, split, spec, work / "forms", 128
     )
     decision = forms.decide_serving_form(figures, spec, accuracy, exact_ms)
-    forms.record_serving_form(mlc, run_id, NAME, version, decision, folders.get(decision.chosen))
+    forms.record_serving_form(mlc, NAME, version, decision, folders.get(decision.chosen))
 
 
 def serving_form_line(name: str) -> str:

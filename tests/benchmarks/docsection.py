@@ -15,7 +15,7 @@ def replace_lead(doc: str, head: str, text: str) -> str:
     section's ``### `` subsections and every other section stay. A missing section is added."""
     start = doc.find(f"\n{head}\n")
     if start < 0:
-        return doc.rstrip("\n") + f"\n\n{head}\n\n{text}\n"
+        return doc.rstrip("\n") + f"\n\n{head}\n\n{text.strip()}\n"
     start += 1
     body = start + len(head)
     ends = [doc.find(mark, body) for mark in ("\n### ", "\n## ")]

@@ -152,9 +152,7 @@ def test_the_merged_onnx_forms_agree_with_the_exact_model_and_are_recorded(
     run_id = mlc.get_model_version(NAME, version).run_id
     passing = [forms.judge_form("onnx-fp32", exact, exact, labels, 0.5, SPEC)]
     decision = forms.decide_serving_form(passing, SPEC, 0.97)
-    record_id = forms.record_serving_form(
-        mlc, run_id, NAME, version, decision, folders["onnx-fp32"]
-    )
+    record_id = forms.record_serving_form(mlc, NAME, version, decision, folders["onnx-fp32"])
     tags = mlc.get_model_version(NAME, version).tags
     assert (tags["serving_form"], tags["serving_form.passed"]) == ("onnx-fp32", "true")
     assert tags["serving_form.record"] == record_id
@@ -184,9 +182,8 @@ def test_the_service_serves_the_form_that_passed_and_says_which(home, trained, t
         ServingFormSpec(candidates=("onnx-fp32",)), tmp_path / "forms", max_length=16,
     )  # fmt: skip
     passing = [forms.judge_form("onnx-fp32", exact, exact, labels, 0.5, SPEC)]
-    run_id = mlc.get_model_version(NAME, optimised).run_id
     decision = forms.decide_serving_form(passing, SPEC, 0.97)
-    forms.record_serving_form(mlc, run_id, NAME, optimised, decision, folders["onnx-fp32"])
+    forms.record_serving_form(mlc, NAME, optimised, decision, folders["onnx-fp32"])
     mlc.set_registered_model_alias(NAME, "champion", optimised)
     mlc.set_registered_model_alias(NAME, "challenger", exact_only)
     with start(home) as server, httpx.Client(base_url=server.url, timeout=30) as http:
@@ -225,9 +222,8 @@ def test_an_onnx_served_version_feeds_the_window_the_exact_forms_lengths_and_oov
         ServingFormSpec(candidates=("onnx-fp32",)), tmp_path / "forms", max_length=16,
     )  # fmt: skip
     passing = [forms.judge_form("onnx-fp32", exact, exact, labels, 0.5, SPEC)]
-    run_id = mlc.get_model_version(NAME, optimised).run_id
     decision = forms.decide_serving_form(passing, SPEC, 0.97)
-    forms.record_serving_form(mlc, run_id, NAME, optimised, decision, folders["onnx-fp32"])
+    forms.record_serving_form(mlc, NAME, optimised, decision, folders["onnx-fp32"])
     # Unseen words, and a text longer than the form's 16 tokens (counted in full, as exact).
     served = texts[20:26] + ["a zorblax quintessentially flibbertigibbet film " * 4]
     exact_form = load_version(NAME, exact_only)

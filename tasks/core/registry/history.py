@@ -297,13 +297,17 @@ def append_about_version(
     version: str,
     parent_run_id: str | None = None,
     effect: Callable[[], None] | None = None,
+    artifacts: dict[str, dict | str] | None = None,
+    files: dict[str, Path] | None = None,
     **fields,
 ) -> str:
     """Record a decision about registered version ``name`` v``version``: filed with its
     training run (experiment, nesting unless ``parent_run_id``), naming its config sha;
-    ``effect`` as in ``append`` (run inside the record's writing)."""
+    ``effect``, ``artifacts`` and ``files`` as in ``append``."""
     model_version = mlc.get_model_version(name, version)
     fields.setdefault("config_sha256", model_version.tags.get("config_sha256", ""))
     decision = Decision(model=name, version=version, train_run_id=model_version.run_id, **fields)
     experiment_id = mlc.get_run(model_version.run_id).info.experiment_id
-    return append(mlc, experiment_id, decision, parent_run_id=parent_run_id, effect=effect)
+    return append(
+        mlc, experiment_id, decision, artifacts, files, parent_run_id=parent_run_id, effect=effect
+    )

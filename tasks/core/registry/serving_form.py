@@ -356,7 +356,7 @@ def measure_forms(
 
 
 def record_serving_form(
-    mlc, run_id: str, name: str, version: str, decision: ServingFormDecision,
+    mlc, name: str, version: str, decision: ServingFormDecision,
     folder: Path | None, config_sha256: str = "", record_key: str = "",
 ) -> str:  # fmt: skip
     """The serving-form decision as its own record of the decision history (kind
@@ -364,7 +364,7 @@ def record_serving_form(
     ``serving_form/<form>/``); the version's tags index it (the form, whether it passed, its
     figures, ``serving_form.record``: the run the service loads the form from). Its run id.
     """
-    from tasks.core.registry.history import Decision, actor_pipeline, append
+    from tasks.core.registry.history import actor_pipeline, append_about_version
 
     figures = {"min_agreement": decision.min_agreement}
     if decision.exact_ms_per_example is not None:  # the speed a form had to beat
@@ -383,23 +383,15 @@ def record_serving_form(
         if chosen is not None
         else "exact model"
     )
-    # Named like the version's other records (the config it was trained from).
-    config_sha256 = config_sha256 or mlc.get_model_version(name, version).tags.get(
-        "config_sha256", ""
-    )
-    record = Decision(
-        kind="serving-form", model=name, outcome=decision.chosen, reason=reason,
-        actor=actor_pipeline(), version=str(version), train_run_id=run_id,
-        config_sha256=config_sha256, figures=figures, details=decision.to_dict(),
-        key=record_key,
-    )  # fmt: skip
     files = None
     if decision.passed and folder is not None:
         files = {f"{ARTIFACT_ROOT}/{decision.chosen}": folder}
-    experiment_id = mlc.get_run(run_id).info.experiment_id
-    record_id = append(
-        mlc, experiment_id, record, artifacts={DECISION_ARTIFACT: decision.to_dict()}, files=files
-    )
+    record_id = append_about_version(
+        mlc, name, str(version), artifacts={DECISION_ARTIFACT: decision.to_dict()}, files=files,
+        kind="serving-form", outcome=decision.chosen, reason=reason, actor=actor_pipeline(),
+        figures=figures, details=decision.to_dict(), key=record_key,
+        **({"config_sha256": config_sha256} if config_sha256 else {}),
+    )  # fmt: skip
     for tag, value in (decision.tags() | {RECORD_TAG: record_id}).items():
         mlc.set_model_version_tag(name, version, tag, value)
     return record_id
