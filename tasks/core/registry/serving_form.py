@@ -357,7 +357,7 @@ def measure_forms(
 
 def record_serving_form(
     mlc, name: str, version: str, decision: ServingFormDecision,
-    folder: Path | None, config_sha256: str = "", record_key: str = "",
+    folder: Path | None, record_key: str = "",
 ) -> str:  # fmt: skip
     """The serving-form decision as its own record of the decision history (kind
     ``serving-form``: figures, thresholds, ``decision.json``, the chosen form's files under
@@ -390,7 +390,6 @@ def record_serving_form(
         mlc, name, str(version), artifacts={DECISION_ARTIFACT: decision.to_dict()}, files=files,
         kind="serving-form", outcome=decision.chosen, reason=reason, actor=actor_pipeline(),
         figures=figures, details=decision.to_dict(), key=record_key,
-        **({"config_sha256": config_sha256} if config_sha256 else {}),
     )  # fmt: skip
     for tag, value in (decision.tags() | {RECORD_TAG: record_id}).items():
         mlc.set_model_version_tag(name, version, tag, value)
